@@ -1,0 +1,45 @@
+# cloudtap: the two commands that matter are `make demo` and `make test`.
+# Both set everything up on a fresh Debian machine (as root) and are idempotent.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.cloudtap-installed
+APT_STAMP := /var/lib/cloudtap-apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
+
+APT_PACKAGES := tshark tcpdump tcpreplay nfdump softflowd argus-server argus-client \
+	libpcap0.8-dev iproute2 iperf3 python3-venv
+
+.PHONY: demo test setup system-deps bench lint clean
+
+demo: setup
+	$(PY) -m cloudtap.demo
+
+test: setup
+	$(VENV)/bin/pytest -q tests
+
+bench: setup
+	$(PY) bench/meter/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench scripts
+
+setup: system-deps $(STAMP)
+
+system-deps: $(APT_STAMP)
+
+$(APT_STAMP):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null && touch $@; \
+	else echo "not root or no apt-get: skipping system packages ($(APT_PACKAGES))"; fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -q -e '.[agent,server,dev]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .numba-cache .pytest_cache build *.egg-info
