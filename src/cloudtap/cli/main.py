@@ -1,0 +1,39 @@
+"""The `cloudtap` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from cloudtap import __version__
+from cloudtap.cli.meter_cmd import meter_command
+
+app = typer.Typer(
+    name="cloudtap",
+    help="East-west traffic collection and analysis for private clouds.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.command("meter")(meter_command)
+
+
+def _register_optional() -> None:
+    """Commands whose modules may be absent in a slim (agent-only) install."""
+    try:
+        from cloudtap.synth.cli import synth_command
+    except ImportError:  # pragma: no cover - synth ships with the package
+        return
+    app.command("synth")(synth_command)
+
+
+_register_optional()
+
+
+@app.command()
+def version() -> None:
+    """Print the cloudtap version."""
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,99 @@
+"""`cloudtap meter`: capture files to flow records."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from cloudtap.cli.output import FORMATS, write_table
+from cloudtap.cli.render import top_flows_table
+from cloudtap.errors import CloudtapError
+from cloudtap.meter import MeterConfig, MeterResult, meter_file
+
+EXIT_PARTIAL = 3  #: some input was corrupt; flows before the damage were written
+
+_PROGRESS_MIN_BYTES = 32 << 20
+
+
+def summary_line(result: MeterResult) -> str:
+    """One line: packets, flows, speed, and everything not metered or lost."""
+    s = result.stats
+    flows = len({int(x) for x in result.flows["flow_id"]}) if len(result.flows) else 0
+    parts = [
+        f"{result.frames:,} packets",
+        f"{flows:,} flows ({len(result.flows):,} records)",
+        f"{result.mpps:.2f} Mpps",
+    ]
+    skipped = {k: v for k, v in result.decoded.items() if k != "ok" and v}
+    if skipped:
+        parts.append("not metered: " + ", ".join(f"{v:,} {k}" for k, v in sorted(skipped.items())))
+    if result.filtered_out:
+        parts.append(f"{result.filtered_out:,} filtered out")
+    if result.fragments_orphaned:
+        parts.append(f"{result.fragments_orphaned:,} orphan fragments")
+    if s.table_full_packets:
+        parts.append(f"[bold red]{s.table_full_packets:,} packets lost: flow table full[/]")
+    for err in result.errors:
+        parts.append(f"[bold red]partial: {err}[/]")
+    return " · ".join(parts)
+
+
+def meter_command(
+    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files, metered in order as one stream")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"output: {', '.join(FORMATS)}")] = "table",
+    bpf: Annotated[str | None, typer.Option("--filter", help="tcpdump (BPF) filter expression")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write records here (default stdout)")] = None,
+    limit: Annotated[int, typer.Option(help="rows shown by --format table")] = 20,
+    record_interval: Annotated[float, typer.Option(help="seconds between records of long flows")] = 60.0,
+    idle_timeout: Annotated[float, typer.Option(help="idle timeout (s) of UDP/ICMP/unestablished TCP")] = 60.0,
+    tcp_idle_timeout: Annotated[float, typer.Option(help="idle timeout (s) of established TCP")] = 300.0,
+    max_flows: Annotated[int, typer.Option(help="flow table capacity")] = 1 << 20,
+) -> None:
+    """Meter capture files into flow records with TCP health (RTT, retransmissions, close reason)."""
+    err = Console(stderr=True)
+    if fmt not in FORMATS:
+        err.print(f"[red]unknown --format {fmt!r}[/]; choose one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    if fmt == "parquet" and output is None:
+        err.print("[red]--format parquet needs --output PATH[/]")
+        raise typer.Exit(2)
+    for f in files:
+        if not f.is_file():
+            err.print(f"[red]no such file: {f}[/]")
+            raise typer.Exit(2)
+    try:
+        config = MeterConfig(
+            record_interval_s=record_interval,
+            idle_timeout_s=idle_timeout,
+            tcp_idle_timeout_s=tcp_idle_timeout,
+            max_flows=max_flows,
+        )
+    except ValueError as exc:
+        err.print(f"[red]invalid option:[/] {exc}")
+        raise typer.Exit(2) from exc
+    total = sum(f.stat().st_size for f in files)
+    try:
+        if total >= _PROGRESS_MIN_BYTES and err.is_terminal:
+            columns = (TextColumn("metering"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=err, transient=True) as bar:
+                task = bar.add_task("meter", total=total)
+                result = meter_file(files, config, bpf=bpf, progress=lambda d, t: bar.update(task, completed=d))
+        else:
+            result = meter_file(files, config, bpf=bpf)
+    except CloudtapError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    table = result.to_arrow()
+    if fmt == "table":
+        out = Console(file=open(output, "w", encoding="utf-8") if output else sys.stdout, width=160)  # noqa: SIM115
+        out.print(top_flows_table(table, limit=limit))
+    else:
+        write_table(table, fmt, output)
+    err.print(summary_line(result))
+    if result.partial:
+        raise typer.Exit(EXIT_PARTIAL)

@@ -1,0 +1,142 @@
+"""Flow-table state layouts (numpy structured dtypes) shared by the meter kernels.
+
+The table is struct-of-records: ``FLOW_STATE_DTYPE`` holds one flow (key, times, handshake),
+``DIR_STATE_DTYPE`` holds one direction of one flow (counters since the last record, TCP sequence
+tracking); direction ``d`` of slot ``s`` is row ``2*s + d`` (0 = client to server, 1 = server to client).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOW_STATE_DTYPE = np.dtype(
+    [
+        ("client_hi", "u8"),
+        ("client_lo", "u8"),
+        ("server_hi", "u8"),
+        ("server_lo", "u8"),
+        ("tunnel_src_hi", "u8"),
+        ("tunnel_src_lo", "u8"),
+        ("tunnel_dst_hi", "u8"),
+        ("tunnel_dst_lo", "u8"),
+        ("flow_id", "u8"),
+        ("start_ns", "i8"),  # first packet of the flow
+        ("first_ns", "i8"),  # first packet of the current record period (0: none yet)
+        ("last_ns", "i8"),  # last packet of the flow
+        ("period_end_ns", "i8"),  # end of the current record period (aligned)
+        ("second_end_ns", "i8"),  # end of the current 1-second edge bucket
+        ("syn_ns", "i8"),  # first SYN from the client
+        ("synack_ns", "i8"),  # first SYN-ACK from the server
+        ("closed_ns", "i8"),  # when the flow reached a closed state (FIN both ways / RST)
+        ("rtt_client_ns", "i8"),
+        ("rtt_server_ns", "i8"),
+        ("tunnel_id", "u4"),
+        ("hash", "u4"),
+        ("syn_count", "u2"),
+        ("synack_count", "u2"),
+        ("client_port", "u2"),
+        ("server_port", "u2"),
+        ("vlan", "u2"),
+        ("record_seq", "u2"),
+        ("proto", "u1"),
+        ("ip_ver", "u1"),
+        ("tunnel_type", "u1"),
+        ("side_rule", "u1"),
+        ("hs_state", "u1"),  # HS_*
+        ("close_type", "u1"),  # CLOSE_* once decided (0 while open)
+        ("fin_mask", "u1"),  # bit 0: client FIN, bit 1: server FIN
+        ("opened_pending", "u1"),  # 1 until the open is reported in an edge delta
+        ("rtt_pending", "u1"),  # 1 when the handshake RTT is measured but not yet reported in an edge delta
+        ("in_use", "u1"),
+    ],
+    align=True,
+)
+
+DIR_STATE_DTYPE = np.dtype(
+    [
+        ("packets", "u8"),
+        ("bytes", "u8"),
+        ("l2_bytes", "u8"),
+        ("payload_bytes", "u8"),
+        ("mac", "u8"),
+        ("nextseq_ns", "i8"),  # time the highest sequence was seen
+        ("lastack_ns", "i8"),
+        ("sec_packets", "u8"),  # since the last edge delta
+        ("sec_bytes", "u8"),
+        ("nextseq", "u4"),
+        ("lastack", "u4"),
+        ("window", "u4"),
+        ("retrans", "u4"),
+        ("zero_window", "u4"),
+        ("ooo", "u4"),
+        ("sec_retrans", "u4"),
+        ("dupacks", "u2"),
+        ("tcp_flags", "u1"),
+        ("seq_known", "u1"),
+        ("ack_known", "u1"),
+        ("last_was_keepalive", "u1"),
+        ("last_was_zwp", "u1"),
+    ],
+    align=True,
+)
+
+#: One edge delta: what one flow added to one 1-second bucket. Aggregated by the meter wrapper.
+EDGE_DELTA_DTYPE = np.dtype(
+    [
+        ("second_ns", "i8"),
+        ("client_hi", "u8"),
+        ("client_lo", "u8"),
+        ("server_hi", "u8"),
+        ("server_lo", "u8"),
+        ("packets_c2s", "u8"),
+        ("packets_s2c", "u8"),
+        ("bytes_c2s", "u8"),
+        ("bytes_s2c", "u8"),
+        ("rtt_sum_us", "f8"),
+        ("retrans", "u4"),
+        ("tunnel_id", "u4"),
+        ("server_port", "u2"),
+        ("vlan", "u2"),
+        ("rtt_count", "u2"),
+        ("flows_opened", "u2"),
+        ("flows_closed", "u2"),
+        ("flows_failed", "u2"),
+        ("proto", "u1"),
+    ],
+    align=True,
+)
+
+HS_NONE = 0  #: no handshake packet seen (mid-stream or not TCP)
+HS_SYN = 1  #: client SYN seen
+HS_SYNACK = 2  #: server SYN-ACK seen
+HS_ESTABLISHED = 3  #: client ACK after SYN-ACK seen
+
+# Meter statistics vector (int64), indexed by these constants.
+ST_PACKETS = 0  #: rows offered to the meter
+ST_METERED = 1  #: rows counted into a flow
+ST_NOT_METERED = 2  #: rows not meterable (not IP, malformed, unknown link type)
+ST_TABLE_FULL_PACKETS = 3  #: meterable rows dropped because no slot was free
+ST_TABLE_FULL_BYTES = 4  #: their wire bytes
+ST_FLOWS_CREATED = 5
+ST_RECORDS = 6  #: flow records emitted
+ST_EDGE_DELTAS = 7
+ST_ACTIVE = 8  #: active flows now
+ST_PEAK_ACTIVE = 9
+ST_TABLE_FULL_FLOWS = 10  #: new flows refused because the table was full
+ST_NOW_NS = 11  #: the meter's clock (highest timestamp seen)
+ST_NEXT_SCAN_NS = 12
+ST_NEXT_FLOW_ID = 13
+ST_SIZE = 16
+STAT_NAMES = (
+    "packets",
+    "metered",
+    "not_metered",
+    "table_full_packets",
+    "table_full_bytes",
+    "flows_created",
+    "records",
+    "edge_deltas",
+    "active_flows",
+    "peak_active_flows",
+    "table_full_flows",
+)

@@ -1,0 +1,198 @@
+"""Meter: owns the flow table arrays, feeds decoded packets to the kernel, hands out records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloudtap.meter import _kernels as K
+from cloudtap.meter._state import (
+    DIR_STATE_DTYPE,
+    EDGE_DELTA_DTYPE,
+    FLOW_STATE_DTYPE,
+    ST_ACTIVE,
+    ST_NEXT_FLOW_ID,
+    ST_SIZE,
+    STAT_NAMES,
+)
+from cloudtap.meter.config import MeterConfig
+from cloudtap.schema.flow import FLOW_DTYPE
+from cloudtap.schema.packet import PACKET_DTYPE
+
+RecordSink = Callable[[np.ndarray], None]
+
+_NS = 1_000_000_000
+
+
+@dataclass
+class MeterStats:
+    """Counters of one meter (all cumulative)."""
+
+    packets: int = 0
+    metered: int = 0
+    not_metered: int = 0
+    table_full_packets: int = 0
+    table_full_bytes: int = 0
+    table_full_flows: int = 0
+    flows_created: int = 0
+    records: int = 0
+    edge_deltas: int = 0
+    active_flows: int = 0
+    peak_active_flows: int = 0
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(4, (n - 1).bit_length())
+
+
+class Meter:
+    """A flow table fed with decoded packets; emits flow records and edge deltas.
+
+    Records and edge deltas are passed to ``on_records`` / ``on_edges`` in batches (numpy arrays of
+    ``FLOW_DTYPE`` / ``EDGE_DELTA_DTYPE``); the arrays are copies the callee may keep.
+    """
+
+    def __init__(
+        self,
+        config: MeterConfig | None = None,
+        on_records: RecordSink | None = None,
+        on_edges: RecordSink | None = None,
+    ) -> None:
+        self.config = config or MeterConfig()
+        cap = self.config.max_flows
+        self._fs = np.zeros(cap, FLOW_STATE_DTYPE)
+        self._ds = np.zeros(2 * cap, DIR_STATE_DTYPE)
+        size = _pow2_at_least(2 * cap)
+        self._idx_slot = np.full(size, -1, np.int32)
+        self._idx_hash = np.zeros(size, np.uint32)
+        self._free = np.arange(cap - 1, -1, -1, dtype=np.int32)
+        self._free_top = np.array([cap], np.int64)
+        self._active = np.zeros(cap, np.int32)
+        self._active_pos = np.zeros(cap, np.int32)
+        self._st = np.zeros(ST_SIZE, np.int64)
+        self._st[ST_NEXT_FLOW_ID] = self.config.flow_id_base
+        self._cursor = np.array([-1], np.int64)
+        cfg = np.zeros(K.CFG_SIZE, np.int64)
+        cfg[K.CFG_IDLE_NS] = int(self.config.idle_timeout_s * _NS)
+        cfg[K.CFG_TCP_IDLE_NS] = int(self.config.tcp_idle_timeout_s * _NS)
+        cfg[K.CFG_LINGER_NS] = int(self.config.close_linger_s * _NS)
+        cfg[K.CFG_PERIOD_NS] = int(self.config.record_interval_s * _NS)
+        cfg[K.CFG_SCAN_NS] = int(self.config.scan_interval_s * _NS)
+        cfg[K.CFG_EDGE_NS] = int(self.config.edge_interval_s * _NS)
+        self._cfg = cfg
+        self._out = np.zeros(self.config.output_batch, FLOW_DTYPE)
+        self._edges = np.zeros(self.config.output_batch, EDGE_DELTA_DTYPE)
+        self._on_records = on_records
+        self._on_edges = on_edges
+
+    # -- feeding ------------------------------------------------------------------------------
+    def add(self, packets: np.ndarray) -> None:
+        """Meter a batch of decoded packets (``PACKET_DTYPE``, capture order)."""
+        if packets.dtype != PACKET_DTYPE:
+            raise TypeError(f"expected PACKET_DTYPE packets, got {packets.dtype}")
+        packets = np.ascontiguousarray(packets)
+        i, n = 0, len(packets)
+        while i < n:
+            i = K.meter_packets(packets, i, *self._kernel_args())
+            if i < n or self._cursor[0] >= 0:
+                self.drain()
+        while self._cursor[0] >= 0:  # an interrupted scan still pending
+            self.drain()
+            K.meter_packets(packets[:0], 0, *self._kernel_args())
+
+    def flush(self) -> None:
+        """End every active flow (end of input) and hand out everything."""
+        self._cursor[0] = 0
+        while not K.scan(
+            self._fs,
+            self._ds,
+            self._idx_slot,
+            self._idx_hash,
+            self._free,
+            self._free_top,
+            self._active,
+            self._active_pos,
+            self._st,
+            self._cfg,
+            self._out,
+            self._edges,
+            self._cursor,
+            True,
+        ):
+            self.drain()
+        self.drain()
+
+    def drain(self) -> None:
+        """Hand the buffered records and edge deltas to the sinks."""
+        n_out = int(self._st[K.ST_OUT_N])
+        n_edges = int(self._st[K.ST_EDGE_N])
+        if n_out:
+            if self._on_records is not None:
+                self._on_records(self._out[:n_out].copy())
+            self._st[K.ST_OUT_N] = 0
+        if n_edges:
+            if self._on_edges is not None:
+                self._on_edges(self._edges[:n_edges].copy())
+            self._st[K.ST_EDGE_N] = 0
+
+    def _kernel_args(self) -> tuple[object, ...]:
+        return (
+            self._fs,
+            self._ds,
+            self._idx_slot,
+            self._idx_hash,
+            self._free,
+            self._free_top,
+            self._active,
+            self._active_pos,
+            self._st,
+            self._cfg,
+            self._out,
+            self._edges,
+            self._cursor,
+        )
+
+    # -- introspection --------------------------------------------------------------------------
+    @property
+    def stats(self) -> MeterStats:
+        """A snapshot of the counters."""
+        values = {name: int(self._st[i]) for i, name in enumerate(STAT_NAMES)}
+        return MeterStats(**values)
+
+    @property
+    def active_flows(self) -> int:
+        """Flows in the table now."""
+        return int(self._st[ST_ACTIVE])
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the flow table and its buffers."""
+        arrays = (
+            self._fs,
+            self._ds,
+            self._idx_slot,
+            self._idx_hash,
+            self._free,
+            self._active,
+            self._active_pos,
+            self._out,
+            self._edges,
+        )
+        return sum(a.nbytes for a in arrays)
+
+    @property
+    def bytes_per_flow_slot(self) -> float:
+        """Table bytes per flow of capacity (state + index share), excluding output buffers."""
+        cap = self.config.max_flows
+        table = (
+            self._fs.nbytes
+            + self._ds.nbytes
+            + self._idx_slot.nbytes
+            + self._idx_hash.nbytes
+            + self._free.nbytes
+            + self._active.nbytes
+            + self._active_pos.nbytes
+        )
+        return table / cap
