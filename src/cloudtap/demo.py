@@ -10,13 +10,12 @@ import argparse
 from pathlib import Path
 
 import pyarrow.compute as pc
-from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from cloudtap.cli.meter_cmd import summary_line
-from cloudtap.cli.render import human_bytes, top_flows_table
+from cloudtap.cli.render import human_bytes, make_console, top_flows_table
 from cloudtap.meter import edges_with_text, meter_file
 from cloudtap.synth import builtin_scenario, write_pcap
 
@@ -59,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="where the pcap and outputs go")
     parser.add_argument("--scenario", default="small-cloud", help="built-in scenario name")
     args = parser.parse_args(argv)
-    console = Console()
+    console = make_console()
     args.out.mkdir(parents=True, exist_ok=True)
     pcap = args.out / f"{args.scenario}.pcap"
-    console.print(Panel.fit("[bold]cloudtap demo[/]: a small private cloud, one hour-on-the-hour backup incident"))
+    console.print(
+        Panel.fit("[bold]cloudtap demo[/]: a small private cloud, one hour-on-the-hour backup incident")
+    )
     scenario = builtin_scenario(args.scenario)
     with Progress(TextColumn("synthesising"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
                   console=console, transient=True) as bar:  # fmt: skip
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
 
     pq.write_table(flows, out_flows, compression="zstd")
-    console.print(f"flow records: [cyan]{out_flows}[/]; try: [bold].venv/bin/cloudtap meter {pcap} --format jsonl[/]")
+    console.print(
+        f"flow records: [cyan]{out_flows}[/]; try: [bold].venv/bin/cloudtap meter {pcap} --format jsonl[/]"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ import typer
 
 from cloudtap import __version__
 from cloudtap.cli.meter_cmd import meter_command
+from cloudtap.synth.cli import synth_command
 
 app = typer.Typer(
     name="cloudtap",
@@ -15,18 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("meter")(meter_command)
-
-
-def _register_optional() -> None:
-    """Commands whose modules may be absent in a slim (agent-only) install."""
-    try:
-        from cloudtap.synth.cli import synth_command
-    except ImportError:  # pragma: no cover - synth ships with the package
-        return
-    app.command("synth")(synth_command)
-
-
-_register_optional()
+app.command("synth")(synth_command)
 
 
 @app.command()

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from cloudtap.cli.output import FORMATS, write_table
 from cloudtap.cli.render import top_flows_table
@@ -47,10 +54,14 @@ def meter_command(
     files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files, metered in order as one stream")],
     fmt: Annotated[str, typer.Option("--format", "-f", help=f"output: {', '.join(FORMATS)}")] = "table",
     bpf: Annotated[str | None, typer.Option("--filter", help="tcpdump (BPF) filter expression")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="write records here (default stdout)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write records here (default stdout)")
+    ] = None,
     limit: Annotated[int, typer.Option(help="rows shown by --format table")] = 20,
     record_interval: Annotated[float, typer.Option(help="seconds between records of long flows")] = 60.0,
-    idle_timeout: Annotated[float, typer.Option(help="idle timeout (s) of UDP/ICMP/unestablished TCP")] = 60.0,
+    idle_timeout: Annotated[
+        float, typer.Option(help="idle timeout (s) of UDP/ICMP/unestablished TCP")
+    ] = 60.0,
     tcp_idle_timeout: Annotated[float, typer.Option(help="idle timeout (s) of established TCP")] = 300.0,
     max_flows: Annotated[int, typer.Option(help="flow table capacity")] = 1 << 20,
 ) -> None:
@@ -79,10 +90,18 @@ def meter_command(
     total = sum(f.stat().st_size for f in files)
     try:
         if total >= _PROGRESS_MIN_BYTES and err.is_terminal:
-            columns = (TextColumn("metering"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+            columns = (
+                TextColumn("metering"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+            )
             with Progress(*columns, console=err, transient=True) as bar:
                 task = bar.add_task("meter", total=total)
-                result = meter_file(files, config, bpf=bpf, progress=lambda d, t: bar.update(task, completed=d))
+                result = meter_file(
+                    files, config, bpf=bpf, progress=lambda d, t: bar.update(task, completed=d)
+                )
         else:
             result = meter_file(files, config, bpf=bpf)
     except CloudtapError as exc:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 _PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 132: "sctp", 47: "gre"}
+
+
+def make_console(**kwargs: object) -> Console:
+    """A Console that is at least 120 columns wide when the output is not a terminal."""
+    console = Console(**kwargs)  # type: ignore[arg-type]
+    if not console.is_terminal and "width" not in kwargs:
+        console = Console(width=140, **kwargs)  # type: ignore[arg-type]
+    return console
 
 
 def human_bytes(n: float) -> str:
@@ -27,10 +36,12 @@ def top_flows_table(flows: pa.Table, limit: int = 20, title: str = "Top flows by
              ("retrans_c2s", "sum"), ("retrans_s2c", "sum")]
         )  # fmt: skip
         last = flows.group_by(["flow_id"], use_threads=False).aggregate([("record_seq", "max")])
-        keys = flows.join(last, keys=["flow_id", "record_seq"], right_keys=["flow_id", "record_seq_max"])
+        keys = flows.join(
+            last, keys=["flow_id", "record_seq"], right_keys=["flow_id", "record_seq_max"], join_type="inner"
+        )
         keys = keys.select(["flow_id", "proto", "client_ip", "client_port", "server_ip", "server_port",
                             "rtt_client_us", "rtt_server_us", "close_type"])  # fmt: skip
-        summed = summed.join(keys, keys="flow_id")
+        summed = summed.join(keys, keys="flow_id", join_type="inner")
         total = pc.add(summed["bytes_c2s_sum"], summed["bytes_s2c_sum"])
         summed = summed.append_column("total", total).sort_by([("total", "descending")]).slice(0, limit)
     else:
@@ -43,7 +54,11 @@ def top_flows_table(flows: pa.Table, limit: int = 20, title: str = "Top flows by
     if summed is None:
         return table
     for row in summed.to_pylist():
-        rtt = row["rtt_client_us"] + row["rtt_server_us"] if row["rtt_client_us"] >= 0 <= row["rtt_server_us"] else None
+        rtt = (
+            row["rtt_client_us"] + row["rtt_server_us"]
+            if row["rtt_client_us"] >= 0 <= row["rtt_server_us"]
+            else None
+        )
         retrans = row["retrans_c2s_sum"] + row["retrans_s2c_sum"]
         table.add_row(
             _PROTO.get(row["proto"], str(row["proto"])),

@@ -106,6 +106,7 @@ def decode_frames(
     ports = _port_table(config.vxlan_ports, config.geneve_ports)
     depth = MAX_TUNNEL_DEPTH if config.decapsulate else 0
     decode_batch(data, offset, cap_len, wire_len, ts_ns, linktype, ports, depth, out)
+    out["interface"] = frames.interface
     return out
 
 

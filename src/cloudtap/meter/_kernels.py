@@ -65,6 +65,7 @@ CFG_LINGER_NS = 2  #: how long a closed TCP flow waits for stragglers
 CFG_PERIOD_NS = 3  #: periodic record interval (aligned to multiples of it)
 CFG_SCAN_NS = 4  #: how often (packet time) the table is scanned for expiry
 CFG_EDGE_NS = 5  #: edge delta bucket (1 s)
+CFG_KEY_INTERFACE = 6  #: 1: the capture interface is part of the flow key (agent), 0: it is not (files)
 CFG_SIZE = 8
 
 # st vector slots used only here ---------------------------------------------------------------
@@ -116,7 +117,7 @@ def _sender_is_client(proto: int, flags: int, sport: int, dport: int, icmp_type:
 
 
 @njit(**KERNEL_OPTS)
-def _lookup(fs, idx_slot, idx_hash, h, p) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _lookup(fs, idx_slot, idx_hash, h, p, iface, by_iface) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """Find the slot of packet ``p``'s flow: (slot, direction) or (-1, 0)."""
     mask = idx_slot.shape[0] - 1
     pos = int(h) & mask
@@ -126,7 +127,12 @@ def _lookup(fs, idx_slot, idx_hash, h, p) -> tuple[int, int]:  # type: ignore[no
             return -1, 0
         if idx_hash[pos] == h:
             f = fs[s]
-            if f.proto == p.proto and f.vlan == p.vlan and f.tunnel_id == p.tunnel_id:
+            if (
+                f.proto == p.proto
+                and f.vlan == p.vlan
+                and f.tunnel_id == p.tunnel_id
+                and (not by_iface or f.interface == iface)
+            ):
                 if (
                     f.client_lo == p.src_lo
                     and f.server_lo == p.dst_lo
@@ -149,7 +155,9 @@ def _lookup(fs, idx_slot, idx_hash, h, p) -> tuple[int, int]:  # type: ignore[no
 
 
 @njit(**KERNEL_OPTS)
-def _create(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, h, p) -> int:  # type: ignore[no-untyped-def]
+def _create(
+    fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, h, p, iface
+) -> int:  # type: ignore[no-untyped-def]
     """Allocate a slot for packet ``p``'s new flow; -1 when the table is full."""
     if free_top[0] == 0:
         return -1
@@ -181,6 +189,7 @@ def _create(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos
     f.proto = p.proto
     f.ip_ver = p.ip_ver
     f.vlan = p.vlan
+    f.interface = p.interface
     f.hash = h
     f.flow_id = np.uint64(st[ST_NEXT_FLOW_ID])
     st[ST_NEXT_FLOW_ID] += 1
@@ -302,6 +311,7 @@ def _emit_record(fs, ds, s, close_type, out, st) -> None:  # type: ignore[no-unt
     o.client_port = f.client_port
     o.server_port = f.server_port
     o.vlan = f.vlan
+    o.interface = f.interface
     o.record_seq = f.record_seq
     o.proto = f.proto
     o.ip_ver = f.ip_ver
@@ -331,7 +341,13 @@ def _emit_edge(fs, ds, s, closed, failed, edges, st, cfg) -> None:  # type: igno
     f = fs[s]
     c = ds[2 * s]
     v = ds[2 * s + 1]
-    if c.sec_packets == 0 and v.sec_packets == 0 and f.opened_pending == 0 and not closed and f.rtt_pending == 0:
+    if (
+        c.sec_packets == 0
+        and v.sec_packets == 0
+        and f.opened_pending == 0
+        and not closed
+        and f.rtt_pending == 0
+    ):
         return
     k = st[ST_EDGE_N]
     st[ST_EDGE_N] = k + 1
@@ -350,6 +366,7 @@ def _emit_edge(fs, ds, s, closed, failed, edges, st, cfg) -> None:  # type: igno
     e.tunnel_id = f.tunnel_id
     e.server_port = f.server_port
     e.vlan = f.vlan
+    e.interface = f.interface
     e.proto = f.proto
     e.flows_opened = f.opened_pending
     e.flows_closed = 1 if closed else 0
@@ -387,7 +404,9 @@ def _final_close_type(fs, ds, s, forced) -> int:  # type: ignore[no-untyped-def]
 
 
 @njit(**KERNEL_OPTS)
-def _finish(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, s, forced) -> None:  # type: ignore[no-untyped-def]
+def _finish(
+    fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, s, forced
+) -> None:  # type: ignore[no-untyped-def]
     """End slot ``s``: final record, final edge delta, free the slot."""
     ct = _final_close_type(fs, ds, s, forced)
     failed = ct == CLOSE_SYN_UNANSWERED or ct == CLOSE_SERVER_REFUSED or ct == CLOSE_HALF_OPEN
@@ -409,7 +428,9 @@ def _expired(fs, s, now, cfg) -> bool:  # type: ignore[no-untyped-def]
 
 
 @njit(**KERNEL_OPTS)
-def scan(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, cursor, forced) -> bool:  # type: ignore[no-untyped-def]
+def scan(
+    fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, cursor, forced
+) -> bool:  # type: ignore[no-untyped-def]
     """Expire idle flows, emit due periodic records and edge deltas. Resumable.
 
     Walks the active list from ``cursor[0]``. Returns True when the walk is complete, False when it
@@ -429,7 +450,22 @@ def scan(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, s
         s = active[i]
         f = fs[s]
         if forced or _expired(fs, s, now, cfg):
-            _finish(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, s, forced)
+            _finish(
+                fs,
+                ds,
+                idx_slot,
+                idx_hash,
+                free_stack,
+                free_top,
+                active,
+                active_pos,
+                st,
+                cfg,
+                out,
+                edges,
+                s,
+                forced,
+            )
             continue  # the last active slot moved into position i
         if now >= f.second_end_ns:
             _emit_edge(fs, ds, s, False, False, edges, st, cfg)
@@ -446,7 +482,23 @@ def scan(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, s
 
 
 @njit(**KERNEL_OPTS)
-def meter_packets(pk, start, fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, cursor) -> int:  # type: ignore[no-untyped-def]
+def meter_packets(
+    pk,
+    start,
+    fs,
+    ds,
+    idx_slot,
+    idx_hash,
+    free_stack,
+    free_top,
+    active,
+    active_pos,
+    st,
+    cfg,
+    out,
+    edges,
+    cursor,
+) -> int:  # type: ignore[no-untyped-def]
     """Meter rows ``start..`` of ``pk``; return the next row to process (== len(pk) when done)."""
     n = pk.shape[0]
     cap_out = out.shape[0]
@@ -454,7 +506,22 @@ def meter_packets(pk, start, fs, ds, idx_slot, idx_hash, free_stack, free_top, a
     scan_ns = cfg[4]
     i = start
     if cursor[0] >= 0:  # finish an interrupted scan first
-        if not scan(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, cursor, False):
+        if not scan(
+            fs,
+            ds,
+            idx_slot,
+            idx_hash,
+            free_stack,
+            free_top,
+            active,
+            active_pos,
+            st,
+            cfg,
+            out,
+            edges,
+            cursor,
+            False,
+        ):
             return i
     while i < n:
         if st[ST_OUT_N] + _HEADROOM > cap_out or st[ST_EDGE_N] + _HEADROOM > cap_edges:
@@ -472,23 +539,58 @@ def meter_packets(pk, start, fs, ds, idx_slot, idx_hash, free_stack, free_top, a
                 if st[ST_NEXT_SCAN_NS] != 0:
                     cursor[0] = 0
                     st[ST_NEXT_SCAN_NS] = (ts // scan_ns) * scan_ns + scan_ns
-                    if not scan(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, cursor, False):
+                    if not scan(
+                        fs,
+                        ds,
+                        idx_slot,
+                        idx_hash,
+                        free_stack,
+                        free_top,
+                        active,
+                        active_pos,
+                        st,
+                        cfg,
+                        out,
+                        edges,
+                        cursor,
+                        False,
+                    ):
                         st[ST_PACKETS] -= 1
                         return i
                 else:
                     st[ST_NEXT_SCAN_NS] = (ts // scan_ns) * scan_ns + scan_ns
-        h = flow_hash(p.src_hi, p.src_lo, p.sport, p.dst_hi, p.dst_lo, p.dport, p.proto, p.vlan, p.tunnel_id)
-        s, d = _lookup(fs, idx_slot, idx_hash, h, p)
+        iface = p.interface if cfg[6] != 0 else 0
+        h = flow_hash(
+            p.src_hi, p.src_lo, p.sport, p.dst_hi, p.dst_lo, p.dport, p.proto, p.vlan, p.tunnel_id, iface
+        )
+        s, d = _lookup(fs, idx_slot, idx_hash, h, p, iface, cfg[6] != 0)
         flags = p.tcp_flags if (p.flags & 8) != 0 else 0
         is_tcp = p.proto == _TCP and (p.flags & 8) != 0
         if s >= 0 and is_tcp and (flags & (_SYN | _ACK)) == _SYN:
             f0 = fs[s]
             if f0.close_type != 0 or f0.fin_mask == 3:
                 # A new connection reuses the 5-tuple of a closed one: end the old flow first.
-                _finish(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, s, False)
+                _finish(
+                    fs,
+                    ds,
+                    idx_slot,
+                    idx_hash,
+                    free_stack,
+                    free_top,
+                    active,
+                    active_pos,
+                    st,
+                    cfg,
+                    out,
+                    edges,
+                    s,
+                    False,
+                )
                 s = -1
         if s < 0:
-            s = _create(fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, h, p)
+            s = _create(
+                fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, h, p, iface
+            )
             if s < 0:
                 st[ST_TABLE_FULL_PACKETS] += 1
                 st[ST_TABLE_FULL_BYTES] += p.wire_len
@@ -528,7 +630,9 @@ def meter_packets(pk, start, fs, ds, idx_slot, idx_hash, free_stack, free_top, a
             r.tcp_flags |= flags
             _tcp_state(f, d, flags, ts)
             irtt = f.rtt_client_ns + f.rtt_server_ns if f.rtt_client_ns >= 0 and f.rtt_server_ns >= 0 else 0
-            analyse_segment(ds, 2 * s + d, 2 * s + 1 - d, ts, p.tcp_seq, p.tcp_ack, flags, p.tcp_win, p.payload_len, irtt)
+            analyse_segment(
+                ds, 2 * s + d, 2 * s + 1 - d, ts, p.tcp_seq, p.tcp_ack, flags, p.tcp_win, p.payload_len, irtt
+            )
         st[ST_METERED] += 1
         i += 1
     return i

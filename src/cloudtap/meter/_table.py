@@ -51,10 +51,16 @@ def flow_hash(
     proto: np.uint8,
     vlan: np.uint16,
     tunnel_id: np.uint32,
+    interface: np.uint16,
 ) -> np.uint32:
     """Direction-independent 32-bit hash of a flow key."""
     h = endpoint_hash(src_hi, src_lo, sport) + endpoint_hash(dst_hi, dst_lo, dport)
-    extra = (np.uint64(proto) << np.uint64(48)) | (np.uint64(vlan) << np.uint64(32)) | np.uint64(tunnel_id)
+    extra = (
+        (np.uint64(interface) << np.uint64(56))
+        ^ (np.uint64(proto) << np.uint64(48))
+        ^ (np.uint64(vlan) << np.uint64(32))
+        ^ np.uint64(tunnel_id)
+    )
     h = mix64(h ^ mix64(extra + _GOLD))
     return np.uint32(h >> np.uint64(32))
 

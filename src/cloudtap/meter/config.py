@@ -21,9 +21,14 @@ class MeterConfig(BaseModel):
     record_interval_s: float = Field(
         60.0, gt=0, description="long flows emit a record per interval (aligned to multiples of it)"
     )
-    edge_interval_s: float = Field(1.0, gt=0, description="edge metric bucket; 1-minute edges roll up from it")
+    edge_interval_s: float = Field(
+        1.0, gt=0, description="edge metric bucket; 1-minute edges roll up from it"
+    )
     scan_interval_s: float = Field(1.0, gt=0, description="how often the table is scanned for expiry")
     output_batch: int = Field(65536, ge=64, description="records buffered before they are handed out")
+    key_by_interface: bool = Field(
+        False, description="split flows by capture interface (the agent: one flow per observation point)"
+    )
     flow_id_base: int = Field(1, ge=0, description="first flow id (agents set a per-agent base)")
 
     @model_validator(mode="after")

@@ -13,7 +13,18 @@ import pyarrow as pa
 from cloudtap.meter._state import EDGE_DELTA_DTYPE
 from cloudtap.schema.address import column_to_text
 
-EDGE_KEYS = ("time_ns", "client_hi", "client_lo", "server_hi", "server_lo", "server_port", "proto", "vlan", "tunnel_id")
+EDGE_KEYS = (
+    "time_ns",
+    "client_hi",
+    "client_lo",
+    "server_hi",
+    "server_lo",
+    "server_port",
+    "proto",
+    "vlan",
+    "tunnel_id",
+    "interface",
+)
 EDGE_SUMS = (
     "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "retrans",
     "flows_opened", "flows_closed", "flows_failed", "rtt_sum_us", "rtt_count",

@@ -81,6 +81,7 @@ class Meter:
         cfg[K.CFG_PERIOD_NS] = int(self.config.record_interval_s * _NS)
         cfg[K.CFG_SCAN_NS] = int(self.config.scan_interval_s * _NS)
         cfg[K.CFG_EDGE_NS] = int(self.config.edge_interval_s * _NS)
+        cfg[K.CFG_KEY_INTERFACE] = int(self.config.key_by_interface)
         self._cfg = cfg
         self._out = np.zeros(self.config.output_batch, FLOW_DTYPE)
         self._edges = np.zeros(self.config.output_batch, EDGE_DELTA_DTYPE)

@@ -26,7 +26,7 @@ OUTPUT_COLUMNS = (
     "tcp_flags_c2s", "tcp_flags_s2c", "rtt_client_us", "rtt_server_us", "retrans_c2s", "retrans_s2c",
     "zero_window_c2s", "zero_window_s2c", "ooo_c2s", "ooo_s2c", "syn_count", "synack_count",
     "close_type", "side_rule", "record_seq", "vlan", "tunnel_type", "tunnel_id", "tunnel_src", "tunnel_dst",
-    "client_mac", "server_mac", "ip_ver",
+    "client_mac", "server_mac", "ip_ver", "interface",
 )  # fmt: skip
 
 

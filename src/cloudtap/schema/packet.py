@@ -82,6 +82,7 @@ PACKET_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("vlan", "u2", "outermost 802.1Q/802.1ad VLAN id of the Ethernet header carrying the innermost IP"),
     ("tcp_win", "u2", "TCP window field as sent (unscaled)"),
     ("frag_offset", "u2", "fragment offset in 8-byte units"),
+    ("interface", "u2", "capture interface of the frame (FrameBatch.interface): the observation point"),
     ("l3_offset", "u2", "offset of the innermost IP header in the frame"),
     ("l4_offset", "u2", "offset of the L4 header in the frame (0 if none)"),
     ("proto", "u1", "IP protocol of the innermost packet (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, 132 SCTP...)"),
