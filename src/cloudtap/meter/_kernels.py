@@ -38,7 +38,6 @@ from cloudtap.meter._state import (
     ST_PEAK_ACTIVE,
     ST_RECORDS,
     ST_TABLE_FULL_BYTES,
-    ST_TABLE_FULL_FLOWS,
     ST_TABLE_FULL_PACKETS,
 )
 from cloudtap.meter._table import flow_hash, index_insert, index_remove
@@ -212,6 +211,7 @@ def _create(
     f.hs_state = HS_NONE
     f.close_type = 0
     f.fin_mask = 0
+    f.seen_mask = 0
     f.opened_pending = 1
     f.rtt_pending = 0
     f.in_use = 1
@@ -394,9 +394,11 @@ def _final_close_type(fs, ds, s, forced) -> int:  # type: ignore[no-untyped-def]
     if f.close_type != 0:
         return f.close_type
     if f.proto == _TCP:
-        if f.fin_mask != 0:
+        if f.fin_mask == 3 or (f.fin_mask != 0 and not forced):
             return CLOSE_FIN
-        if f.hs_state == HS_SYN and ds[2 * s + 1].packets == 0 and f.record_seq == 0:
+        if f.fin_mask != 0:
+            return CLOSE_FORCED
+        if f.hs_state == HS_SYN and (f.seen_mask & 2) == 0:
             return CLOSE_SYN_UNANSWERED
         if f.hs_state == HS_SYNACK:
             return CLOSE_HALF_OPEN
@@ -594,7 +596,6 @@ def meter_packets(
             if s < 0:
                 st[ST_TABLE_FULL_PACKETS] += 1
                 st[ST_TABLE_FULL_BYTES] += p.wire_len
-                st[ST_TABLE_FULL_FLOWS] += 1
                 i += 1
                 continue
             f = fs[s]
@@ -612,6 +613,7 @@ def meter_packets(
             edge = cfg[5]
             f.second_end_ns = (ts // edge) * edge + edge
         r = ds[2 * s + d]
+        f.seen_mask |= 1 << d
         r.packets += 1
         r.bytes += p.ip_len
         r.l2_bytes += p.wire_len

@@ -46,6 +46,7 @@ FLOW_STATE_DTYPE = np.dtype(
         ("hs_state", "u1"),  # HS_*
         ("close_type", "u1"),  # CLOSE_* once decided (0 while open)
         ("fin_mask", "u1"),  # bit 0: client FIN, bit 1: server FIN
+        ("seen_mask", "u1"),  # bit 0: a packet from the client was seen, bit 1: from the server
         ("opened_pending", "u1"),  # 1 until the open is reported in an edge delta
         ("rtt_pending", "u1"),  # 1 when the handshake RTT is measured but not yet reported in an edge delta
         ("in_use", "u1"),
@@ -124,7 +125,6 @@ ST_RECORDS = 6  #: flow records emitted
 ST_EDGE_DELTAS = 7
 ST_ACTIVE = 8  #: active flows now
 ST_PEAK_ACTIVE = 9
-ST_TABLE_FULL_FLOWS = 10  #: new flows refused because the table was full
 ST_NOW_NS = 11  #: the meter's clock (highest timestamp seen)
 ST_NEXT_SCAN_NS = 12
 ST_NEXT_FLOW_ID = 13
@@ -140,5 +140,4 @@ STAT_NAMES = (
     "edge_deltas",
     "active_flows",
     "peak_active_flows",
-    "table_full_flows",
 )

@@ -35,7 +35,6 @@ class MeterStats:
     not_metered: int = 0
     table_full_packets: int = 0
     table_full_bytes: int = 0
-    table_full_flows: int = 0
     flows_created: int = 0
     records: int = 0
     edge_deltas: int = 0
@@ -103,25 +102,28 @@ class Meter:
             self.drain()
             K.meter_packets(packets[:0], 0, *self._kernel_args())
 
+    def tick(self, now_ns: int) -> None:
+        """Advance the meter's clock to ``now_ns`` without packets (live capture on a quiet link).
+
+        Expires idle flows and emits due periodic records exactly as a packet at ``now_ns`` would.
+        """
+        st = self._st
+        if now_ns <= st[K.ST_NOW_NS] and self._cursor[0] < 0:
+            return
+        st[K.ST_NOW_NS] = max(int(st[K.ST_NOW_NS]), now_ns)
+        if self._cursor[0] < 0:
+            if now_ns < st[K.ST_NEXT_SCAN_NS]:
+                return
+            scan_ns = int(self._cfg[K.CFG_SCAN_NS])
+            st[K.ST_NEXT_SCAN_NS] = (now_ns // scan_ns) * scan_ns + scan_ns
+            self._cursor[0] = 0
+        while not K.scan(*self._scan_args(False)):
+            self.drain()
+
     def flush(self) -> None:
         """End every active flow (end of input) and hand out everything."""
         self._cursor[0] = 0
-        while not K.scan(
-            self._fs,
-            self._ds,
-            self._idx_slot,
-            self._idx_hash,
-            self._free,
-            self._free_top,
-            self._active,
-            self._active_pos,
-            self._st,
-            self._cfg,
-            self._out,
-            self._edges,
-            self._cursor,
-            True,
-        ):
+        while not K.scan(*self._scan_args(True)):
             self.drain()
         self.drain()
 
@@ -137,6 +139,9 @@ class Meter:
             if self._on_edges is not None:
                 self._on_edges(self._edges[:n_edges].copy())
             self._st[K.ST_EDGE_N] = 0
+
+    def _scan_args(self, forced: bool) -> tuple[object, ...]:
+        return (*self._kernel_args(), forced)
 
     def _kernel_args(self) -> tuple[object, ...]:
         return (

@@ -23,6 +23,8 @@ from cloudtap.meter.records import flows_to_arrow
 from cloudtap.schema.flow import FLOW_DTYPE
 
 Progress = Callable[[int, int], None]
+#: Decides per decoded packet whether it is metered (e.g. mirror dedup): returns a bool keep-mask.
+PacketFilter = Callable[[FrameBatch, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -89,8 +91,11 @@ class FramePipeline:
         meter: Meter,
         bpf: str | None = None,
         decode_config: DecodeConfig | None = None,
+        packet_filter: PacketFilter | None = None,
     ) -> None:
         self.meter = meter
+        self.packet_filter = packet_filter
+        self.packets_filtered = 0
         self.filter = FrameFilter(bpf) if bpf else None
         self.decode_config = decode_config or DecodeConfig()
         self.fragments = FragmentTracker()
@@ -115,6 +120,12 @@ class FramePipeline:
         packets = decode_frames(frames, self.decode_config)
         for name, count in decode_counts(packets).items():
             self.decoded[name] = self.decoded.get(name, 0) + count
+        if self.packet_filter is not None:
+            keep = self.packet_filter(frames, packets)
+            kept = int(keep.sum())
+            if kept < len(packets):
+                self.packets_filtered += len(packets) - kept
+                packets = packets[keep]
         self.fragments.associate(packets)
         self.meter.add(packets)
 
