@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cloudtap import __version__
+from cloudtap.cli.agent_cmd import agent_app
 from cloudtap.cli.meter_cmd import meter_command
 from cloudtap.synth.cli import synth_command
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command("meter")(meter_command)
 app.command("synth")(synth_command)
+app.add_typer(agent_app, name="agent")
 
 
 @app.command()

@@ -92,13 +92,14 @@ class FramePipeline:
         bpf: str | None = None,
         decode_config: DecodeConfig | None = None,
         packet_filter: PacketFilter | None = None,
+        fragment_capacity: int = 65536,
     ) -> None:
         self.meter = meter
         self.packet_filter = packet_filter
         self.packets_filtered = 0
         self.filter = FrameFilter(bpf) if bpf else None
         self.decode_config = decode_config or DecodeConfig()
-        self.fragments = FragmentTracker()
+        self.fragments = FragmentTracker(capacity=fragment_capacity)
         self.frames = 0
         self.wire_bytes = 0
         self.filtered_out = 0

@@ -1,0 +1,528 @@
+"""Keep the agent inside the resources the user grants, and out of a host's way when it struggles.
+
+- :func:`plan_budget` splits ``limits.max_memory_mib`` between the Python/numba baseline, the
+  capture rings, the flow table, the meter's output buffers and the fragment table.
+- :class:`PpsLimiter` caps packets per second of wall time (token bucket).
+- :class:`CpuGovernor` sleeps the capture loop so the process stays within ``max_cpu_cores``.
+- :class:`Breaker` / :class:`HostBreakers` pause capture when load, free memory or free disk cross
+  their thresholds, with hysteresis and a minimum hold time.
+- :class:`RssWatch` compares the process's resident memory (ring pages included) with the grant.
+
+The kernel-enforced counterpart (cgroup ``cpu.max`` / ``memory.max``) is in
+:mod:`cloudtap.agent.cgroup`; these guards work with or without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cloudtap.agent.config import BreakersSection, LimitsSection
+from cloudtap.decode._fragment_kernels import TABLE_DTYPE as FRAGMENT_SLOT_DTYPE
+from cloudtap.errors import ConfigError
+from cloudtap.meter._state import DIR_STATE_DTYPE, EDGE_DELTA_DTYPE, FLOW_STATE_DTYPE
+from cloudtap.schema.flow import FLOW_DTYPE
+from cloudtap.schema.packet import PACKET_DTYPE
+
+MIB = 1 << 20
+
+#: Resident memory of a warm agent process before any table or ring (VmRSS measured on
+#: CPython 3.11 / numpy 2.4 / numba 0.68 / x86-64): numpy + numba + llvmlite ~90 MiB; with pydantic,
+#: pyarrow, psutil, prometheus-client, pyroute2 and the agent modules ~164 MiB; after every numba
+#: kernel is loaded from the cache (warm_up + BPF + dedup) 212-215 MiB, ~115 MiB of it mapped
+#: library files. 240 MiB keeps ~25 MiB for threads, sockets and modules loaded later.
+#: ``tests/agent/test_guard.py`` re-measures a warm process and fails if it outgrows this.
+BASELINE_BYTES = 240 * MIB
+#: Slack for the Python heap, arrow conversion and allocator fragmentation: max(this, 5% of grant).
+MIN_HEADROOM_BYTES = 16 * MIB
+HEADROOM_FRACTION = 0.05
+#: Share of the spendable memory (after baseline and headroom) the rings may take at most.
+RING_SHARE = 0.40
+#: Share for the meter's output buffers (records + edge deltas, x3 for copies in flight).
+OUTPUT_SHARE = 0.12
+OUTPUT_COPIES = 3
+#: Smallest useful sizes; below them the agent cannot run (plan_budget raises ConfigError).
+MIN_FLOWS = 4096
+MIN_OUTPUT_BATCH = 1024
+MIN_FRAGMENTS = 1024
+MIN_RING_BLOCKS = 4
+MIN_RING_BLOCK_BYTES = 64 * 1024
+#: Upper bounds (the meter's own limits and sane TPACKET_V3 block sizes: order <= 10 pages).
+MAX_FLOWS = 1 << 28
+MAX_OUTPUT_BATCH = 65536
+MAX_FRAGMENTS = 65536
+MAX_RING_BLOCK_BYTES = 4 * MIB
+DEFAULT_RING_BLOCK_BYTES = 1 * MIB
+DEFAULT_RING_BLOCKS = 32
+#: TPACKET_V3 per-frame overhead: tpacket3_hdr (48) + sockaddr_ll (20), aligned, plus VLAN room.
+_TPACKET3_OVERHEAD = 96
+#: FrameBatch columns per frame: offset i8, cap_len u4, wire_len u4, ts_ns i8, linktype u2, interface u2.
+_FRAME_COLUMNS_BYTES = 28
+
+
+# -- memory budget ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """How the memory grant is split (sizes per capture worker; rings per interface and worker).
+
+    Attributes:
+        max_flows: flow table capacity of each worker's meter.
+        ring_block_size / ring_block_count: TPACKET_V3 ring of each (interface, worker) socket.
+        output_batch: the meter's record/edge buffer rows.
+        fragment_capacity: slots of each worker's fragment table.
+        baseline_bytes ... headroom_bytes: the planned split of the grant (totals, for status).
+    """
+
+    max_flows: int
+    ring_block_size: int
+    ring_block_count: int
+    output_batch: int
+    fragment_capacity: int
+    grant_bytes: int = 0
+    baseline_bytes: int = 0
+    ring_bytes: int = 0
+    table_bytes: int = 0
+    output_bytes: int = 0
+    fragment_bytes: int = 0
+    decode_bytes: int = 0
+    headroom_bytes: int = 0
+
+    @property
+    def planned_bytes(self) -> int:
+        """Everything planned (never above ``grant_bytes``)."""
+        return (
+            self.baseline_bytes
+            + self.ring_bytes
+            + self.table_bytes
+            + self.output_bytes
+            + self.fragment_bytes
+            + self.decode_bytes
+            + self.headroom_bytes
+        )
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(4, (n - 1).bit_length())
+
+
+def _pow2_at_most(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def flow_table_bytes(max_flows: int) -> int:
+    """Bytes of a :class:`~cloudtap.meter.meter.Meter` flow table of ``max_flows`` slots.
+
+    Mirrors the meter's allocation: flow state, two direction states, an open-addressing index of
+    ``pow2 >= 2*max_flows`` (slot + hash, int32 + uint32), the free list and the active list (+pos).
+    About 444 bytes per slot.
+    """
+    index = _pow2_at_least(2 * max_flows)
+    per_slot = FLOW_STATE_DTYPE.itemsize + 2 * DIR_STATE_DTYPE.itemsize + 3 * 4
+    return max_flows * per_slot + index * (4 + 4)
+
+
+def output_buffer_bytes(output_batch: int) -> int:
+    """Bytes of the meter's output buffers (flow records + edge deltas) of ``output_batch`` rows."""
+    return output_batch * (FLOW_DTYPE.itemsize + EDGE_DELTA_DTYPE.itemsize)
+
+
+def fragment_table_bytes(capacity: int) -> int:
+    """Bytes of a fragment table of ``capacity`` slots (rounded up to a power of two)."""
+    return _pow2_at_least(capacity) * FRAGMENT_SLOT_DTYPE.itemsize
+
+
+def frame_bytes(snaplen: int) -> int:
+    """Ring bytes one captured frame of ``snaplen`` takes (TPACKET_V3 header + data, 16-aligned)."""
+    return (snaplen + _TPACKET3_OVERHEAD + 15) // 16 * 16
+
+
+def _min_ring_block(snaplen: int) -> int:
+    return min(MAX_RING_BLOCK_BYTES, _pow2_at_least(max(MIN_RING_BLOCK_BYTES, 16 * frame_bytes(snaplen))))
+
+
+def _max_flows_within(nbytes: int) -> int:
+    lo, hi = 0, MAX_FLOWS
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if flow_table_bytes(mid) <= nbytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass(frozen=True)
+class _Plan:
+    budget: Budget | None
+    shortfall: int
+
+
+def _plan(grant: int, rings: int, workers: int, snaplen: int, want_block: int, want_count: int) -> _Plan:
+    headroom = max(MIN_HEADROOM_BYTES, int(HEADROOM_FRACTION * grant))
+    spendable = grant - BASELINE_BYTES - headroom
+    # Rings: the requested size, shrunk to the ring share (never below the minimum ring).
+    min_block = _min_ring_block(snaplen)
+    min_ring = min_block * MIN_RING_BLOCKS
+    block = max(min_block, min(MAX_RING_BLOCK_BYTES, _pow2_at_most(want_block)))
+    count = max(MIN_RING_BLOCKS, want_count)
+    per_ring = min(block * count, max(min_ring, int(RING_SHARE * max(spendable, 0)) // rings))
+    while block > min_block and per_ring // block < 8:
+        block //= 2
+    count = max(MIN_RING_BLOCKS, min(count, per_ring // block))
+    ring_bytes = rings * block * count
+    # Decoding one batch (frames stay in the ring): up to a ring of frames -> columns + decoded rows.
+    frames = block * count // frame_bytes(snaplen)
+    decode = workers * frames * (PACKET_DTYPE.itemsize + _FRAME_COLUMNS_BYTES)
+    # Output buffers, fragments, then the flow table gets the rest.
+    per_worker = max(spendable - ring_bytes - decode, 0) // workers
+    out_rows = _pow2_at_most(int(OUTPUT_SHARE * per_worker) // (OUTPUT_COPIES * output_buffer_bytes(1)))
+    out_rows = max(MIN_OUTPUT_BATCH, min(MAX_OUTPUT_BATCH, out_rows))
+    output = OUTPUT_COPIES * output_buffer_bytes(out_rows)
+    table_share = per_worker - output
+    frags = _pow2_at_most(max(table_share // 50, 1) // FRAGMENT_SLOT_DTYPE.itemsize)
+    frags = max(MIN_FRAGMENTS, min(MAX_FRAGMENTS, frags))
+    fragments = fragment_table_bytes(frags)
+    max_flows = _max_flows_within(table_share - fragments)
+    needed = ring_bytes + decode + workers * (output + fragments + flow_table_bytes(MIN_FLOWS))
+    if max_flows < MIN_FLOWS:
+        return _Plan(None, needed - spendable)
+    budget = Budget(
+        max_flows=max_flows,
+        ring_block_size=block,
+        ring_block_count=count,
+        output_batch=out_rows,
+        fragment_capacity=frags,
+        grant_bytes=grant,
+        baseline_bytes=BASELINE_BYTES,
+        ring_bytes=ring_bytes,
+        table_bytes=workers * flow_table_bytes(max_flows),
+        output_bytes=workers * output,
+        fragment_bytes=workers * fragments,
+        decode_bytes=decode,
+        headroom_bytes=headroom,
+    )
+    return _Plan(budget, 0)
+
+
+def plan_budget(
+    limits: LimitsSection,
+    interfaces_hint: int = 4,
+    snaplen: int = 256,
+    *,
+    workers: int = 1,
+    ring_block_size: int = DEFAULT_RING_BLOCK_BYTES,
+    ring_block_count: int = DEFAULT_RING_BLOCKS,
+) -> Budget:
+    """Split ``limits.max_memory_mib`` between baseline, rings, flow table and buffers.
+
+    Args:
+        limits: the user's grant.
+        interfaces_hint: interfaces expected to be captured at once (each has its own ring).
+        snaplen: bytes kept per packet (sets the smallest usable ring block).
+        workers: capture workers; each has its own table, buffers and a ring per interface.
+        ring_block_size / ring_block_count: the requested ring (``capture.ring_block_*``): an
+            upper bound, shrunk to at most ``RING_SHARE`` of the spendable memory.
+
+    Returns:
+        The sizes; ``max_flows`` is per worker, rings per (interface, worker).
+
+    Raises:
+        ConfigError: the grant cannot hold the baseline and the smallest table, rings and buffers;
+            the message names the minimum ``limits.max_memory_mib``.
+    """
+    if interfaces_hint < 1 or workers < 1:
+        raise ConfigError(
+            f"plan_budget: interfaces_hint and workers must be >= 1 ({interfaces_hint}, {workers})"
+        )
+    rings = interfaces_hint * workers
+    args = (rings, workers, snaplen, ring_block_size, ring_block_count)
+    plan = _plan(limits.max_memory_mib * MIB, *args)
+    if plan.budget is not None:
+        return plan.budget
+    minimum = limits.max_memory_mib + max(1, plan.shortfall // MIB)
+    while _plan(minimum * MIB, *args).budget is None:  # headroom grows with the grant: settle it
+        minimum += 1
+    while minimum > 64 and _plan((minimum - 1) * MIB, *args).budget is not None:
+        minimum -= 1
+    raise ConfigError(
+        f"limits.max_memory_mib={limits.max_memory_mib} is too small: the agent needs at least {minimum} MiB "
+        f"({BASELINE_BYTES // MIB} MiB Python/numba baseline + rings for {interfaces_hint} interface(s) x "
+        f"{workers} worker(s) + a {MIN_FLOWS}-flow table)"
+    )
+
+
+# -- packets per second ----------------------------------------------------------------------------
+class PpsLimiter:
+    """Token bucket on packets per second of wall time, shared by all capture workers.
+
+    The bucket holds at most ``max_pps * burst_s`` packets (at least 1) and starts full. Integer
+    arithmetic in packet-nanoseconds keeps it exact: over any interval the admitted count is at most
+    ``burst + max_pps * elapsed``.
+    """
+
+    def __init__(self, max_pps: int, burst_s: float = 0.1) -> None:
+        if max_pps < 0 or burst_s <= 0:
+            raise ConfigError(f"PpsLimiter: max_pps must be >= 0 and burst_s > 0 (got {max_pps}, {burst_s})")
+        self.max_pps = int(max_pps)
+        self._cap = max(1, math.floor(max_pps * burst_s)) * 1_000_000_000  # packet-ns
+        self._credit = self._cap
+        self._last_ns: int | None = None
+        self._lock = threading.Lock()
+        self.admitted = 0
+        self.dropped = 0
+
+    def admit(self, n: int, now: float | None = None) -> int:
+        """How many of ``n`` packets may pass now (0..n); the caller drops and counts the rest.
+
+        Args:
+            n: packets in the batch.
+            now: wall/monotonic time in seconds (default ``time.monotonic()``).
+        """
+        if n <= 0:
+            return 0
+        if self.max_pps == 0:
+            self.admitted += n
+            return n
+        now_ns = time.monotonic_ns() if now is None else round(now * 1e9)
+        with self._lock:
+            if self._last_ns is not None and now_ns > self._last_ns:
+                self._credit = min(self._cap, self._credit + (now_ns - self._last_ns) * self.max_pps)
+            if self._last_ns is None or now_ns > self._last_ns:
+                self._last_ns = now_ns
+            allowed = min(n, self._credit // 1_000_000_000)
+            self._credit -= allowed * 1_000_000_000
+            self.admitted += allowed
+            self.dropped += n - allowed
+        return allowed
+
+
+# -- CPU -------------------------------------------------------------------------------------------
+class CpuGovernor:
+    """Sleeps the capture loop(s) so the process's CPU time stays within ``max_cpu_cores``.
+
+    Accounting is process-wide (``time.process_time``: all threads), so one governor serves every
+    worker. Over a window of ``window_s`` the CPU used may not exceed ``max_cpu_cores * wall``; a
+    caller that is ahead sleeps the difference. Debt carries into the next window, unused credit
+    does not (no bursts after idle periods longer than a window).
+    """
+
+    def __init__(
+        self,
+        max_cpu_cores: float,
+        window_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_cpu_cores <= 0 or window_s <= 0:
+            raise ConfigError(
+                f"CpuGovernor: max_cpu_cores and window_s must be > 0 ({max_cpu_cores}, {window_s})"
+            )
+        self.max_cpu_cores = float(max_cpu_cores)
+        self.window_s = float(window_s)
+        self._clock, self._cpu, self._sleep = clock, cpu_clock, sleep
+        self._lock = threading.Lock()
+        self._wall0, self._cpu0 = clock(), cpu_clock()
+        self._last_wall, self._last_cpu = self._wall0, self._cpu0
+        self.throttled_s = 0.0
+        self.cpu_percent = 0.0  #: CPU of the last completed window (100 = one core)
+        self.unlimited = self.max_cpu_cores >= (os.cpu_count() or 1)
+
+    def pace(self) -> float:
+        """Sleep just enough to stay within the grant; returns the seconds slept."""
+        with self._lock:
+            wall, cpu = self._clock(), self._cpu()
+            elapsed = wall - self._wall0
+            debt = (cpu - self._cpu0) - self.max_cpu_cores * elapsed
+            if elapsed >= self.window_s:
+                span = wall - self._last_wall
+                if span > 0:
+                    self.cpu_percent = 100.0 * (cpu - self._last_cpu) / span
+                self._last_wall, self._last_cpu = wall, cpu
+                self._wall0, self._cpu0 = wall, cpu - max(debt, 0.0)  # carry the debt, drop the credit
+        if self.unlimited or debt <= 0:
+            return 0.0
+        delay = min(debt / self.max_cpu_cores, 2 * self.window_s)
+        self._sleep(delay)
+        with self._lock:
+            self.throttled_s += delay
+        return delay
+
+
+# -- circuit breakers ------------------------------------------------------------------------------
+class Breaker:
+    """One host condition with hysteresis and a minimum hold time.
+
+    ``kind="max"`` trips when the value rises above ``threshold`` and resets once it is back at or
+    below ``threshold * (1 - hysteresis)``; ``kind="min"`` trips below ``threshold`` and resets at or
+    above ``threshold * (1 + hysteresis)``. Either way it stays tripped at least ``hold_s``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        threshold: float,
+        kind: Literal["max", "min"] = "max",
+        hysteresis: float = 0.1,
+        hold_s: float = 5.0,
+        unit: str = "",
+    ) -> None:
+        if kind not in ("max", "min"):
+            raise ConfigError(f"Breaker {name}: kind must be 'max' or 'min', got {kind!r}")
+        self.name = name
+        self.threshold = float(threshold)
+        self.kind = kind
+        self.hysteresis = float(hysteresis)
+        self.hold_s = float(hold_s)
+        self.unit = unit
+        self.tripped = False
+        self.reason = ""
+        self.trips = 0
+        self.value = math.nan
+        self._since = 0.0
+
+    @property
+    def reset_level(self) -> float:
+        """The value the condition must get back to before the breaker resets."""
+        h = self.hysteresis
+        return self.threshold * (1 - h) if self.kind == "max" else self.threshold * (1 + h)
+
+    def _outside(self, value: float) -> bool:
+        return value > self.threshold if self.kind == "max" else value < self.threshold
+
+    def _recovered(self, value: float) -> bool:
+        return value <= self.reset_level if self.kind == "max" else value >= self.reset_level
+
+    def update(self, value: float, now: float) -> bool:
+        """Feed the current value; returns whether the breaker is tripped."""
+        self.value = value
+        if math.isnan(value):
+            return self.tripped
+        if not self.tripped:
+            if self._outside(value):
+                self.tripped = True
+                self.trips += 1
+                self._since = now
+        elif self._recovered(value) and now - self._since >= self.hold_s:
+            self.tripped = False
+            self.reason = ""
+        if self.tripped:
+            rel = ">" if self.kind == "max" else "<"
+            self.reason = (
+                f"{self.name}: {value:.2f}{self.unit} {rel} {self.threshold:g}{self.unit}"
+                if self._outside(value)
+                else f"{self.name}: {value:.2f}{self.unit}, waiting for {self.reset_level:g}{self.unit}"
+            )
+        return self.tripped
+
+
+@dataclass(frozen=True)
+class HostSample:
+    """One look at the host."""
+
+    load1: float
+    cores: int
+    mem_available_mib: float
+    disk_free_mib: float
+
+
+def _mem_available_mib() -> float:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+def _disk_free_mib(path: Path) -> float:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free / MIB
+    except OSError:
+        return math.nan
+
+
+def probe_host(disk_path: Path) -> HostSample:
+    """Load average, cores, MemAvailable and free disk under ``disk_path`` (or its nearest parent)."""
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = math.nan
+    return HostSample(load1, os.cpu_count() or 1, _mem_available_mib(), _disk_free_mib(disk_path))
+
+
+class HostBreakers:
+    """Load per core, free memory and free disk breakers, checked together."""
+
+    def __init__(
+        self, cfg: BreakersSection, disk_path: Path, probe: Callable[[], HostSample] | None = None
+    ) -> None:
+        self.disk_path = Path(disk_path)
+        self._probe = probe or (lambda: probe_host(self.disk_path))
+        h, hold = cfg.hysteresis, cfg.hold_s
+        self.load = Breaker("load per core", cfg.max_load_per_core, "max", h, hold)
+        self.memory = Breaker("free memory", cfg.min_free_memory_mib, "min", h, hold, unit=" MiB")
+        self.disk = Breaker(f"free disk {self.disk_path}", cfg.min_free_disk_mib, "min", h, hold, unit=" MiB")
+        self.breakers = [self.load, self.memory, self.disk]
+        self.sample: HostSample | None = None
+
+    def check(self, now: float | None = None) -> list[str]:
+        """Probe the host and update every breaker; returns the reasons tripped ([] = healthy)."""
+        now = time.monotonic() if now is None else now
+        s = self._probe()
+        self.sample = s
+        self.load.update(s.load1 / max(s.cores, 1), now)
+        self.memory.update(s.mem_available_mib, now)
+        self.disk.update(s.disk_free_mib, now)
+        return [b.reason for b in self.breakers if b.tripped]
+
+
+# -- resident memory -------------------------------------------------------------------------------
+def read_rss() -> int:
+    """Resident bytes of this process (``VmRSS``: anonymous + file + shmem pages, ring pages included)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+class RssWatch:
+    """The process's RSS against the memory grant, with hysteresis.
+
+    Over budget when RSS exceeds the grant; back under only below ``(1 - hysteresis)`` of it, so a
+    pause that frees the rings does not flap.
+    """
+
+    def __init__(self, max_memory_mib: int, hysteresis: float = 0.05) -> None:
+        self.limit_bytes = int(max_memory_mib) * MIB
+        self.hysteresis = hysteresis
+        self.over = False
+        self.peak_bytes = 0
+
+    def check(self) -> tuple[int, bool]:
+        """Returns (RSS bytes, over budget)."""
+        rss = read_rss()
+        self.peak_bytes = max(self.peak_bytes, rss)
+        if rss > self.limit_bytes:
+            self.over = True
+        elif rss <= self.limit_bytes * (1 - self.hysteresis):
+            self.over = False
+        return rss, self.over

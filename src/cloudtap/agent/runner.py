@@ -1,0 +1,328 @@
+"""Agent: wires sources, workers, guards, the interface watcher, output and the control endpoint.
+
+Threads (see docs/architecture.md):
+
+- ``capture-N``: one per worker; owns its source, decoder, fragment table and meter.
+- ``watcher``: follows VM interfaces over netlink and adds/removes them on the workers' sources.
+- ``housekeeping`` (the caller's thread in :meth:`Agent.run`): once a second checks breakers and
+  memory, rotates output, aggregates edge deltas into 1 s / 1 min edges, refreshes the status.
+- ``control``: the HTTP endpoint (``/status``, ``/metrics``, ``POST /capture/start|stop``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloudtap.agent.config import AgentConfig
+from cloudtap.agent.guard import CpuGovernor, HostBreakers, PpsLimiter, RssWatch, plan_budget
+from cloudtap.agent.identity import ObservationPoints
+from cloudtap.agent.output import RecordOutput
+from cloudtap.agent.sinks import FileSink, RecordSink
+from cloudtap.agent.warmup import warm_up
+from cloudtap.agent.worker import CaptureWorker
+from cloudtap.capture.source import PacketSource
+from cloudtap.errors import CaptureError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentStatus:
+    """A snapshot of everything the agent reports (status endpoint, metrics, heartbeat later)."""
+
+    agent_id: str
+    mode: str
+    capturing: bool
+    paused_by: list[str]
+    uptime_s: float
+    interfaces: dict[str, dict[str, Any]]
+    captured_packets: int
+    captured_bytes: int
+    kernel_drops: int
+    filter_drops: int
+    duplicates: int
+    pps_limit_drops: int
+    meter_drops: int
+    active_flows: int
+    flow_table_capacity: int
+    records: int
+    record_bytes: int
+    wire_reduction: float
+    cpu_percent: float
+    rss_bytes: int
+    load1: float
+    breaker_trips: int
+    errors: list[str] = field(default_factory=list)
+
+
+class Agent:
+    """The cloudtap agent. ``run()`` blocks until :meth:`shutdown` (or a signal) is called."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        sink: RecordSink | None = None,
+        source_factory: Callable[[int], PacketSource] | None = None,
+    ) -> None:
+        self.config = config
+        self.agent_id = config.agent_id or socket.gethostname()
+        self.points = ObservationPoints()
+        cap = config.capture
+        n_workers = cap.workers if cap.mode == "interfaces" else 1
+        budget = plan_budget(
+            config.limits,
+            interfaces_hint=max(4, len(cap.interfaces)),
+            snaplen=cap.snaplen,
+            workers=n_workers,
+            ring_block_size=cap.ring_block_size,
+            ring_block_count=cap.ring_block_count,
+        )
+        max_flows = min(config.meter.max_flows, budget.max_flows)
+        self.meter_config = config.meter.model_copy(
+            update={"max_flows": max_flows, "key_by_interface": True, "output_batch": budget.output_batch}
+        )
+        self.budget = budget
+        out = config.output
+        self.sink = sink or FileSink(out.directory, out.format, out.rotate_s, out.keep_files)
+        self.output = RecordOutput(self.sink, self.points, self.agent_id, out.edge_intervals_s)
+        self.limiter = PpsLimiter(config.limits.max_pps)
+        self.governor = CpuGovernor(config.limits.max_cpu_cores)
+        self.breakers = HostBreakers(config.breakers, out.directory if out.directory.exists() else out.directory.parent)
+        self.rss = RssWatch(config.limits.max_memory_mib)
+        self._factory = source_factory or self._default_factory
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._user_capturing = True
+        self._paused_by: list[str] = []
+        self._watcher: Any = None
+        self._watcher_thread: threading.Thread | None = None
+        self.control: Any = None
+        self.workers: list[CaptureWorker] = []
+        self._errors: list[str] = []
+        live = config.capture.mode != "replay"
+        self.cgroup: Any = None
+        for i in range(n_workers):
+            cfg = self.meter_config.model_copy(update={"flow_id_base": (i + 1) << 48 | 1})
+            self.workers.append(
+                CaptureWorker(
+                    name=str(i),
+                    source_factory=lambda i=i: self._factory(i),
+                    meter_config=cfg,
+                    points=self.points,
+                    on_records=self.output.on_records,
+                    on_edges=self.output.on_edges,
+                    limiter=self.limiter,
+                    governor=self.governor,
+                    bpf=config.capture.bpf if config.capture.mode != "interfaces" else None,
+                    live_clock=live,
+                    fragment_capacity=budget.fragment_capacity,
+                )
+            )
+        if config.capture.mode == "mirror" and config.capture.mirror_dedup_ms > 0:
+            from cloudtap.decode.dedup import Deduplicator
+
+            for worker in self.workers:
+                dedup = Deduplicator(window_ns=int(config.capture.mirror_dedup_ms * 1e6))
+                worker.pipeline.packet_filter = dedup.mask
+                worker.dedup = dedup  # type: ignore[attr-defined]
+
+    # -- sources ----------------------------------------------------------------------------------
+    def _initial_interfaces(self) -> list[str]:
+        names = list(self.config.capture.interfaces)
+        if self._watcher is not None:
+            for name in sorted(self._watcher.snapshot()):
+                if name not in names:
+                    names.append(name)
+        return names
+
+    def _default_factory(self, worker: int) -> PacketSource:
+        cap = self.config.capture
+        if cap.mode == "replay":
+            from cloudtap.capture.replay import ReplaySource
+
+            if cap.replay_file is None:
+                raise CaptureError("replay mode needs capture.replay_file")
+            return ReplaySource(cap.replay_file, speed=cap.replay_speed)
+        if cap.mode == "mirror":
+            from cloudtap.capture.mirror import MirrorConfig, MirrorSource
+
+            return MirrorSource(MirrorConfig(kind=cap.mirror_kind, bind=cap.mirror_bind, port=cap.mirror_port))
+        from cloudtap.capture.afpacket import AfPacketSource, RingConfig
+
+        ring = RingConfig(
+            block_size=self.budget.ring_block_size,
+            block_count=self.budget.ring_block_count,
+            snaplen=cap.snaplen,
+            bpf=cap.bpf,
+            fanout_group=(os.getpid() & 0xFFFF) if cap.workers > 1 else None,
+        )
+        names = self._initial_interfaces()
+        for name in names:
+            self._register(name)
+        return AfPacketSource(names, ring)
+
+    def _register(self, name: str) -> None:
+        info = self._watcher.current().get(name) if self._watcher is not None else None
+        if info is not None:
+            self.points.register(name, info.vm_mac, info.domain, info.domain_uuid)
+        else:
+            self.points.register(name)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Warm up kernels, start the watcher, the workers and the control endpoint (returns at once)."""
+        warm_up()
+        if self.config.limits.use_cgroup:
+            from cloudtap.agent.cgroup import apply_cgroup
+
+            self.cgroup = apply_cgroup(self.config.limits)
+            log.info("cgroup: %s", self.cgroup.reason)
+        cap = self.config.capture
+        if cap.mode == "interfaces":
+            from cloudtap.agent.interfaces import InterfaceWatcher
+
+            self._watcher = InterfaceWatcher(cap.interface_pattern, libvirt_dirs=cap.libvirt_dirs)
+            self._watcher_thread = threading.Thread(target=self._watch, name="watcher", daemon=True)
+            self._watcher_thread.start()
+        for worker in self.workers:
+            worker.start()
+        from cloudtap.agent.control import ControlServer
+
+        ctl = self.config.control
+        self.control = ControlServer(self, ctl.listen, ctl.port)
+        self.control.start()
+        if ctl.status_file is not None:
+            ctl.status_file.write_text(self.control.url + "\n", encoding="utf-8")
+        log.info("agent %s started: %s mode, control at %s", self.agent_id, cap.mode, self.control.url)
+
+    def run(self) -> None:
+        """Start (if needed) and do housekeeping once a second until shut down."""
+        if not self.workers or not self.workers[0]._thread.is_alive():
+            self.start()
+        while not self._stop.wait(1.0 if not self._replay_done() else 0.0):
+            self.housekeeping()
+            if self._replay_done():
+                break
+        self._finish()
+
+    def _replay_done(self) -> bool:
+        return self.config.capture.mode == "replay" and all(w.finished.is_set() for w in self.workers)
+
+    def shutdown(self) -> None:
+        """Ask :meth:`run` to stop (signal-safe)."""
+        self._stop.set()
+
+    def _finish(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        if self._watcher is not None:
+            self._watcher.close()
+        self.output.flush()
+        self.sink.close()
+        if self.control is not None:
+            self.control.stop()
+
+    # -- control --------------------------------------------------------------------------------------
+    def set_capturing(self, on: bool) -> None:
+        """User start/stop of capture (control endpoint, later the controller)."""
+        self._user_capturing = on
+        self._apply_capture_state()
+
+    def _apply_capture_state(self) -> None:
+        on = self._user_capturing and not self._paused_by
+        for worker in self.workers:
+            worker.set_capturing(on)
+
+    def housekeeping(self) -> None:
+        """Breakers, memory, output rotation and edges; called once a second."""
+        reasons = self.breakers.check()
+        rss, over = self.rss.check()
+        if over:
+            reasons.append(f"memory: RSS {rss >> 20} MiB over the {self.config.limits.max_memory_mib} MiB grant")
+        if reasons != self._paused_by:
+            if reasons:
+                log.warning("capture paused: %s", "; ".join(reasons))
+            elif self._paused_by:
+                log.info("capture resumed: host healthy again")
+            self._paused_by = reasons
+            self._apply_capture_state()
+        self.output.housekeeping()
+
+    def _watch(self) -> None:
+        watcher = self._watcher
+        while not self._stop.is_set():
+            try:
+                events = watcher.poll(0.2)
+            except Exception as exc:  # noqa: BLE001 - the watcher must not die; report and retry
+                self._errors.append(f"interface watcher: {exc}")
+                self._stop.wait(1.0)
+                continue
+            for event in events:
+                name = event.interface.name
+                iface = event.interface
+                if event.kind in ("added", "changed"):
+                    self.points.register(name, iface.vm_mac, iface.domain, iface.domain_uuid)
+                if event.kind == "added":
+                    for worker in self.workers:
+                        worker.with_source(lambda s, n=name: _safe(s.add_interface, n))  # type: ignore[attr-defined]
+                elif event.kind == "removed":
+                    for worker in self.workers:
+                        worker.with_source(lambda s, n=name: _safe(s.remove_interface, n))  # type: ignore[attr-defined]
+
+    # -- status ---------------------------------------------------------------------------------------
+    def status(self) -> AgentStatus:
+        """Everything in one snapshot."""
+        stats = [w.source_stats() for w in self.workers]
+        meters = [w.meter.stats for w in self.workers]
+        per_if: dict[str, dict[str, Any]] = {}
+        for s in stats:
+            for name, counters in s.per_interface.items():
+                slot = per_if.setdefault(name, {})
+                for k, v in counters.items():
+                    slot[k] = slot.get(k, 0) + v
+        for point in self.points.all():
+            slot = per_if.setdefault(point.interface, {})
+            slot.update({"vm_domain": point.domain, "vm_mac": point.vm_mac})
+        captured_bytes = sum(w.counters.wire_bytes for w in self.workers)
+        record_bytes = self.output.bytes_out()
+        sample = self.breakers.sample
+        return AgentStatus(
+            agent_id=self.agent_id,
+            mode=self.config.capture.mode,
+            capturing=any(w.capturing for w in self.workers),
+            paused_by=list(self._paused_by) + ([] if self._user_capturing else ["stopped by user"]),
+            uptime_s=time.monotonic() - self._started,
+            interfaces=per_if,
+            captured_packets=sum(w.counters.packets for w in self.workers),
+            captured_bytes=captured_bytes,
+            kernel_drops=sum(s.kernel_drops for s in stats),
+            filter_drops=sum(s.filter_drops for s in stats) + sum(w.pipeline.filtered_out for w in self.workers),
+            duplicates=sum(s.duplicates for s in stats) + sum(w.pipeline.packets_filtered for w in self.workers),
+            pps_limit_drops=sum(w.counters.pps_limit_drops for w in self.workers),
+            meter_drops=sum(m.table_full_packets for m in meters),
+            active_flows=sum(m.active_flows for m in meters),
+            flow_table_capacity=sum(w.meter.config.max_flows for w in self.workers),
+            records=sum(m.records for m in meters),
+            record_bytes=record_bytes,
+            wire_reduction=(captured_bytes / record_bytes) if record_bytes else 0.0,
+            cpu_percent=self.governor.cpu_percent if hasattr(self.governor, "cpu_percent") else 0.0,
+            rss_bytes=self.rss.check()[0],
+            load1=float(getattr(sample, "load1", 0.0)) if sample is not None else os.getloadavg()[0],
+            breaker_trips=sum(b.trips for b in getattr(self.breakers, "breakers", [])),
+            errors=list(self._errors[-10:]) + [w.counters.last_error for w in self.workers if w.counters.last_error],
+        )
+
+
+def _safe(fn: Callable[[str], None], name: str) -> None:
+    try:
+        fn(name)
+    except Exception as exc:  # noqa: BLE001 - an interface vanishing mid-call is normal
+        log.warning("interface %s: %s", name, exc)
+

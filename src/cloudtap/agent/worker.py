@@ -1,0 +1,223 @@
+"""CaptureWorker: one thread that owns a packet source, a pipeline and a flow meter.
+
+Batches move source -> (pps limiter) -> decode -> (dedup) -> meter inside the worker's thread; the
+meter's records leave through callbacks into the agent's output stage. Workers share nothing but the
+output stage (which locks) and the observation-point table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from cloudtap.agent.guard import CpuGovernor, PpsLimiter
+from cloudtap.agent.identity import ObservationPoints
+from cloudtap.capture.frames import FrameBatch
+from cloudtap.capture.source import PacketSource, SourceStats
+from cloudtap.meter import FramePipeline, Meter, MeterConfig
+
+log = logging.getLogger(__name__)
+
+SourceFactory = Callable[[], PacketSource]
+Sink = Callable[[np.ndarray], None]
+
+
+@dataclasses.dataclass
+class WorkerCounters:
+    """What one worker did (cumulative)."""
+
+    batches: int = 0
+    packets: int = 0
+    wire_bytes: int = 0
+    pps_limit_drops: int = 0
+    restarts: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+class CaptureWorker:
+    """Reads batches from its source and meters them until stopped."""
+
+    def __init__(
+        self,
+        name: str,
+        source_factory: SourceFactory,
+        meter_config: MeterConfig,
+        points: ObservationPoints,
+        on_records: Sink,
+        on_edges: Sink,
+        limiter: PpsLimiter,
+        governor: CpuGovernor,
+        bpf: str | None = None,
+        live_clock: bool = True,
+        fragment_capacity: int = 65536,
+    ) -> None:
+        self.name = name
+        self._source_factory = source_factory
+        self._points = points
+        self._limiter = limiter
+        self._governor = governor
+        self._live_clock = live_clock
+        self.meter = Meter(meter_config, on_records=on_records, on_edges=on_edges)
+        self.pipeline = FramePipeline(self.meter, bpf=bpf, fragment_capacity=fragment_capacity)
+        self.counters = WorkerCounters()
+        self.source: PacketSource | None = None
+        self._source_stats_closed = SourceStats()
+        self._lock = threading.Lock()
+        self._capturing = threading.Event()
+        self._stop = threading.Event()
+        self.finished = threading.Event()  #: set when a finite source (replay) is exhausted
+        self._thread = threading.Thread(target=self._run, name=f"capture-{name}", daemon=True)
+        self._iface_names: list[str] = []
+        self._iface_ids = np.zeros(0, np.uint16)
+
+    # -- control (any thread) ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the thread with capture on."""
+        self._capturing.set()
+        self._thread.start()
+
+    def set_capturing(self, on: bool) -> None:
+        """Open or close the source; takes effect within one read timeout (0.1 s)."""
+        if on:
+            self._capturing.set()
+        else:
+            self._capturing.clear()
+
+    @property
+    def capturing(self) -> bool:
+        return self._capturing.is_set() and self.source is not None
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the thread, flush the meter, close the source."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def source_stats(self) -> SourceStats:
+        """The source's counters, including those of sources closed earlier."""
+        with self._lock:
+            live = self.source.stats() if self.source is not None else SourceStats()
+            done = self._source_stats_closed
+        total = SourceStats(
+            packets=live.packets + done.packets,
+            bytes=live.bytes + done.bytes,
+            kernel_drops=live.kernel_drops + done.kernel_drops,
+            filter_drops=live.filter_drops + done.filter_drops,
+            duplicates=live.duplicates + done.duplicates,
+            errors=live.errors + done.errors,
+        )
+        per: dict[str, dict[str, int]] = {k: dict(v) for k, v in done.per_interface.items()}
+        for name, counters in live.per_interface.items():
+            slot = per.setdefault(name, {})
+            for key, value in counters.items():
+                slot[key] = slot.get(key, 0) + value
+        total.per_interface = per
+        return total
+
+    def with_source(self, action: Callable[[PacketSource], None]) -> None:
+        """Run ``action`` on the open source under the worker's lock (interface add/remove)."""
+        with self._lock:
+            if self.source is not None:
+                action(self.source)
+
+    # -- the thread ---------------------------------------------------------------------------------
+    def _open(self) -> None:
+        source = self._source_factory()
+        with self._lock:
+            self.source = source
+
+    def _close(self) -> None:
+        with self._lock:
+            source, self.source = self.source, None
+            if source is None:
+                return
+            stats = source.stats()
+            source.close()
+            done = self._source_stats_closed
+            done.packets += stats.packets
+            done.bytes += stats.bytes
+            done.kernel_drops += stats.kernel_drops
+            done.filter_drops += stats.filter_drops
+            done.duplicates += stats.duplicates
+            done.errors += stats.errors
+            for name, counters in stats.per_interface.items():
+                slot = done.per_interface.setdefault(name, {})
+                for key, value in counters.items():
+                    slot[key] = slot.get(key, 0) + value
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._capturing.is_set():
+                    if self.source is not None:
+                        self._close()
+                    self._tick()
+                    self._stop.wait(0.05)
+                    continue
+                if self.source is None:
+                    try:
+                        self._open()
+                    except Exception as exc:  # noqa: BLE001 - reported, retried, never fatal to the host
+                        self.counters.errors += 1
+                        self.counters.last_error = str(exc)
+                        log.error("worker %s: cannot open source: %s", self.name, exc)
+                        self._stop.wait(1.0)
+                        continue
+                with self._lock:
+                    source = self.source
+                try:
+                    batch = source.read(0.1) if source is not None else None
+                except EOFError:
+                    self.finished.set()
+                    self._capturing.clear()
+                    continue
+                if batch is None or len(batch) == 0:
+                    self._tick()
+                    continue
+                self._process(batch, source)
+                self._governor.pace()
+        finally:
+            self._close()
+            self.meter.flush()
+
+    def _tick(self) -> None:
+        if self._live_clock:
+            self.meter.tick(time.time_ns())
+
+    def _process(self, batch: FrameBatch, source: PacketSource | None) -> None:
+        allowed = self._limiter.admit(len(batch))
+        if allowed < len(batch):
+            self.counters.pps_limit_drops += len(batch) - allowed
+            batch = _head(batch, allowed)
+            if allowed == 0:
+                return
+        names = list(getattr(source, "interfaces", []) or [])
+        if names:
+            if names != self._iface_names:
+                self._iface_names = names
+                self._iface_ids = self._points.ids_for(names)
+            ids = self._iface_ids
+            idx = np.minimum(batch.interface, len(ids) - 1)
+            batch = dataclasses.replace(batch, interface=ids[idx])
+        self.counters.batches += 1
+        self.counters.packets += len(batch)
+        self.counters.wire_bytes += batch.wire_bytes
+        self.pipeline.feed(batch)
+
+
+def _head(batch: FrameBatch, n: int) -> FrameBatch:
+    return FrameBatch(
+        data=batch.data,
+        offset=batch.offset[:n],
+        cap_len=batch.cap_len[:n],
+        wire_len=batch.wire_len[:n],
+        ts_ns=batch.ts_ns[:n],
+        linktype=batch.linktype[:n],
+        interface=batch.interface[:n],
+    )
