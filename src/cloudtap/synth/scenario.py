@@ -367,7 +367,7 @@ def with_overrides(scenario: Scenario, **changes: Any) -> Scenario:
 
 def resolve_scenario(ref: str | Path) -> Scenario:
     """A built-in scenario by name, or a scenario YAML file by path."""
-    if str(ref) in BUILTIN_NAMES and not Path(ref).exists():
+    if str(ref) in BUILTIN_NAMES and not Path(ref).is_file():
         return builtin_scenario(str(ref))
     if not Path(ref).exists():
         raise ConfigError(
