@@ -85,7 +85,9 @@ class ControlServer:
         handler = _make_handler(agent, registry)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="control", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="control", daemon=True
+        )
 
     @property
     def url(self) -> str:

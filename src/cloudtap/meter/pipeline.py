@@ -23,6 +23,10 @@ from cloudtap.meter.records import flows_to_arrow
 from cloudtap.schema.flow import FLOW_DTYPE
 
 Progress = Callable[[int, int], None]
+#: Frames per batch when metering files: small enough that a batch's frames are still in the CPU
+#: cache when the decoder reads them after the record walker (measured: 4096 beats 65536 by ~1.6x
+#: in decode on a 481 MB capture), large enough that per-batch Python overhead stays ~1%.
+FILE_BATCH_FRAMES = 4096
 #: Decides per decoded packet whether it is metered (e.g. mirror dedup): returns a bool keep-mask.
 PacketFilter = Callable[[FrameBatch, np.ndarray], np.ndarray]
 
@@ -178,7 +182,7 @@ def meter_captures(
     try:
         for capture in captures:
             try:
-                for batch in capture.batches():
+                for batch in capture.batches(FILE_BATCH_FRAMES):
                     pipeline.feed(batch)
                     if progress is not None:
                         progress(done + capture.bytes_read, total)
