@@ -490,13 +490,22 @@ class HostBreakers:
 
 
 # -- resident memory -------------------------------------------------------------------------------
-def read_rss() -> int:
-    """Resident bytes of this process (``VmRSS``: anonymous + file + shmem pages, ring pages included)."""
+def read_rss(exclude_file_pages: bool = False) -> int:
+    """Resident bytes of this process (``VmRSS``: anonymous + file + shmem pages, ring pages included).
+
+    With ``exclude_file_pages``, file-backed pages (``RssFile``: a replayed capture mapped into memory,
+    which is shared, reclaimable page cache) are not counted.
+    """
     try:
+        rss = file_pages = -1
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("RssFile:"):
+                    file_pages = int(line.split()[1]) * 1024
+        if rss >= 0:
+            return rss - file_pages if exclude_file_pages and file_pages > 0 else rss
     except OSError:
         pass
     import psutil
@@ -511,15 +520,16 @@ class RssWatch:
     pause that frees the rings does not flap.
     """
 
-    def __init__(self, max_memory_mib: int, hysteresis: float = 0.05) -> None:
+    def __init__(self, max_memory_mib: int, hysteresis: float = 0.05, exclude_file_pages: bool = False) -> None:
         self.limit_bytes = int(max_memory_mib) * MIB
+        self.exclude_file_pages = exclude_file_pages
         self.hysteresis = hysteresis
         self.over = False
         self.peak_bytes = 0
 
     def check(self) -> tuple[int, bool]:
         """Returns (RSS bytes, over budget)."""
-        rss = read_rss()
+        rss = read_rss(self.exclude_file_pages)
         self.peak_bytes = max(self.peak_bytes, rss)
         if rss > self.limit_bytes:
             self.over = True

@@ -1,8 +1,9 @@
 """RecordOutput: the agent's output stage, shared by all capture workers.
 
-Flow records are annotated (agent id, interface, VM) and written as they come; edge deltas are
-buffered and summed into 1 s and 1 min edges once a second by the housekeeping thread, so each
-edge row leaves the agent once per interval, not once per flow.
+Flow records are annotated (agent id, interface, VM) and written as they come. Edge deltas are
+buffered per interval and an interval's edges are written once, when the interval is complete: when
+the newest delta is ``LATENESS_NS`` past its end (deltas of a second arrive at the latest one expiry
+scan after it). So each edge leaves the agent once per interval, not once per flow or per second.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from cloudtap.meter._state import EDGE_DELTA_DTYPE
 from cloudtap.meter.edges import aggregate_edges, edges_with_text
 from cloudtap.meter.records import flows_to_arrow
 
+#: How long after an interval's end its last deltas may still arrive (scan interval + margin).
+LATENESS_NS = 2_000_000_000
+
 
 class RecordOutput:
     """Thread-safe bridge from meters (callbacks) to a :class:`RecordSink`."""
@@ -31,6 +35,8 @@ class RecordOutput:
         self.edge_intervals_s = sorted(edge_intervals_s)
         self._lock = threading.Lock()
         self._deltas: list[np.ndarray] = []
+        self._pending: dict[float, np.ndarray] = {w: empty_deltas() for w in self.edge_intervals_s}
+        self._watermark = 0
         self.records_out = 0
         self.edges_out: dict[float, int] = {}
 
@@ -46,23 +52,39 @@ class RecordOutput:
         with self._lock:
             self._deltas.append(deltas)
 
-    def housekeeping(self) -> None:
-        """Sum buffered deltas into edges per interval and write them."""
+    def housekeeping(self, final: bool = False) -> None:
+        """Write the edges of every interval that is complete (all of them when ``final``)."""
         with self._lock:
             parts, self._deltas = self._deltas, []
-        if not parts:
-            return
-        deltas = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if parts:
+            new = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            if len(new):
+                self._watermark = max(self._watermark, int(new["second_ns"].max()) - LATENESS_NS)
+        else:
+            new = empty_deltas()
         for interval in self.edge_intervals_s:
-            table = self._annotate(edges_with_text(aggregate_edges(deltas, interval)))
+            pending = np.concatenate([self._pending[interval], new]) if len(new) else self._pending[interval]
+            if not len(pending):
+                continue
+            width = int(round(interval * 1e9))
+            if final:
+                done = np.ones(len(pending), bool)
+            else:
+                done = (pending["second_ns"] // width) * width + width <= self._watermark
+            self._pending[interval] = pending[~done]
+            if not done.any():
+                continue
+            table = self._annotate(edges_with_text(aggregate_edges(pending[done], interval)))
             kind = f"edges_{int(interval)}s" if interval >= 1 else f"edges_{interval}s"
             with self._lock:
                 self.sink.write(kind, table)
                 self.edges_out[interval] = self.edges_out.get(interval, 0) + table.num_rows
+            if not final:  # keep memory small: pre-sum what stays pending
+                self._pending[interval] = _presum(self._pending[interval])
 
     def flush(self) -> None:
-        """Write whatever is buffered."""
-        self.housekeeping()
+        """Write everything buffered, complete or not (shutdown)."""
+        self.housekeeping(final=True)
 
     def bytes_out(self) -> int:
         """Bytes the sink wrote so far (including files not rotated yet)."""
@@ -72,6 +94,28 @@ class RecordOutput:
     def _annotate(self, table: pa.Table) -> pa.Table:
         table = self.points.annotate(table)
         return table.append_column("agent_id", pa.array([self.agent_id] * table.num_rows, pa.string()))
+
+
+def _presum(deltas: np.ndarray) -> np.ndarray:
+    """Merge deltas of the same edge and second (keeps pending buffers proportional to edges, not flows)."""
+    if len(deltas) < 2:
+        return deltas
+    keys = ("second_ns", "client_hi", "client_lo", "server_hi", "server_lo", "server_port", "proto", "vlan",
+            "tunnel_id", "interface")  # fmt: skip
+    order = np.lexsort([deltas[k] for k in reversed(keys)])
+    d = deltas[order]
+    same = np.ones(len(d), bool)
+    for k in keys:
+        same[1:] &= d[k][1:] == d[k][:-1]
+    same[0] = False
+    starts = np.flatnonzero(~same)
+    if len(starts) == len(d):
+        return d
+    out = d[starts].copy()
+    for name in ("packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "rtt_sum_us", "retrans", "rtt_count",
+                 "flows_opened", "flows_closed", "flows_failed"):  # fmt: skip
+        out[name] = np.add.reduceat(d[name], starts).astype(out[name].dtype)
+    return out
 
 
 def empty_deltas() -> np.ndarray:

@@ -95,7 +95,8 @@ class Agent:
         self.limiter = PpsLimiter(config.limits.max_pps)
         self.governor = CpuGovernor(config.limits.max_cpu_cores)
         self.breakers = HostBreakers(config.breakers, out.directory if out.directory.exists() else out.directory.parent)
-        self.rss = RssWatch(config.limits.max_memory_mib)
+        # A replayed capture is mapped into memory: its (shared, reclaimable) file pages are not the agent's.
+        self.rss = RssWatch(config.limits.max_memory_mib, exclude_file_pages=config.capture.mode == "replay")
         self._factory = source_factory or self._default_factory
         self._stop = threading.Event()
         self._started = time.monotonic()

@@ -17,6 +17,9 @@ import pyarrow.parquet as pq
 
 from cloudtap.errors import ConfigError
 
+#: Rows per parquet row group (buffered in memory until reached or until rotation).
+ROW_GROUP_ROWS = 65536
+
 
 class RecordSink(Protocol):
     """Destination of flow records and edge metrics."""
@@ -58,6 +61,7 @@ class FileSink:
         self.files_written = 0
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._jsonl: dict[str, object] = {}
+        self._buffers: dict[str, list[pa.Table]] = {}
         self._paths: dict[str, Path] = {}
         self._opened_at = time.monotonic()
 
@@ -70,11 +74,11 @@ class FileSink:
         if path is None:
             path = self._new_path(kind)
         if self.format == "parquet":
-            writer = self._writers.get(kind)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
-                self._writers[kind] = writer
-            writer.write_table(table)
+            # Buffer into large row groups: small ones cost more in metadata than the rows they hold.
+            buffered = self._buffers.setdefault(kind, [])
+            buffered.append(table)
+            if sum(t.num_rows for t in buffered) >= ROW_GROUP_ROWS:
+                self._write_row_group(kind)
         else:
             fh = self._jsonl.get(kind)
             if fh is None:
@@ -83,6 +87,17 @@ class FileSink:
             names = table.column_names
             for row in table.to_pylist():
                 fh.write(json.dumps({n: row[n] for n in names}, separators=(",", ":")) + "\n")  # type: ignore[attr-defined]
+
+    def _write_row_group(self, kind: str) -> None:
+        tables = self._buffers.pop(kind, [])
+        if not tables:
+            return
+        table = pa.concat_tables(tables, promote_options="default")
+        writer = self._writers.get(kind)
+        if writer is None:
+            writer = pq.ParquetWriter(self._paths[kind], table.schema, compression="zstd", compression_level=6)
+            self._writers[kind] = writer
+        writer.write_table(table, row_group_size=max(ROW_GROUP_ROWS, table.num_rows))
 
     def _new_path(self, kind: str) -> Path:
         folder = self.directory / kind
@@ -94,6 +109,8 @@ class FileSink:
         return path
 
     def rotate(self) -> None:
+        for kind in list(self._buffers):
+            self._write_row_group(kind)
         for writer in self._writers.values():
             writer.close()
         for fh in self._jsonl.values():
