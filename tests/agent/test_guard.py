@@ -277,7 +277,20 @@ def test_rss_watch_reports_plausible_rss_including_mapped_pages() -> None:
 
 def test_rss_watch_hysteresis(monkeypatch: pytest.MonkeyPatch) -> None:
     values = iter([90, 101, 98, 96, 94])
-    monkeypatch.setattr(guard, "read_rss", lambda: next(values) * MIB)
+    monkeypatch.setattr(guard, "read_rss", lambda exclude_file_pages=False: next(values) * MIB)
     watch = RssWatch(100)
     assert [watch.check()[1] for _ in range(5)] == [False, True, True, True, False]
     assert watch.peak_bytes == 101 * MIB
+
+
+def test_rss_can_leave_out_file_pages(tmp_path: Path) -> None:
+    """A replayed capture is mapped: its page-cache pages are not the agent's own memory."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\1" * (32 * MIB))
+    with open(big, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        before_all, before_anon = guard.read_rss(), guard.read_rss(exclude_file_pages=True)
+        total = sum(mm[i] for i in range(0, len(mm), 4096))
+        after_all, after_anon = guard.read_rss(), guard.read_rss(exclude_file_pages=True)
+    assert total == 32 * MIB // 4096
+    assert after_all - before_all >= 24 * MIB
+    assert after_anon - before_anon < 8 * MIB
