@@ -91,7 +91,8 @@ class CaptureWorker:
 
     @property
     def capturing(self) -> bool:
-        return self._capturing.is_set() and self.source is not None
+        """True while a source is open (after a stop, false only once the source is really closed)."""
+        return self.source is not None
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop the thread, flush the meter, close the source."""
