@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +20,17 @@ from cloudtap.errors import CloudtapError
 
 agent_app = typer.Typer(help="The capture agent that runs on each hypervisor host.", no_args_is_help=True)
 DEFAULT_URL = "http://127.0.0.1:9477"
+
+
+def check_raw_socket_permission() -> None:
+    """Fail early, and say why, when this process may not open packet sockets."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError as exc:
+        raise CloudtapError(
+            "live capture needs root or CAP_NET_RAW (e.g. setcap cap_net_raw+ep, or systemd "
+            "AmbientCapabilities=CAP_NET_RAW); use --replay FILE to try the agent without it"
+        ) from exc
 
 
 @agent_app.command("run")
@@ -50,9 +61,8 @@ def run_command(
         if port is not None:
             updates["control"] = cfg.control.model_copy(update={"port": port})
         cfg = cfg.model_copy(update=updates)
-        if cfg.capture.mode != "replay" and os.geteuid() != 0:
-            err.print("[bold red]error:[/] live capture needs root or CAP_NET_RAW (use --replay FILE to test)")
-            raise typer.Exit(1)
+        if cfg.capture.mode != "replay":
+            check_raw_socket_permission()
         agent = Agent(cfg)
     except (CloudtapError, ValueError) as exc:
         err.print(f"[bold red]error:[/] {exc}")
