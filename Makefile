@@ -22,6 +22,10 @@ test: setup
 
 bench: setup
 	$(PY) bench/meter/run.py
+	$(PY) bench/capture/read_speed.py
+	$(PY) bench/agent/ring_drain.py
+	$(PY) bench/agent/live_rate.py
+	$(PY) bench/agent/footprint.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts
