@@ -62,7 +62,9 @@ def test_mirror_mode_meters_once_and_counts_duplicates(tmp_path: Path) -> None:
             for i in range(40):
                 tx.sendto(erspan2(inner(i, 64), session=1, seq=i), ("127.0.0.1", 0))  # client VM's port
                 tx.sendto(erspan3(inner(i, 63), session=2, seq=i), ("127.0.0.1", 0))  # server VM's port
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while agent.status().captured_packets < 80 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         agent.shutdown()
         runner.join(5)

@@ -8,16 +8,15 @@ parsed as YAML scalars, so ``1.5``, ``true`` and ``[a, b]`` work). Every key is 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloudtap.agent.interfaces import DEFAULT_INTERFACE_PATTERN
-from cloudtap.errors import ConfigError
+from cloudtap.config_loader import load_layered
 from cloudtap.meter.config import MeterConfig
 
 ENV_PREFIX = "CLOUDTAP_AGENT__"
@@ -102,16 +101,6 @@ class AgentConfig(_Section):
     control: ControlSection = Field(default_factory=ControlSection)
 
 
-def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
-    node = tree
-    for part in path[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"environment override {'.'.join(path)}: {part} is not a section")
-        node = child
-    node[path[-1]] = value
-
-
 def load_agent_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:
     """Build the agent config from a YAML file (optional) and environment overrides.
 
@@ -119,29 +108,7 @@ def load_agent_config(path: str | Path | None = None, env: Mapping[str, str] | N
         ConfigError: the file is missing or not YAML, a key is unknown, or a value is invalid; the
             message names the key.
     """
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read agent config {p}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections")
-        tree = loaded or {}
-    environ = os.environ if env is None else env
-    for key, raw in environ.items():
-        if key.startswith(ENV_PREFIX):
-            parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
-            if parts:
-                _set_path(tree, parts, yaml.safe_load(raw) if raw != "" else None)
-    try:
-        return AgentConfig.model_validate(tree)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid agent config: {problems}") from exc
+    return load_layered(AgentConfig, path, env, ENV_PREFIX, "agent config")
 
 
 def documented_defaults() -> str:
