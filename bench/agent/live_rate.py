@@ -25,11 +25,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
-from netns import VirtualNetwork, netns_available  # noqa: E402
-
 from cloudtap.agent.config import load_agent_config  # noqa: E402
 from cloudtap.agent.runner import Agent  # noqa: E402
 from cloudtap.agent.sinks import MemorySink  # noqa: E402
+from netns import VirtualNetwork, netns_available  # noqa: E402
 
 
 def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, payload: int = 18) -> bytes:
