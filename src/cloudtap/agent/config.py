@@ -73,7 +73,14 @@ class BreakersSection(_Section):
 class OutputSection(_Section):
     """Where records go."""
 
-    sink: Literal["file"] = Field("file", description="file: rotated local files (server sink: later)")
+    sink: Literal["file", "server"] = Field("file", description="file: rotated local files; server: ship to server_url")
+    server_url: str = Field("http://127.0.0.1:8470", description="server sink: the cloudtap server")
+    server_token: str | None = Field(None, description="server sink: shared agent token (X-Cloudtap-Token)")
+    spool_directory: Path = Field(
+        Path("/var/lib/cloudtap/spool"), description="server sink: batches wait here while the server is unreachable"
+    )
+    spool_max_mib: int = Field(1024, ge=1, description="server sink: spool bound; beyond it the oldest batches are dropped (counted)")
+    flush_interval_s: float = Field(1.0, gt=0, description="server sink: ship buffered records this often")
     directory: Path = Field(Path("/var/lib/cloudtap/records"), description="output directory of the file sink")
     format: Literal["jsonl", "parquet"] = Field("parquet", description="file format of flow and edge records")
     rotate_s: float = Field(60.0, gt=0, description="start a new file every N seconds")

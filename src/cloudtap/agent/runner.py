@@ -90,7 +90,7 @@ class Agent:
         )
         self.budget = budget
         out = config.output
-        self.sink = sink or FileSink(out.directory, out.format, out.rotate_s, out.keep_files)
+        self.sink = sink or self._default_sink()
         self.output = RecordOutput(self.sink, self.points, self.agent_id, out.edge_intervals_s)
         self.limiter = PpsLimiter(config.limits.max_pps)
         self.governor = CpuGovernor(config.limits.max_cpu_cores)
@@ -133,6 +133,18 @@ class Agent:
                 dedup = Deduplicator(window_ns=int(config.capture.mirror_dedup_ms * 1e6))
                 worker.pipeline.packet_filter = dedup.mask
                 worker.dedup = dedup  # type: ignore[attr-defined]
+
+    def _default_sink(self) -> RecordSink:
+        out = self.config.output
+        if out.sink == "server":
+            from cloudtap.ship.server_sink import ServerSink
+            from cloudtap.ship.spool import Spool
+            from cloudtap.ship.transport import HttpTransport
+
+            transport = HttpTransport(out.server_url.rstrip("/") + "/api/v1/ingest", timeout_s=10.0, token=out.server_token)
+            spool = Spool(out.spool_directory, max_bytes=out.spool_max_mib << 20)
+            return ServerSink(self.agent_id, transport, spool, flush_interval_s=out.flush_interval_s)
+        return FileSink(out.directory, out.format, out.rotate_s, out.keep_files)
 
     # -- sources ----------------------------------------------------------------------------------
     def _initial_interfaces(self) -> list[str]:

@@ -1,0 +1,34 @@
+"""create_app: the FastAPI application, built from settings and a store (no globals, no import-time state)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from cloudtap import __version__
+from cloudtap.server.api.routes import health, ingest
+from cloudtap.server.ingest import Ingestor
+from cloudtap.server.settings import ServerSettings
+from cloudtap.server.store.base import FlowStore
+
+
+def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
+    """Build the API around an open store (the caller owns the store's lifetime)."""
+    app = FastAPI(
+        title="cloudtap",
+        version=__version__,
+        summary="East-west traffic of private clouds: ingest, flows, edges, analysis.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.ingestor = Ingestor(store)
+    app.include_router(health.router)
+    app.include_router(ingest.router)
+    try:
+        from cloudtap.server.api.routes import query
+    except ImportError:  # pragma: no cover - the query routes ship with the server
+        pass
+    else:
+        app.include_router(query.router)
+    return app

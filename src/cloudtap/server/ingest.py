@@ -1,0 +1,80 @@
+"""Ingest: a shipped batch (wire format) -> validated Arrow tables -> the store, exactly once.
+
+Kept apart from HTTP so `cloudtap import` and tests use the same path as agents.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from cloudtap.server.store.base import KINDS, BatchKey, FlowStore, InsertResult
+from cloudtap.ship.wire import WireError, decode_batch
+
+
+class IngestError(ValueError):
+    """A batch that can never be stored (malformed, unknown kind, wrong columns): a 4xx, not a retry."""
+
+
+@dataclass
+class IngestStats:
+    """Counters of the ingest path."""
+
+    batches: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+
+
+class Ingestor:
+    """Decodes and stores batches; serialises writes (chDB is one writer per process)."""
+
+    def __init__(self, store: FlowStore) -> None:
+        self.store = store
+        self.stats = IngestStats()
+        self._lock = threading.Lock()
+
+    def ingest_bytes(self, data: bytes, agent_id: str | None = None, seq: int | None = None) -> InsertResult:
+        """Decode one wire batch and store it.
+
+        Args:
+            data: the encoded batch.
+            agent_id, seq: from the HTTP headers; when given they must match the batch header.
+
+        Raises:
+            IngestError: the batch is malformed or does not fit the schema; nothing was stored.
+        """
+        try:
+            batch = decode_batch(data)
+        except WireError as exc:
+            self._reject(f"malformed batch: {exc}")
+        if agent_id is not None and agent_id != batch.agent_id:
+            self._reject(f"agent header {agent_id!r} does not match the batch's agent {batch.agent_id!r}")
+        if seq is not None and seq != batch.seq:
+            self._reject(f"sequence header {seq} does not match the batch's sequence {batch.seq}")
+        return self.ingest_tables(batch.tables, BatchKey(batch.agent_id, batch.seq))
+
+    def ingest_tables(self, tables: dict[str, pa.Table], key: BatchKey | None) -> InsertResult:
+        """Store already-decoded tables (``cloudtap import`` path)."""
+        unknown = sorted(set(tables) - set(KINDS))
+        if unknown:
+            self._reject(f"unknown stream kind(s) {unknown}; expected {list(KINDS)}")
+        try:
+            with self._lock:
+                result = self.store.insert(tables, key)
+        except ValueError as exc:  # the store's schema check
+            self._reject(str(exc))
+        self.stats.batches += 1
+        if result.duplicate:
+            self.stats.duplicates += 1
+        for kind, n in result.rows.items():
+            self.stats.rows[kind] = self.stats.rows.get(kind, 0) + n
+        return result
+
+    def _reject(self, reason: str) -> None:  # -> NoReturn
+        self.stats.rejected += 1
+        self.stats.last_error = reason
+        raise IngestError(reason)

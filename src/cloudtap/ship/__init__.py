@@ -1,0 +1,1 @@
+"""Shipping records from agents to the server: wire format, transport, on-disk spool."""
