@@ -428,6 +428,58 @@ def test_damaged_files_only_raise_capture_errors(tmp_path: Path, kind: str, edit
 
 
 # ---------------------------------------------------------------------------------------------
+# sequential pre-read ahead of the record walk
+
+
+def _scan_pcap_all(data: np.ndarray, max_frames: int) -> tuple[list[int], list[tuple[int, int]], np.ndarray]:
+    """Walk a little-endian µs pcap with ``K.scan_pcap``: frame offsets, (pos, pre-read front) per call, state."""
+    pos, end = 24, data.shape[0]
+    stream = np.array([pos, 0], np.int64)
+    cols = (np.int64, np.uint32, np.uint32, np.int64)
+    arrays = tuple(np.empty(max_frames, t) for t in cols)
+    offsets: list[int] = []
+    fronts: list[tuple[int, int]] = []
+    while pos < end:
+        n, pos, status = K.scan_pcap(data, pos, end, False, 16, 1000, 1 << 22, stream, *arrays)
+        assert status >= 0
+        offsets += arrays[0][:n].tolist()
+        fronts.append((pos, int(stream[0])))
+    return offsets, fronts, stream
+
+
+def test_walk_pre_reads_every_line_ahead_and_never_past_the_end() -> None:
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(40, 1500, 3000)
+    recs = [(1, i, rng.bytes(int(c)), int(c)) for i, c in enumerate(sizes)]
+    data = np.frombuffer(pcap_bytes(recs), np.uint8)
+    want = (24 + np.cumsum(16 + sizes) - sizes).tolist()
+    for max_frames in (1, 97, 4096):
+        offsets, fronts, stream = _scan_pcap_all(data, max_frames)
+        assert offsets == want
+        # the pre-read stays ahead of the walk, by a bounded lead
+        assert all(pos <= front <= pos + K.PREREAD_AHEAD + K.PREREAD_BLOCK for pos, front in fronts)
+        # it reached the end of the data, not beyond, reading one byte of every 64 from the start
+        assert stream[0] == data.shape[0]
+        assert stream[1] == int(data[24::64].sum(dtype=np.int64))
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_records_larger_than_the_pre_read_lead(tmp_path: Path, kind: str) -> None:
+    big = K.PREREAD_AHEAD + K.PREREAD_BLOCK + 4321  # jumps past the pre-read front
+    lens = [60, big, 7, 0, big * 2, 1500, 33] + [100] * 50 + [big]
+    frames = [bytes([i & 0xFF]) * n for i, n in enumerate(lens)]
+    if kind == "pcap":
+        content = pcap_bytes([(1, i, f, len(f)) for i, f in enumerate(frames)], snaplen=1 << 20)
+    else:
+        content = shb() + idb(1, 1 << 20) + b"".join(epb(0, i, f) for i, f in enumerate(frames))
+    p = write(tmp_path, content, f"big.{kind}")
+    for max_frames in (1, 3, 65536):
+        got = read_all(p, max_frames)
+        assert got["frames"] == frames
+        assert got["cap_len"].tolist() == lens
+
+
+# ---------------------------------------------------------------------------------------------
 # real captures
 
 

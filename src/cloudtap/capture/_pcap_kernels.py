@@ -4,6 +4,15 @@ Each kernel fills preallocated per-frame arrays from ``data`` (the whole file as
 byte ``pos``, until the arrays are full, the data ends, a block needs Python (pcapng SHB/IDB) or the
 file is damaged. It returns ``(n, pos, status)``: frames written, where it stopped, and a status code
 (``ST_*`` >= 0 for a clean stop, ``ERR_*`` < 0 for damage at ``pos``).
+
+Walking records is a dependent chain (the next offset needs this record's length), so on a file that
+is not in the CPU caches every record would cost a full DRAM (and page-fault) latency. The kernels
+therefore pre-read the file sequentially ahead of the walk, one byte per cache line over
+``PREREAD_BLOCK`` bytes at a time, keeping ``PREREAD_AHEAD`` bytes in front of it: those independent
+loads fault the pages in and let the hardware prefetcher stream at memory bandwidth, and the walk
+(and the decoder right after it) then hit the cache. ``stream`` carries the pre-read front between
+calls: ``stream[0]`` is the file offset pre-read up to, ``stream[1]`` a checksum of the bytes read
+(kept so the compiler cannot drop the loads).
 """
 
 from __future__ import annotations
@@ -36,6 +45,10 @@ _NS = np.uint64(1_000_000_000)
 _POW10 = np.array([10**i for i in range(20)], dtype=np.uint64)
 _MASK32 = np.uint64(0xFFFFFFFF)
 
+PREREAD_AHEAD = 256 * 1024  # bytes kept pre-read in front of the walk (well inside L2)
+PREREAD_BLOCK = 64 * 1024  # bytes pre-read at a time
+_LINE = 64  # cache line bytes: every line must be touched, the prefetcher does not fill strided gaps
+
 
 @njit(**KERNEL_OPTS)
 def _u16(data, p, be):
@@ -55,6 +68,23 @@ def _u32(data, p, be):
     if be:
         return (a << 24) | (b << 16) | (c << 8) | d
     return a | (b << 8) | (c << 16) | (d << 24)
+
+
+@njit(**KERNEL_OPTS)
+def _touch_lines(data, start, stop):
+    """Read one byte per cache line of ``data[start:stop]``; return their sum."""
+    acc = np.int64(0)
+    for p in range(start, stop, _LINE):
+        acc += data[p]
+    return acc
+
+
+@njit(**KERNEL_OPTS)
+def _preread_stop(pos, end, front):
+    """End of the next block to pre-read when the walk is at ``pos`` (``front`` if none is due yet)."""
+    if pos + PREREAD_AHEAD <= front or front >= end:
+        return front
+    return min(max(front, pos) + PREREAD_BLOCK, end)
 
 
 @njit(**KERNEL_OPTS)
@@ -96,7 +126,7 @@ def ts_units_to_ns(ts, tsresol):
 
 
 @njit(**KERNEL_OPTS)
-def scan_pcap(data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, offset, cap_len, wire_len, ts_ns):
+def scan_pcap(data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, stream, offset, cap_len, wire_len, ts_ns):
     """Walk classic pcap records.
 
     Args:
@@ -107,6 +137,7 @@ def scan_pcap(data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, offset, cap_
         rec_hdr_len: record header bytes (16, or 24 for the modified/Kuznetzov format).
         ts_mult: ns per sub-second unit (1000 for µs files, 1 for ns files).
         max_caplen: largest captured length accepted.
+        stream: ``int64[2]`` pre-read state carried between calls (see the module docstring).
         offset, cap_len, wire_len, ts_ns: output arrays (their length is the batch capacity).
 
     Returns:
@@ -114,29 +145,42 @@ def scan_pcap(data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, offset, cap_
     """
     cap = offset.shape[0]
     n = 0
+    status = ST_FULL
+    front = stream[0]  # in locals: reading and writing ``stream`` per record measured ~35% slower
+    acc = stream[1]
     while n < cap:
         if pos >= end:
-            return n, pos, ST_END
+            status = ST_END
+            break
+        stop = _preread_stop(pos, end, front)
+        if stop != front:
+            acc += _touch_lines(data, max(front, pos), stop)
+            front = stop
         if pos + rec_hdr_len > end:
-            return n, pos, ERR_TRUNC_HEADER
+            status = ERR_TRUNC_HEADER
+            break
         sec = _u32(data, pos, be)
         frac = _u32(data, pos + 4, be)
         cl = _u32(data, pos + 8, be)
         wl = _u32(data, pos + 12, be)
         if cl > max_caplen:
-            return n, pos, ERR_CAPLEN
+            status = ERR_CAPLEN
+            break
         start = pos + rec_hdr_len
         if start + cl > end:
-            return n, pos, ERR_TRUNC_DATA
+            status = ERR_TRUNC_DATA
+            break
         offset[n] = start
         cap_len[n] = cl
         wire_len[n] = wl
         ts_ns[n] = sec * 1_000_000_000 + frac * ts_mult
         n += 1
         pos = start + cl
-    if pos >= end:
-        return n, pos, ST_END
-    return n, pos, ST_FULL
+    stream[0] = front
+    stream[1] = acc
+    if status == ST_FULL and pos >= end:
+        status = ST_END
+    return n, pos, status
 
 
 @njit(**KERNEL_OPTS)
@@ -151,6 +195,7 @@ def scan_pcapng(
     if_maxcap,
     if_tsresol,
     if_tsoff_ns,
+    stream,
     n,
     offset,
     cap_len,
@@ -172,6 +217,7 @@ def scan_pcapng(
         if_linktype, if_snaplen, if_maxcap, if_tsresol, if_tsoff_ns: per-interface (section-local
             index) linktype, IDB snaplen (0 = none), max accepted caplen, ``if_tsresol`` byte and
             ``if_tsoffset`` in ns.
+        stream: ``int64[2]`` pre-read state carried between calls (see the module docstring).
         n: first output slot to fill.
         offset, cap_len, wire_len, ts_ns, linktype, interface: output arrays.
 
@@ -180,37 +226,54 @@ def scan_pcapng(
     """
     cap = offset.shape[0]
     n_if = if_linktype.shape[0]
+    status = ST_FULL
+    front = stream[0]
+    acc = stream[1]
     while n < cap:
         if pos >= end:
-            return n, pos, ST_END
+            status = ST_END
+            break
+        stop = _preread_stop(pos, end, front)
+        if stop != front:
+            acc += _touch_lines(data, max(front, pos), stop)
+            front = stop
         if pos + 12 > end:
-            return n, pos, ERR_TRUNC_HEADER
+            status = ERR_TRUNC_HEADER
+            break
         btype = _u32(data, pos, be)
         if btype == SHB_TYPE or btype == IDB_TYPE:
-            return n, pos, ST_BLOCK
+            status = ST_BLOCK
+            break
         blen = _u32(data, pos + 4, be)
         if blen < 12 or (blen & 3) != 0:
-            return n, pos, ERR_BLOCK_LEN
+            status = ERR_BLOCK_LEN
+            break
         if pos + blen > end:
-            return n, pos, ERR_BLOCK_EOF
+            status = ERR_BLOCK_EOF
+            break
         if _u32(data, pos + blen - 4, be) != blen:
-            return n, pos, ERR_TRAILER
+            status = ERR_TRAILER
+            break
         if btype == EPB_TYPE or btype == PB_TYPE:
             if blen < 32:
-                return n, pos, ERR_BLOCK_LEN
+                status = ERR_BLOCK_LEN
+                break
             if btype == EPB_TYPE:
                 iface = _u32(data, pos + 8, be)
             else:
                 iface = _u16(data, pos + 8, be)
             if iface >= n_if:
-                return n, pos, ERR_IFACE
+                status = ERR_IFACE
+                break
             ts = (np.uint64(_u32(data, pos + 12, be)) << np.uint64(32)) | np.uint64(_u32(data, pos + 16, be))
             cl = _u32(data, pos + 20, be)
             wl = _u32(data, pos + 24, be)
             if cl > if_maxcap[iface]:
-                return n, pos, ERR_CAPLEN
+                status = ERR_CAPLEN
+                break
             if 32 + cl > blen:
-                return n, pos, ERR_CAPLEN_BLOCK
+                status = ERR_CAPLEN_BLOCK
+                break
             offset[n] = pos + 28
             cap_len[n] = cl
             wire_len[n] = wl
@@ -220,18 +283,22 @@ def scan_pcapng(
             n += 1
         elif btype == SPB_TYPE:
             if blen < 16:
-                return n, pos, ERR_BLOCK_LEN
+                status = ERR_BLOCK_LEN
+                break
             if n_if == 0:
-                return n, pos, ERR_IFACE
+                status = ERR_IFACE
+                break
             wl = _u32(data, pos + 8, be)
             cl = wl
             snap = if_snaplen[0]
             if snap != 0 and cl > snap:
                 cl = snap
             if cl > if_maxcap[0]:
-                return n, pos, ERR_CAPLEN
+                status = ERR_CAPLEN
+                break
             if 16 + cl > blen:
-                return n, pos, ERR_CAPLEN_BLOCK
+                status = ERR_CAPLEN_BLOCK
+                break
             offset[n] = pos + 12
             cap_len[n] = cl
             wire_len[n] = wl
@@ -240,6 +307,8 @@ def scan_pcapng(
             interface[n] = if_base
             n += 1
         pos += blen
-    if pos >= end:
-        return n, pos, ST_END
-    return n, pos, ST_FULL
+    stream[0] = front
+    stream[1] = acc
+    if status == ST_FULL and pos >= end:
+        status = ST_END
+    return n, pos, status
