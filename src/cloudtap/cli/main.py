@@ -7,6 +7,7 @@ import typer
 from cloudtap import __version__
 from cloudtap.cli.agent_cmd import agent_app
 from cloudtap.cli.meter_cmd import meter_command
+from cloudtap.cli.query_cmd import query_app
 from cloudtap.cli.server_cmd import import_command, server_app
 from cloudtap.synth.cli import synth_command
 
@@ -22,6 +23,7 @@ app.command("synth")(synth_command)
 app.add_typer(agent_app, name="agent")
 app.add_typer(server_app, name="server")
 app.command("import")(import_command)
+app.add_typer(query_app, name="query")
 
 
 @app.command()

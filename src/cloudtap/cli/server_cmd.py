@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,8 +20,13 @@ def open_store(dsn: str, database: str = "cloudtap", cluster: str | None = None,
     """Open (and migrate) the ClickHouse store behind ``dsn``; a locked chDB path is a clear error."""
     from cloudtap.server.store.clickhouse import ClickHouseStore
 
-    store = ClickHouseStore(dsn, database=database, cluster=cluster, **kwargs)
-    store.migrate()
+    try:
+        store = ClickHouseStore(dsn, database=database, cluster=cluster, **kwargs)
+        store.migrate()
+    except CloudtapError:
+        raise
+    except Exception as exc:  # chDB refuses a data path another process holds
+        raise CloudtapError(f"cannot open the store {dsn}: {exc} (is another cloudtap process using it?)") from exc
     return store
 
 
@@ -53,19 +59,22 @@ def run_command(
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     app = create_app(settings, store)
-    server = uvicorn.Server(uvicorn.Config(app, host=api.listen, port=api.port, log_level="warning"))
-
-    @app.on_event("startup")
-    async def announce() -> None:  # pragma: no cover - exercised by the end-to-end tests
-        sockets = [s for srv in server.servers for s in srv.sockets]
-        host, bound = sockets[0].getsockname()[:2] if sockets else (api.listen, api.port)
-        url = f"http://{host}:{bound}"
-        err.print(f"cloudtap server on [bold]{url}[/] (docs {url}/docs), storage {storage.dsn}")
-        if api.status_file is not None:
-            api.status_file.write_text(url + "\n", encoding="utf-8")
-
+    sock = socket.socket(socket.AF_INET6 if ":" in api.listen else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        server.run()
+        sock.bind((api.listen, api.port))
+    except OSError as exc:
+        store.close()
+        err.print(f"[bold red]error:[/] cannot listen on {api.listen}:{api.port}: {exc.strerror}")
+        raise typer.Exit(1) from exc
+    host, bound = sock.getsockname()[:2]
+    url = f"http://{host}:{bound}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    err.print(f"cloudtap server on [bold]{url}[/] (docs {url}/docs), storage {storage.dsn}")
+    if api.status_file is not None:
+        api.status_file.write_text(url + "\n", encoding="utf-8")
+    try:
+        server.run(sockets=[sock])
     finally:
         store.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from cloudtap import __version__
-from cloudtap.server.api.routes import health, ingest
+from cloudtap.server.api.routes import health, ingest, query
 from cloudtap.server.ingest import Ingestor
 from cloudtap.server.settings import ServerSettings
 from cloudtap.server.store.base import FlowStore
@@ -25,10 +25,5 @@ def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
     app.state.ingestor = Ingestor(store)
     app.include_router(health.router)
     app.include_router(ingest.router)
-    try:
-        from cloudtap.server.api.routes import query
-    except ImportError:  # pragma: no cover - the query routes ship with the server
-        pass
-    else:
-        app.include_router(query.router)
+    app.include_router(query.router)
     return app

@@ -1,0 +1,111 @@
+"""The convenience queries (top, series, flows) as :class:`Query` objects, from text arguments.
+
+Shared by the ``GET /api/v1/query/{top,series,flows}`` routes and ``cloudtap query``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from cloudtap.server.query.errors import QueryError
+from cloudtap.server.query.model import Filter, MetricSpec, Query, parse_metric_text
+from cloudtap.server.query.timespec import ALL
+
+DEFAULT_GROUP = "client_ip,server_ip,server_port"
+
+
+def split_names(text: str | Sequence[str] | None) -> list[str]:
+    """``"a,b"`` or ``["a", "b,c"]`` -> ``["a", "b", "c"]`` (blanks dropped)."""
+    if text is None:
+        return []
+    parts = [text] if isinstance(text, str) else list(text)
+    return [n.strip() for p in parts for n in p.split(",") if n.strip()]
+
+
+def time_range(since: str | None, time_from: str | None, time_to: str | None) -> tuple[str, str | None]:
+    """(time_from, time_to) of a query: ``from``/``to`` win over ``since`` (``1h`` -> ``-1h``, ``all``)."""
+    if time_from is not None:
+        return time_from, time_to
+    s = (since or "1h").strip()
+    if s.lower() == ALL:
+        return ALL, time_to
+    return ("-" + s.lstrip("-")), time_to
+
+
+def _metrics(names: Sequence[str]) -> list[MetricSpec]:
+    out = []
+    for name in names:
+        try:
+            out.append(MetricSpec(**parse_metric_text(name)))
+        except ValidationError as exc:
+            raise QueryError(f"metric {name!r}: {exc.errors()[0]['msg']}", "metrics") from None
+    return out
+
+
+def _build(**fields: object) -> Query:
+    try:
+        return Query(**fields)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "query"
+        raise QueryError(f"{where}: {str(err['msg']).removeprefix('Value error, ')}", where) from None
+
+
+def top_query(
+    by: str | Sequence[str] = "bytes",
+    group: str | Sequence[str] = DEFAULT_GROUP,
+    since: str | None = "1h",
+    time_from: str | None = None,
+    time_to: str | None = None,
+    filters: Sequence[str] = (),
+    limit: int = 10,
+    table: str | None = None,
+    interval: str | None = None,
+) -> Query:
+    """Top ``limit`` groups by the first of ``by`` (further metrics ride along)."""
+    metrics = _metrics(split_names(by) or ["bytes"])
+    t0, t1 = time_range(since, time_from, time_to)
+    return _build(
+        table=table, interval=interval, time_from=t0, time_to=t1, filters=[Filter.parse(f) for f in filters],
+        group_by=split_names(group), metrics=metrics, order_by=[{"name": metrics[0].column, "desc": True}],
+        limit=limit,
+    )  # fmt: skip
+
+
+def series_query(
+    metric: str | Sequence[str] = "bytes",
+    step: str = "1m",
+    since: str | None = "3h",
+    time_from: str | None = None,
+    time_to: str | None = None,
+    filters: Sequence[str] = (),
+    group: str | Sequence[str] | None = None,
+    top: int | None = None,
+    table: str | None = None,
+    interval: str | None = None,
+) -> Query:
+    """A time series of ``metric`` per ``step`` (per group, for the ``top`` biggest groups)."""
+    t0, t1 = time_range(since, time_from, time_to)
+    return _build(
+        table=table, interval=interval, time_from=t0, time_to=t1, filters=[Filter.parse(f) for f in filters],
+        group_by=split_names(group), metrics=_metrics(split_names(metric) or ["bytes"]), step=step, top_groups=top,
+    )  # fmt: skip
+
+
+def flows_query(
+    since: str | None = "1h",
+    time_from: str | None = None,
+    time_to: str | None = None,
+    filters: Sequence[str] = (),
+    limit: int = 100,
+    columns: str | Sequence[str] | None = None,
+    order: str | Sequence[str] | None = None,
+) -> Query:
+    """Raw flow records, newest first (or by ``order``: ``-bytes_c2s``, ``first asc``)."""
+    t0, t1 = time_range(since, time_from, time_to)
+    return _build(
+        table="flows", time_from=t0, time_to=t1, filters=[Filter.parse(f) for f in filters], limit=limit,
+        columns=split_names(columns) or None, order_by=split_names(order),
+    )  # fmt: skip

@@ -1,0 +1,128 @@
+"""Retention: TTL by ingest time (old captures survive), TTL changes, and the disk budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from store_batches import EXAMPLE, MULTI_DAY, NS, batch_of, metered
+
+from cloudtap.server.store.base import BatchKey
+from cloudtap.server.store.clickhouse import ClickHouseStore
+from cloudtap.server.store.ddl import TABLES
+from cloudtap.server.store.retention import TIER_ORDER, RetentionPolicy
+
+ONE_DAY = RetentionPolicy(ttl_days={name: 1 for name in ("flow_log", "edge_1s", "edge_1m", "endpoint_1s",
+                                                           "endpoint_1m", "edge_1h", "endpoint_1h")})  # fmt: skip
+StoreFactory = Callable[..., ClickHouseStore]
+RAW = ("flow_log", "edge_1s", "edge_1m", "endpoint_1s", "endpoint_1m", "edge_1h", "endpoint_1h")
+
+
+def _rows(store: ClickHouseStore) -> dict[str, int]:
+    return {t: store.query_arrow(f"SELECT count() AS n FROM {t}")["n"][0].as_py() for t in RAW}
+
+
+def _optimize(store: ClickHouseStore) -> None:
+    for table in RAW:
+        store.command(f"OPTIMIZE TABLE {table} FINAL")
+
+
+def test_an_imported_2013_capture_outlives_a_one_day_ttl(open_store: StoreFactory, pcaps: Path) -> None:
+    store = open_store(retention=ONE_DAY)
+    store.insert(batch_of(metered(pcaps, EXAMPLE), "import"), BatchKey("import", 1))
+    before = _rows(store)
+    assert before["flow_log"] > 0 and all(before.values())
+    _optimize(store)  # TTL merges run now: rows from 2013 are not expired, they arrived today
+    assert store.query_arrow("SELECT count() AS n FROM flow_log")["n"][0].as_py() == before["flow_log"]
+    assert store.query_arrow("SELECT toYear(min(first)) AS y FROM flow_log")["y"][0].as_py() == 2013
+    for table in RAW:
+        assert store.query_arrow(f"SELECT count() AS n FROM {table}")["n"][0].as_py() > 0, table
+
+
+def test_rows_that_arrived_before_the_ttl_are_deleted(open_store: StoreFactory, pcaps: Path) -> None:
+    store = open_store(retention=ONE_DAY)
+    store.insert(batch_of(metered(pcaps, EXAMPLE), "hv-1"), BatchKey("hv-1", 1))
+    fresh = store.query_arrow("SELECT count() AS n FROM flow_log")["n"][0].as_py()
+    # the same records, as if they had been ingested two days ago
+    store.command(
+        "INSERT INTO flow_log (flow_id, proto, client_ip, server_ip, server_port, start, first, last, agent_id, "
+        "inserted_at) SELECT flow_id, proto, client_ip, server_ip, server_port, start, first, last, 'stale', "
+        "now() - INTERVAL 2 DAY FROM flow_log"
+    )
+    assert store.query_arrow("SELECT count() AS n FROM flow_log")["n"][0].as_py() == 2 * fresh
+    _optimize(store)
+    left = store.query_arrow("SELECT agent_id, count() AS n FROM flow_log GROUP BY agent_id").to_pylist()
+    assert left == [{"agent_id": "hv-1", "n": fresh}]
+
+
+def test_ttl_follows_the_policy(open_store: StoreFactory) -> None:
+    store = open_store(retention=RetentionPolicy(ttl_days={"flow_log": 1, "edge_1h": None}))
+    assert "TTL inserted_at + toIntervalSecond(86400)" in store.command("SHOW CREATE TABLE flow_log")
+    assert "TTL" not in store.command("SHOW CREATE TABLE edge_1h")
+    assert "toIntervalSecond(172800)" in store.command("SHOW CREATE TABLE edge_1s")  # default: 2 days
+    store.close()
+    store = open_store(retention=RetentionPolicy(ttl_days={"flow_log": 0.5, "edge_1h": 365}))
+    assert "toIntervalSecond(43200)" in store.command("SHOW CREATE TABLE flow_log")
+    assert "toIntervalSecond(31536000)" in store.command("SHOW CREATE TABLE edge_1h")
+    store.close()
+    store = open_store(retention=RetentionPolicy(ttl_days={"flow_log": None}))
+    assert "TTL" not in store.command("SHOW CREATE TABLE flow_log")
+    with pytest.raises(ValueError, match="unknown table"):
+        RetentionPolicy(ttl_days={"flows": 3})
+
+
+def _flows_on_day(flows: pa.Table, day: int) -> pa.Table:
+    """The records moved to 2024-01-``day`` (same time of day)."""
+    shift = (1_704_067_200 + (day - 1) * 86_400) * NS - (
+        flows["first_ns"][0].as_py() // (86_400 * NS)
+    ) * 86_400 * NS
+    for name in ("start_ns", "first_ns", "last_ns"):
+        i = flows.schema.get_field_index(name)
+        flows = flows.set_column(i, name, pa.array(flows[name].to_numpy() + shift, pa.int64()))
+    return flows
+
+
+def _partitions(store: ClickHouseStore, table: str) -> dict[str, int]:
+    rows = store.query_arrow(
+        "SELECT partition_id AS p, sum(bytes_on_disk) AS b FROM system.parts WHERE database = currentDatabase() "
+        "AND table = {t:String} AND active GROUP BY p ORDER BY p",
+        {"t": table},
+    ).to_pylist()
+    return {r["p"]: r["b"] for r in rows}
+
+
+def test_disk_budget_drops_the_partition_ingested_longest_ago(store: ClickHouseStore, pcaps: Path) -> None:
+    flows = batch_of(metered(pcaps, EXAMPLE), "hv-1")["flows"]
+    for day in (1, 2, 3):
+        store.insert({"flows": _flows_on_day(flows, day)}, BatchKey("hv-1", day))
+    # day 3 is the newest traffic but reached the store first (say, an import that came in earlier)
+    store.command(
+        "ALTER TABLE flow_log UPDATE inserted_at = now() - INTERVAL 3 HOUR WHERE toYYYYMMDD(first) = 20240103 "
+        "SETTINGS mutations_sync = 2"
+    )
+    parts = _partitions(store, "flow_log")
+    assert list(parts) == ["20240101", "20240102", "20240103"]
+    total = sum(parts.values())
+    assert store.enforce_disk_budget(total) == []
+    assert store.enforce_disk_budget() == []  # the policy has no budget
+    dropped = store.enforce_disk_budget(total - 1)
+    assert [(d.table, d.partition_id, d.bytes) for d in dropped] == [
+        ("flow_log", "20240103", parts["20240103"])
+    ]
+    dropped = store.enforce_disk_budget(parts["20240102"])
+    assert [(d.table, d.partition_id) for d in dropped] == [("flow_log", "20240101")]
+    assert list(_partitions(store, "flow_log")) == ["20240102"]
+    assert store.query_arrow("SELECT count() AS n FROM flow_log")["n"][0].as_py() == flows.num_rows
+
+
+def test_disk_budget_spends_fine_data_before_rollups(open_store: StoreFactory, pcaps: Path) -> None:
+    store = open_store(retention=RetentionPolicy(disk_budget_bytes=0))
+    store.insert(batch_of(metered(pcaps, MULTI_DAY), "hv-1"), BatchKey("hv-1", 1))
+    dropped = store.enforce_disk_budget()
+    tiers = [TABLES[d.table].tier for d in dropped]
+    assert tiers == sorted(tiers, key=TIER_ORDER.index) and set(tiers) == {"raw", "1m", "1h"}
+    assert {d.table for d in dropped} == set(RAW)
+    assert all(v == 0 for v in _rows(store).values())
+    assert store.query_arrow("SELECT count() AS n FROM ingest_log")["n"][0].as_py() == 1  # meta tables stay

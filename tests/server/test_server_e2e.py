@@ -1,0 +1,143 @@
+"""Server end to end, through real processes on loopback: import, agent shipping, kill -9, outage.
+
+Each test starts ``cloudtap server run`` on its own chDB data directory (chDB allows one process per
+path), and agents as ``cloudtap agent run --replay`` processes with the server sink.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from cloudtap.meter import meter_file
+
+ONE_TCP = "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/one_tcp_stream.pcap"
+CLI = [sys.executable, "-m", "cloudtap.cli.main"]
+
+
+def _wait_file(path: Path, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not appear within {timeout_s} s")
+
+
+@contextmanager
+def server_process(data: Path, status: Path, port: int = 0) -> Iterator[subprocess.Popen[str]]:
+    status.unlink(missing_ok=True)
+    env = {**os.environ, "CLOUDTAP_SERVER__API__STATUS_FILE": str(status)}
+    proc = subprocess.Popen(
+        [*CLI, "server", "run", "--data", str(data), "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def get_json(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def total_packets(url: str) -> int:
+    """Sum of flow-record packets stored, over all time."""
+    answer = get_json(
+        url + "/api/v1/query",
+        {"table": "flows", "time_from": "1970-01-01T00:00:00Z", "time_to": "2100-01-01T00:00:00Z",
+         "metrics": [{"name": "packets", "agg": "sum"}]},
+    )  # fmt: skip
+    return int(answer["rows"][0][0] or 0) if answer["rows"] else 0
+
+
+def stored_rows(url: str) -> dict[str, int]:
+    return get_json(url + "/api/v1/health")["rows"]
+
+
+@pytest.mark.slow
+def test_import_through_the_server_equals_the_meter(shared_pcaps: Path, tmp_path: Path) -> None:
+    pcap = shared_pcaps / ONE_TCP
+    with server_process(tmp_path / "data", tmp_path / "url") as proc:
+        url = _wait_file(tmp_path / "url")
+        done = subprocess.run([*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        again = subprocess.run([*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert total_packets(url) == 36  # imported twice, stored once
+        assert proc.poll() is None
+
+
+def _agent(pcap: Path, tmp_path: Path, url: str, name: str, speed: str = "max") -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "CLOUDTAP_AGENT__AGENT_ID": name,
+        "CLOUDTAP_AGENT__OUTPUT__SINK": "server",
+        "CLOUDTAP_AGENT__OUTPUT__SERVER_URL": url,
+        "CLOUDTAP_AGENT__OUTPUT__SPOOL_DIRECTORY": str(tmp_path / f"spool-{name}"),
+        "CLOUDTAP_AGENT__OUTPUT__FLUSH_INTERVAL_S": "0.2",
+        "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
+    }
+    return subprocess.Popen(
+        [*CLI, "agent", "run", "--replay", str(pcap), "--speed", speed, "--port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cloud_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cloudtap.synth import builtin_scenario, write_pcap
+    from cloudtap.synth.scenario import with_overrides
+
+    path = tmp_path_factory.mktemp("cloud") / "cloud.pcap"
+    write_pcap(with_overrides(builtin_scenario("small-cloud"), duration="10m"), path)
+    return path
+
+
+@pytest.mark.slow
+def test_kill_9_mid_ingest_loses_and_duplicates_nothing(cloud_pcap: Path, tmp_path: Path) -> None:
+    expected = meter_file(cloud_pcap)
+    want = int(expected.flows["packets_c2s"].sum() + expected.flows["packets_s2c"].sum())
+    port = _free_port()
+    with server_process(tmp_path / "data", tmp_path / "url", port) as first:
+        url = _wait_file(tmp_path / "url")
+        agent = _agent(cloud_pcap, tmp_path, url, "kill9", speed="40")  # ~15 s of shipping
+        time.sleep(4.0)
+        first.send_signal(signal.SIGKILL)  # in the middle of ingest
+        first.wait(10)
+    time.sleep(2.0)  # the agent spools while the server is gone
+    with server_process(tmp_path / "data", tmp_path / "url", port):
+        url = _wait_file(tmp_path / "url")
+        agent.wait(120)
+        assert agent.returncode == 0, agent.stderr.read() if agent.stderr else ""
+        deadline = time.monotonic() + 60
+        while total_packets(url) < want and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert total_packets(url) == want
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
