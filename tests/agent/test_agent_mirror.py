@@ -48,6 +48,8 @@ def test_mirror_mode_meters_once_and_counts_duplicates(tmp_path: Path) -> None:
         "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
         "CLOUDTAP_AGENT__CONTROL__PORT": "0",
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
+        # The agent runs inside pytest here: the test process (compiler, other tests) is not the grant.
+        "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
     }
     sink = MemorySink()
     agent = Agent(load_agent_config(None, env=env), sink=sink)

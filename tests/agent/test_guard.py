@@ -48,7 +48,7 @@ def test_flow_table_bytes_matches_the_meter(cap: int) -> None:
 
 
 def test_budget_fits_the_grant_and_shrinks_with_it() -> None:
-    budgets = {m: plan_budget(LimitsSection(max_memory_mib=m)) for m in (300, 512, 1024, 4096)}
+    budgets = {m: plan_budget(LimitsSection(max_memory_mib=m)) for m in (380, 512, 1024, 4096)}
     flows = [b.max_flows for b in budgets.values()]
     assert flows == sorted(flows) and len(set(flows)) == 4
     for mib, b in budgets.items():

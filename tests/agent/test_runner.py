@@ -31,6 +31,7 @@ def replay_config(pcap: Path, tmp_path: Path, **capture: object) -> AgentConfig:
         "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
         "CLOUDTAP_AGENT__CONTROL__PORT": "0",
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
+        "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
     }
     cfg = load_agent_config(None, env=env)
     if capture:

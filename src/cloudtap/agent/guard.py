@@ -37,9 +37,10 @@ MIB = 1 << 20
 #: CPython 3.11 / numpy 2.4 / numba 0.68 / x86-64): numpy + numba + llvmlite ~90 MiB; with pydantic,
 #: pyarrow, psutil, prometheus-client, pyroute2 and the agent modules ~164 MiB; after every numba
 #: kernel is loaded from the cache (warm_up + BPF + dedup) 212-215 MiB, ~115 MiB of it mapped
-#: library files. 240 MiB keeps ~25 MiB for threads, sockets and modules loaded later.
-#: ``tests/agent/test_guard.py`` re-measures a warm process and fails if it outgrows this.
-BASELINE_BYTES = 240 * MIB
+#: library files. A fresh venv (clean clone, CI) measured 296 MiB for the same warm process, so the
+#: baseline is 320 MiB; ``tests/agent/test_guard.py`` re-measures a warm process and fails if it
+#: outgrows this.
+BASELINE_BYTES = 320 * MIB
 #: Slack for the Python heap, arrow conversion and allocator fragmentation: max(this, 5% of grant).
 MIN_HEADROOM_BYTES = 16 * MIB
 HEADROOM_FRACTION = 0.05
