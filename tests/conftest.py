@@ -1,13 +1,23 @@
-"""Shared fixtures: where the shared captures live."""
+"""Shared fixtures: where the shared captures live; the test process's one embedded chDB path.
+
+chDB allows a single data path per process (and a single process per path). Every test that needs a
+store opens it on ``chdb_dsn`` (session-scoped) in a database of its own (``open_store``), and closes it
+when it ends, so nothing holds the path between tests.
+"""
 
 from __future__ import annotations
 
+import itertools
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PCAPS = REPO.parent / "shared" / "pcaps"
+_COUNTER = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +26,30 @@ def shared_pcaps() -> Path:
     if not (SHARED_PCAPS / "MANIFEST.csv").is_file():
         pytest.skip("../shared/pcaps is not present")
     return SHARED_PCAPS
+
+
+@pytest.fixture(scope="session")
+def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``chdb://`` DSN of the test process's single chDB data path."""
+    return f"chdb://{tmp_path_factory.getbasetemp() / 'chdb'}"
+
+
+@pytest.fixture
+def open_store(chdb_dsn: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """Factory of stores in a database unique to this test (``open_store(migrate=True, **kwargs)``)."""
+    from cloudtap.server.store.clickhouse import ClickHouseStore
+
+    opened: list[ClickHouseStore] = []
+    base = "t_" + re.sub(r"\W+", "_", request.node.name)[:40]
+    database = f"{base}_{next(_COUNTER)}"
+
+    def factory(migrate: bool = True, **kwargs: object) -> Any:
+        store = ClickHouseStore(chdb_dsn, database=database, **kwargs)  # type: ignore[arg-type]
+        opened.append(store)
+        if migrate:
+            store.migrate()
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()

@@ -1,0 +1,1 @@
+"""Cloud inventory: model, connectors (static, OpenStack, vSphere, Kubernetes, agents), history store, tagging."""
