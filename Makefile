@@ -10,7 +10,7 @@ APT_STAMP := /var/lib/cloudtap-apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
 APT_PACKAGES := tshark tcpdump tcpreplay nfdump softflowd argus-server argus-client \
-	libpcap0.8-dev iproute2 iperf3 python3-venv
+	libpcap0.8-dev iproute2 iperf3 python3-venv golang-go golang-github-vmware-govmomi-dev
 
 .PHONY: demo test setup system-deps bench lint clean
 
@@ -26,6 +26,7 @@ bench: setup
 	$(PY) bench/agent/ring_drain.py
 	$(PY) bench/agent/live_rate.py
 	$(PY) bench/agent/footprint.py
+	$(PY) bench/server/run.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts

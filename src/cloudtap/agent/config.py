@@ -20,6 +20,9 @@ from cloudtap.config_loader import load_layered
 from cloudtap.meter.config import MeterConfig
 
 ENV_PREFIX = "CLOUDTAP_AGENT__"
+#: ``json_schema_extra`` of keys a running agent applies at once when the controller changes them; every
+#: other key is restart-required (the agent reports it and uses it from its next start).
+HOT = {"apply": "hot"}
 
 
 class _Section(BaseModel):
@@ -33,8 +36,10 @@ class CaptureSection(_Section):
         "interfaces", description="interfaces: VM ports via AF_PACKET; mirror: ERSPAN/GRE/VXLAN socket; replay: a file"
     )
     interface_pattern: str = Field(DEFAULT_INTERFACE_PATTERN, description="regex of VM interfaces to follow live")
-    interfaces: list[str] = Field(default_factory=list, description="fixed interface names (besides the pattern)")
-    bpf: str | None = Field(None, description="tcpdump filter, compiled by libpcap and attached in the kernel")
+    interfaces: list[str] = Field(
+        default_factory=list, description="fixed interface names (besides the pattern)", json_schema_extra=HOT
+    )
+    bpf: str | None = Field(None, description="tcpdump filter, compiled by libpcap and attached in the kernel", json_schema_extra=HOT)
     snaplen: int = Field(256, ge=64, le=65535, description="bytes kept per packet (headers only by default)")
     ring_block_size: int = Field(1 << 20, ge=4096, description="TPACKET_V3 block size (bytes)")
     ring_block_count: int = Field(32, ge=2, description="TPACKET_V3 blocks per ring")
@@ -54,20 +59,20 @@ class CaptureSection(_Section):
 class LimitsSection(_Section):
     """The resources the user grants the agent."""
 
-    max_cpu_cores: float = Field(1.0, gt=0, description="CPU the agent may use (cores, e.g. 0.5)")
+    max_cpu_cores: float = Field(1.0, gt=0, description="CPU the agent may use (cores, e.g. 0.5)", json_schema_extra=HOT)
     max_memory_mib: int = Field(512, ge=64, description="memory the agent may use (MiB, incl. rings)")
-    max_pps: int = Field(0, ge=0, description="packets per second the agent processes; 0 = no cap")
+    max_pps: int = Field(0, ge=0, description="packets per second the agent processes; 0 = no cap", json_schema_extra=HOT)
     use_cgroup: bool = Field(True, description="put the agent in a cgroup v2 with these limits when possible")
 
 
 class BreakersSection(_Section):
     """Circuit breakers: pause capture when the host is in trouble, resume when healthy."""
 
-    max_load_per_core: float = Field(4.0, gt=0, description="trip when 1-min load average / cores exceeds this")
-    min_free_memory_mib: int = Field(256, ge=0, description="trip when MemAvailable drops below this")
-    min_free_disk_mib: int = Field(512, ge=0, description="trip when the output disk has less free than this")
-    hysteresis: float = Field(0.1, ge=0, le=0.9, description="resume only 10% inside the threshold")
-    hold_s: float = Field(5.0, ge=0, description="stay tripped at least this long")
+    max_load_per_core: float = Field(4.0, gt=0, description="trip when 1-min load average / cores exceeds this", json_schema_extra=HOT)
+    min_free_memory_mib: int = Field(256, ge=0, description="trip when MemAvailable drops below this", json_schema_extra=HOT)
+    min_free_disk_mib: int = Field(512, ge=0, description="trip when the output disk has less free than this", json_schema_extra=HOT)
+    hysteresis: float = Field(0.1, ge=0, le=0.9, description="resume only 10% inside the threshold", json_schema_extra=HOT)
+    hold_s: float = Field(5.0, ge=0, description="stay tripped at least this long", json_schema_extra=HOT)
 
 
 class OutputSection(_Section):
@@ -80,7 +85,7 @@ class OutputSection(_Section):
         Path("/var/lib/cloudtap/spool"), description="server sink: batches wait here while the server is unreachable"
     )
     spool_max_mib: int = Field(1024, ge=1, description="server sink: spool bound; beyond it the oldest batches are dropped (counted)")
-    flush_interval_s: float = Field(1.0, gt=0, description="server sink: ship buffered records this often")
+    flush_interval_s: float = Field(1.0, gt=0, description="server sink: ship buffered records this often", json_schema_extra=HOT)
     directory: Path = Field(Path("/var/lib/cloudtap/records"), description="output directory of the file sink")
     format: Literal["jsonl", "parquet"] = Field("parquet", description="file format of flow and edge records")
     rotate_s: float = Field(60.0, gt=0, description="start a new file every N seconds")
@@ -96,6 +101,47 @@ class ControlSection(_Section):
     status_file: Path | None = Field(None, description="write the bound address here (for `agent status`)")
 
 
+class ControllerSection(_Section):
+    """The central controller (server) this agent registers with; off while ``url`` is empty."""
+
+    url: str | None = Field(None, description="controller (cloudtap server) URL, e.g. http://10.0.0.5:8470; none = standalone")
+    token: str | None = Field(None, description="registration token (shared or per-agent), sent as a Bearer token")
+    heartbeat_s: float = Field(10.0, gt=0, description="heartbeat period; config changes arrive within one period")
+    group: str = Field("default", description="agent group whose config overlay this agent receives")
+    host_name: str = Field("", description="host name reported to the controller (default: the system host name)")
+    cache_file: Path = Field(
+        Path("/var/lib/cloudtap/controller-config.json"),
+        description="last config received from the controller; used at start while the controller is unreachable",
+    )
+
+
+class PolicySection(_Section):
+    """What the controller's policies compiled for this host (set by the controller, not by hand)."""
+
+    active: bool = Field(False, description="a policy applies: capture only what it selects", json_schema_extra=HOT)
+    capture: bool = Field(True, description="false: no VM on this host is selected, capture pauses", json_schema_extra=HOT)
+    interfaces: list[str] = Field(default_factory=list, description="VM interfaces selected", json_schema_extra=HOT)
+    macs: list[str] = Field(default_factory=list, description="VM MACs selected", json_schema_extra=HOT)
+    bpf: str | None = Field(None, description="filter selecting those VMs (and the policies' filters)", json_schema_extra=HOT)
+    snaplen: int | None = Field(None, ge=64, le=65535, description="snap length the policies ask for")
+    store_packets: bool = Field(False, description="keep packets of the selected VMs for PCAP retrieval", json_schema_extra=HOT)
+    policies: list[str] = Field(default_factory=list, description="names of the policies in force", json_schema_extra=HOT)
+
+
+class PacketsSection(_Section):
+    """Rolling packet store on local disk, for PCAP retrieval (see docs/packets.md)."""
+
+    enabled: bool = Field(False, description="keep the captured packets on local disk", json_schema_extra=HOT)
+    directory: Path = Field(Path("/var/lib/cloudtap/packets"), description="where the packet segments live")
+    max_disk_mib: int = Field(1024, ge=1, description="disk budget; the oldest segments are deleted beyond it", json_schema_extra=HOT)
+    snaplen: int = Field(256, ge=16, le=65535, description="bytes kept per stored packet", json_schema_extra=HOT)
+    interfaces: list[str] = Field(
+        default_factory=lambda: ["*"], description="globs of interfaces (or VM domains) whose packets are kept", json_schema_extra=HOT
+    )
+    block_kib: int = Field(1024, ge=16, le=65536, description="packet bytes per indexed block")
+    max_pending_mib: int = Field(32, ge=1, description="blocks waiting for the disk beyond this are dropped (counted)")
+
+
 class AgentConfig(_Section):
     """Everything the agent reads at start."""
 
@@ -106,6 +152,9 @@ class AgentConfig(_Section):
     breakers: BreakersSection = Field(default_factory=BreakersSection)
     output: OutputSection = Field(default_factory=OutputSection)
     control: ControlSection = Field(default_factory=ControlSection)
+    packets: PacketsSection = Field(default_factory=PacketsSection)
+    controller: ControllerSection = Field(default_factory=ControllerSection)
+    policy: PolicySection = Field(default_factory=PolicySection)
 
 
 def load_agent_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:

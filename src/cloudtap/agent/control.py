@@ -7,6 +7,8 @@ framework onto every hypervisor. Endpoints:
 - ``GET /metrics``: Prometheus text format
 - ``POST /capture/start``, ``POST /capture/stop``: applied within one read timeout (~0.1 s)
 - ``POST /shutdown``: stop the agent
+- ``GET /packets?from=&to=&filter=&interface=&max_bytes=``: stored packets as pcapng (see
+  :mod:`cloudtap.agent.packet_routes`); ``GET /packets/stats``; ``POST /packets/config`` (JSON)
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from cloudtap.agent import packet_routes
 
 if TYPE_CHECKING:
     from cloudtap.agent.runner import Agent
@@ -124,6 +128,8 @@ def _make_handler(agent: Agent, registry: CollectorRegistry) -> type[BaseHTTPReq
                 self._json(200, dataclasses.asdict(agent.status()))
             elif self.path == "/metrics":
                 self._send(200, generate_latest(registry), "text/plain; version=0.0.4")
+            elif self.path.split("?")[0] in ("/packets", "/packets/stats"):
+                packet_routes.handle_get(self, agent)
             else:
                 self._json(404, {"error": f"no such endpoint: GET {self.path}"})
 
@@ -134,6 +140,8 @@ def _make_handler(agent: Agent, registry: CollectorRegistry) -> type[BaseHTTPReq
             elif self.path == "/capture/stop":
                 agent.set_capturing(False)
                 self._json(200, {"capturing": False})
+            elif self.path == "/packets/config":
+                packet_routes.handle_config(self, agent)
             elif self.path == "/shutdown":
                 self._json(200, {"shutdown": True})
                 agent.shutdown()

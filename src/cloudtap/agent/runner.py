@@ -71,6 +71,11 @@ class Agent:
         sink: RecordSink | None = None,
         source_factory: Callable[[int], PacketSource] | None = None,
     ) -> None:
+        self.base_config = config  #: as started; the controller client lays its overlay over this
+        if config.controller.url:
+            from cloudtap.agent.controller_client import with_cached_config
+
+            config = with_cached_config(config)  # the last controller config, while the server is unreachable
         self.config = config
         self.agent_id = config.agent_id or socket.gethostname()
         self.points = ObservationPoints()
@@ -101,6 +106,8 @@ class Agent:
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._user_capturing = True
+        self._policy_pause: str | None = None
+        self.controller: Any = None
         self._paused_by: list[str] = []
         self._watcher: Any = None
         self._watcher_thread: threading.Thread | None = None
@@ -133,6 +140,12 @@ class Agent:
                 dedup = Deduplicator(window_ns=int(config.capture.mirror_dedup_ms * 1e6))
                 worker.pipeline.packet_filter = dedup.mask
                 worker.dedup = dedup  # type: ignore[attr-defined]
+        from cloudtap.agent.packet_store import PacketStore, point_namer
+
+        replay_name = cap.replay_file.name if cap.mode == "replay" and cap.replay_file is not None else None
+        self.packet_store = PacketStore(config.packets, point_namer(self.points, replay_name))
+        for worker in self.workers:  # stores what the pipeline keeps (after dedup), with its decoded rows
+            worker.pipeline.packet_filter = self.packet_store.tap(worker.pipeline.packet_filter)
 
     def _default_sink(self) -> RecordSink:
         out = self.config.output
@@ -211,6 +224,11 @@ class Agent:
         ctl = self.config.control
         self.control = ControlServer(self, ctl.listen, ctl.port)
         self.control.start()
+        if self.config.controller.url:
+            from cloudtap.agent.controller_client import ControllerClient
+
+            self.controller = ControllerClient(self)
+            self.controller.start()
         if ctl.status_file is not None:
             ctl.status_file.write_text(self.control.url + "\n", encoding="utf-8")
         log.info("agent %s started: %s mode, control at %s", self.agent_id, cap.mode, self.control.url)
@@ -233,12 +251,15 @@ class Agent:
         self._stop.set()
 
     def _finish(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
         for worker in self.workers:
             worker.stop()
         if self._watcher is not None:
             self._watcher.close()
         self.output.flush()
         self.sink.close()
+        self.packet_store.close()
         if self.control is not None:
             self.control.stop()
 
@@ -248,8 +269,13 @@ class Agent:
         self._user_capturing = on
         self._apply_capture_state()
 
+    def set_policy_pause(self, reason: str | None) -> None:
+        """Pause capture because the controller's policy selects nothing here (None: resume)."""
+        self._policy_pause = reason
+        self._apply_capture_state()
+
     def _apply_capture_state(self) -> None:
-        on = self._user_capturing and not self._paused_by
+        on = self._user_capturing and not self._paused_by and self._policy_pause is None
         for worker in self.workers:
             worker.set_capturing(on)
 
@@ -267,6 +293,7 @@ class Agent:
             self._paused_by = reasons
             self._apply_capture_state()
         self.output.housekeeping()
+        self.packet_store.housekeeping()
 
     def _watch(self) -> None:
         watcher = self._watcher
@@ -310,7 +337,8 @@ class Agent:
             agent_id=self.agent_id,
             mode=self.config.capture.mode,
             capturing=any(w.capturing for w in self.workers),
-            paused_by=list(self._paused_by) + ([] if self._user_capturing else ["stopped by user"]),
+            paused_by=list(self._paused_by) + ([] if self._user_capturing else ["stopped by user"])
+            + ([self._policy_pause] if self._policy_pause else []),
             uptime_s=time.monotonic() - self._started,
             interfaces=per_if,
             captured_packets=sum(w.counters.packets for w in self.workers),

@@ -6,7 +6,11 @@ import typer
 
 from cloudtap import __version__
 from cloudtap.cli.agent_cmd import agent_app
+from cloudtap.cli.analyse_cmd import add_analysis_commands
+from cloudtap.cli.fleet_cmd import fleet_app
+from cloudtap.cli.inventory_cmd import inventory_app
 from cloudtap.cli.meter_cmd import meter_command
+from cloudtap.cli.pcap_cmd import pcap_command
 from cloudtap.cli.query_cmd import query_app
 from cloudtap.cli.server_cmd import import_command, server_app
 from cloudtap.synth.cli import synth_command
@@ -19,11 +23,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("meter")(meter_command)
+app.command("pcap")(pcap_command)
 app.command("synth")(synth_command)
 app.add_typer(agent_app, name="agent")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(server_app, name="server")
 app.command("import")(import_command)
 app.add_typer(query_app, name="query")
+app.add_typer(inventory_app, name="inventory")
+add_analysis_commands(app)
 
 
 @app.command()

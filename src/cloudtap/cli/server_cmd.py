@@ -106,9 +106,10 @@ def import_command(
         if data is not None:
             store = open_store(f"chdb://{data.resolve()}")
             try:
+                from cloudtap.inventory.service import store_tagger
                 from cloudtap.server.ingest import Ingestor
 
-                result = Ingestor(store).ingest_tables(imported.tables, imported.key)
+                result = Ingestor(store, tagger=store_tagger(store)).ingest_tables(imported.tables, imported.key)
             finally:
                 store.close()
             duplicate, rows = result.duplicate, result.rows

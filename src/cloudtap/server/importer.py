@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -34,12 +35,17 @@ def _annotate(table: pa.Table, source: str) -> pa.Table:
 
 
 def import_tables(
-    paths: Sequence[Path], config: MeterConfig | None = None, bpf: str | None = None, progress: Progress | None = None
+    paths: Sequence[Path],
+    config: MeterConfig | None = None,
+    bpf: str | None = None,
+    progress: Progress | None = None,
+    tagger: Any | None = None,
 ) -> ImportedCapture:
     """Meter ``paths`` as one stream and build the tables an agent would ship for them.
 
     The batch key is derived from the files' content hashes, so importing the same capture twice
-    stores it once.
+    stores it once. With a ``tagger`` (``cloudtap.inventory.tagging.Tagger``) the tables carry cloud
+    identity ids as the inventory was at each record's time.
     """
     result = meter_file(list(paths), config, bpf=bpf, progress=progress)
     digest = hashlib.sha256()
@@ -52,5 +58,7 @@ def import_tables(
         "edges_1s": _annotate(edges_with_text(result.edges(1.0)), source),
         "edges_60s": _annotate(edges_with_text(result.edges(60.0)), source),
     }
+    if tagger is not None:
+        tables = tagger.tag_tables(tables)
     key = BatchKey(agent_id=source, seq=int.from_bytes(digest.digest()[:7], "big"))
     return ImportedCapture(result, tables, key)

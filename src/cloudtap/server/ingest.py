@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -27,13 +28,15 @@ class IngestStats:
     rejected: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
+    tag_errors: int = 0  #: batches stored untagged because tagging failed (see last_error)
 
 
 class Ingestor:
     """Decodes and stores batches; serialises writes (chDB is one writer per process)."""
 
-    def __init__(self, store: FlowStore) -> None:
+    def __init__(self, store: FlowStore, tagger: Any | None = None) -> None:
         self.store = store
+        self.tagger = tagger  #: fills cloud identity ids before insert (``cloudtap.inventory.tagging.Tagger``)
         self.stats = IngestStats()
         self._lock = threading.Lock()
 
@@ -62,6 +65,12 @@ class Ingestor:
         unknown = sorted(set(tables) - set(KINDS))
         if unknown:
             self._reject(f"unknown stream kind(s) {unknown}; expected {list(KINDS)}")
+        if self.tagger is not None:
+            try:
+                tables = self.tagger.tag_tables(tables)
+            except Exception as exc:  # never lose a batch to tagging: store it untagged, count and report
+                self.stats.tag_errors += 1
+                self.stats.last_error = f"tagging failed (batch stored untagged): {type(exc).__name__}: {exc}"
         try:
             with self._lock:
                 result = self.store.insert(tables, key)

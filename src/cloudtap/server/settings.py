@@ -12,6 +12,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudtap.config_loader import load_layered
+from cloudtap.inventory.connectors.kubernetes import KubernetesConfig
+from cloudtap.inventory.connectors.openstack import OpenStackConfig
+from cloudtap.inventory.connectors.vsphere import VSphereConfig
 
 ENV_PREFIX = "CLOUDTAP_SERVER__"
 
@@ -43,11 +46,65 @@ class ApiSection(_Section):
     status_file: Path | None = Field(None, description="write the bound URL here once listening")
 
 
+class ControllerSection(_Section):
+    """Agents under the controller: registration, heartbeats, groups, policies (see docs/controller.md)."""
+
+    token: str | None = Field(None, description="shared registration token; none (and no agent_tokens) = open registration")
+    agent_tokens: dict[str, str] = Field(
+        default_factory=dict, description="per-agent tokens: agent name or host name -> token (wins over the shared one)"
+    )
+    heartbeat_s: float = Field(10.0, gt=0, description="heartbeat period proposed to agents")
+    stale_after: int = Field(3, ge=1, description="an agent is stale after this many missed heartbeat periods")
+    sync_s: float = Field(30.0, gt=0, description="recompile policies against the inventory this often (when it changed)")
+    db_path: Path | None = Field(
+        None, description="controller state (SQLite); default <chDB data dir>/controller.sqlite or /var/lib/cloudtap/"
+    )
+    inventory_file: Path | None = Field(
+        None, description="static inventory snapshot (YAML/JSON) when no inventory service is configured"
+    )
+
+
+class PcapSection(_Section):
+    """PCAP retrieval from the agents' packet stores (see docs/packets.md)."""
+
+    max_bytes: int = Field(1 << 30, ge=1024, description="largest pcapng one retrieval may return (larger: HTTP 413)")
+    agent_timeout_s: float = Field(60.0, gt=0, description="time allowed to each agent to answer")
+    audit_log: Path | None = Field(
+        None, description="JSONL audit log of retrievals; default <chDB data dir>/pcap-audit.jsonl or /var/lib/cloudtap/"
+    )
+    spool_directory: Path | None = Field(None, description="where agent answers wait while merging; default: system temp")
+
+
+class InventorySection(_Section):
+    """The cloud inventory (docs/inventory.md): connectors, sync, tagging of flows at ingest.
+
+    Platform connectors add their own sub-sections (``openstack``, ``vsphere``, ``kubernetes``).
+    """
+
+    enabled: bool = Field(True, description="keep an inventory and tag flows with cloud ids at ingest (hot: no)")
+    static_file: Path | None = Field(None, description="static inventory file (.yaml/.csv); re-read at every sync")
+    sync_period_s: float = Field(60.0, ge=1, description="seconds between syncs of every connector")
+    backdate_first_sync: bool = Field(
+        True, description="a source's first snapshot counts as true since ever (tags captures older than it)"
+    )
+    learn_from_agents: bool = Field(
+        True, description="build the inventory from agents' reports when no cloud API connector is configured"
+    )
+    openstack: list[OpenStackConfig] = Field(
+        default_factory=list, description="OpenStack clouds (Keystone/Nova/Neutron), one entry per region"
+    )
+    vsphere: list[VSphereConfig] = Field(default_factory=list, description="vCenter servers")
+    kubernetes: list[KubernetesConfig] = Field(default_factory=list, description="Kubernetes clusters")
+
+
 class ServerSettings(_Section):
     """Everything the server reads at start."""
 
     storage: StorageSection = Field(default_factory=StorageSection)
     api: ApiSection = Field(default_factory=ApiSection)
+    inventory: InventorySection = Field(default_factory=InventorySection)
+    pcap: PcapSection = Field(default_factory=PcapSection)
+    controller: ControllerSection = Field(default_factory=ControllerSection)
 
 
 def load_server_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ServerSettings:

@@ -39,6 +39,9 @@ def synth_command(
         Path | None, typer.Option("--truth", help="also write the ground truth (.parquet or .csv)")
     ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="no progress bar or summary")] = False,
+    inventory: Annotated[
+        Path | None, typer.Option("--inventory", help="also write the cloud as a static inventory (.yaml)")
+    ] = None,
 ) -> None:
     """Synthesise realistic east-west traffic from a scenario into a pcap, with ground truth."""
     console = Console(stderr=True, quiet=quiet)
@@ -73,6 +76,10 @@ def synth_command(
                 pa_csv.write_csv(result.truth, truth)
             else:
                 pq.write_table(result.truth, truth)
+        if inventory is not None:
+            from cloudtap.synth.inventory import write_static_inventory
+
+            write_static_inventory(scn, inventory)
     except CloudtapError as err:
         Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None

@@ -169,7 +169,9 @@ def test_series_is_filled_and_equals_pyarrow(store: Any, dataset: Dataset) -> No
     step = 5 * MIN
     start, end = T0 - 2 * step, T0 + 4 * step  # two empty buckets before the data
     result = run(store, time_from=start, time_to=end, metrics=["bytes", "bytes_rate", "rtt"], step="5m")
-    assert result.meta["stored_table"] == "edge_1m"
+    assert result.meta["stored_table"] == "edge_1s"  # the precision of the range ends
+    # whole minutes from the 1 m rows where they exist (from T0), the empty minutes before from 1 s
+    assert result.meta["read"][-1] == {"stored_table": "edge_1m", "time_from": iso(T0), "time_to": iso(end)}
     e = dataset.edges_1s
     t = e["time_ns"].to_numpy()
     total = total_bytes(e).to_numpy()

@@ -112,12 +112,16 @@ def test_interval_choice_by_range_and_step() -> None:
     assert build(T0 + HOUR, metrics=["bytes"]).table.name == "edge_1s"
     assert build(T0 + day, metrics=["bytes"]).table.name == "edge_1m"
     assert build(T0 + 30 * day, metrics=["bytes"]).table.name == "edge_1h"
-    assert build(T0 + HOUR, metrics=["bytes"], step="1m").table.name == "edge_1m"
-    assert build(T0 + HOUR, metrics=["bytes"], step="90s").table.name == "edge_1s"
-    assert build(T0 + week, metrics=["bytes"], step="1h").table.name == "edge_1h"
-    assert build(T0 + HOUR, metrics=["bytes"], group_by=["interface"], step="1h").table.name == "edge_1m"
+    # a step caps the interval; the range still sets the precision of its ends (the engine then reads
+    # whole minutes / hours from the coarser rollups, see test_query_tiers.py)
+    assert build(T0 + HOUR, metrics=["bytes"], step="1m").table.name == "edge_1s"
+    assert build(T0 + day, metrics=["bytes"], step="1m").table.name == "edge_1m"
+    assert build(T0 + day, metrics=["bytes"], step="90s").table.name == "edge_1s"
+    assert build(T0 + 5 * day, metrics=["bytes"], step="1m").table.name == "edge_1m"
+    assert build(T0 + week + HOUR, metrics=["bytes"], step="1h").table.name == "edge_1h"
+    assert build(T0 + 30 * day, metrics=["bytes"], group_by=["interface"], step="1h").table.name == "edge_1m"
     assert build(T0 + HOUR, metrics=["bytes"], interval="1h").table.name == "edge_1h"
-    assert build(T0 + HOUR, table="endpoints", metrics=["bytes"], step="1h").table.name == "endpoint_1h"
+    assert build(T0 + 30 * day, table="endpoints", metrics=["bytes"], step="1h").table.name == "endpoint_1h"
     with pytest.raises(QueryError, match="not kept at interval 1h"):
         build(metrics=["bytes"], group_by=["interface"], interval="1h")
     with pytest.raises(QueryError, match="not a multiple"):

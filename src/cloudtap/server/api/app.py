@@ -5,7 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from cloudtap import __version__
-from cloudtap.server.api.routes import health, ingest, query
+from cloudtap.server.api.routes import analysis as analysis_routes
+from cloudtap.server.api.routes import controller as controller_routes
+from cloudtap.server.api.routes import fleet as fleet_routes
+from cloudtap.server.api.routes import health, ingest, pcap, query
+from cloudtap.server.api.routes import inventory as inventory_routes
 from cloudtap.server.ingest import Ingestor
 from cloudtap.server.settings import ServerSettings
 from cloudtap.server.store.base import FlowStore
@@ -26,4 +30,9 @@ def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(query.router)
+    app.include_router(inventory_routes.router)
+    app.include_router(pcap.router)
+    app.include_router(analysis_routes.router)
+    app.include_router(controller_routes.router)
+    app.include_router(fleet_routes.router)
     return app

@@ -16,6 +16,7 @@ from cloudtap.server.query.catalog import NS_PER_S, StoredTable, candidates
 from cloudtap.server.query.errors import QueryError
 from cloudtap.server.query.model import Query
 from cloudtap.server.query.sql import CompiledQuery, OutputColumn, choose_table, compile_query
+from cloudtap.server.query.tiers import coarser_tiers, plan_segments
 from cloudtap.server.query.timespec import ALL, format_duration, iso, parse_instant
 from cloudtap.server.store.base import FlowStore
 from cloudtap.server.store.ddl import ident
@@ -137,6 +138,7 @@ class QueryEngine:
         probe = choose_table(query, NS_PER_S)  # validates names; tells which logical table
         clamp = t0 is None or t1 is None
         table: StoredTable | None = None
+        bounds: dict[str, tuple[int, int]] | None = None
         if not clamp:
             if t1 <= t0:  # type: ignore[operator]
                 raise QueryError("time_to must be after time_from", "time_to")
@@ -159,21 +161,29 @@ class QueryEngine:
                 a, b = _clamp(bounds[table.name], t0, t1, now)
             t0, t1 = a, b
         assert t0 is not None and t1 is not None and table is not None
-        return compile_query(query, t0, t1, self.database, table)
+        coarser = coarser_tiers(query, table)
+        segments = None
+        if coarser:
+            if bounds is None:
+                bounds = self.data_bounds(table.logical)
+            segments = plan_segments(table, coarser, t0, t1, bounds)
+        return compile_query(query, t0, t1, self.database, table, segments)
 
     def data_bounds(self, logical: str) -> dict[str, tuple[int, int]]:
         """Stored table -> [earliest, latest end) of its rows in ns, for the tables of ``logical`` holding any."""
         parts = []
         for t in candidates(logical):
             src = f"{ident(self.database)}.{ident(t.name)}"
+            col = ident(t.time_column)
+            # plain count/min/max of the partition key column: answered from part metadata, not a scan
             if t.logical == "flows":
-                lo, hi = "minOrNull(first_ns)", "maxOrNull(first_ns) + 1"
+                lo, hi = f"toUnixTimestamp64Nano(min({col}))", f"toUnixTimestamp64Nano(max({col})) + 1"
             else:
-                secs = f"toInt64(toUnixTimestamp({ident(t.time_column)}))"
-                lo, hi = f"minOrNull({secs}) * {NS_PER_S}", f"maxOrNull({secs}) * {NS_PER_S} + {t.width_ns}"
-            parts.append(f"SELECT '{t.name}' AS name, {lo} AS lo, {hi} AS hi FROM {src}")
+                lo = f"toInt64(toUnixTimestamp(min({col}))) * {NS_PER_S}"
+                hi = f"toInt64(toUnixTimestamp(max({col}))) * {NS_PER_S} + {t.width_ns}"
+            parts.append(f"SELECT '{t.name}' AS name, count() AS n, {lo} AS lo, {hi} AS hi FROM {src}")
         rows = self.store.query_arrow(" UNION ALL ".join(parts)).to_pylist()
-        return {r["name"]: (int(r["lo"]), int(r["hi"])) for r in rows if r["lo"] is not None}
+        return {r["name"]: (int(r["lo"]), int(r["hi"])) for r in rows if r["n"]}
 
     def _shape(self, compiled: CompiledQuery, table: pa.Table, started: float) -> QueryResult:
         table = table.rename_columns([_public(compiled.columns, n) for n in table.column_names])
@@ -192,6 +202,13 @@ class QueryEngine:
             "time_from": iso(compiled.time_from_ns),
             "time_to": iso(compiled.time_to_ns),
             "step": format_duration(compiled.step_ns) if compiled.step_ns else None,
+            "read": [
+                {"stored_table": s.table.name, "time_from": iso(s.time_from_ns), "time_to": iso(s.time_to_ns)}
+                for s in compiled.segments
+            ]
+            if compiled.segments
+            else [{"stored_table": t.name, "time_from": iso(compiled.time_from_ns),
+                   "time_to": iso(compiled.time_to_ns)}],  # fmt: skip
         }
         return QueryResult(table, stats, compiled.columns, meta)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudtap.server.query.catalog import (
     INTERVALS,
@@ -28,6 +29,9 @@ from cloudtap.server.query.errors import QueryError
 from cloudtap.server.query.model import Filter, MetricSpec, Query
 from cloudtap.server.query.timespec import format_duration, parse_duration
 from cloudtap.server.store.ddl import ident
+
+if TYPE_CHECKING:
+    from cloudtap.server.query.tiers import Segment
 
 #: Most time buckets one series may have.
 MAX_POINTS = 10_000
@@ -68,6 +72,7 @@ class CompiledQuery:
     step_ns: int | None
     limit: int
     fill: bool = False  #: ungrouped series: the engine adds empty buckets
+    segments: list[Segment] | None = None  #: parts of the range read from other rollups (None: ``table`` only)
 
 
 class _Params:
@@ -211,14 +216,15 @@ def _choose_in(logical: str, query: Query, span_ns: int, available: set[str] | N
 
 
 def _preference(tables: list[StoredTable], query: Query, span_ns: int) -> list[StoredTable]:
-    """Rollups to try, best first: the one the range (or the step) calls for, then finer, then coarser."""
+    """Rollups to try, best first: the one the range calls for (no coarser than the step allows), then finer,
+    then coarser. The engine then reads whole coarser intervals from coarser rollups (``tiers``)."""
     by_interval = {t.interval: t for t in tables}
     order = list(INTERVALS)
+    want = next((i for limit, i in _AUTO_INTERVAL if span_ns <= limit), "1h")
     if query.step:
         step_ns = parse_duration(query.step, "step")
-        want = max((i for i in order if step_ns % INTERVALS[i] == 0), key=INTERVALS.__getitem__, default="1s")
-    else:
-        want = next((i for limit, i in _AUTO_INTERVAL if span_ns <= limit), "1h")
+        by_step = max((i for i in order if step_ns % INTERVALS[i] == 0), key=INTERVALS.__getitem__, default="1s")
+        want = min(want, by_step, key=INTERVALS.__getitem__)
     start = order.index(want)
     ranked = [want] + order[:start][::-1] + order[start + 1 :]
     return [by_interval[i] for i in ranked if i in by_interval]
@@ -387,6 +393,7 @@ def compile_query(
     time_to_ns: int,
     database: str = "cloudtap",
     table: StoredTable | None = None,
+    segments: Sequence[Segment] | None = None,
 ) -> CompiledQuery:
     """Build the SELECT answering ``query`` over ``[time_from_ns, time_to_ns)``.
 
@@ -395,6 +402,8 @@ def compile_query(
         time_from_ns, time_to_ns: the resolved range (ns since the epoch).
         database: ClickHouse database of the store.
         table: the stored table (chosen by :func:`choose_table` when None).
+        segments: parts of the range to read from other rollups of the same logical table
+            (:func:`cloudtap.server.query.tiers.plan_segments`); None reads ``table`` only.
 
     Raises:
         QueryError: unknown names, disallowed aggregations, bad filter values, too wide ranges.
@@ -405,9 +414,16 @@ def compile_query(
     table = table or choose_table(query, span)
     params = _Params()
     source = f"{ident(database)}.{ident(table.name)}"
-    where = [_time_where(table, time_from_ns, time_to_ns, params)]
-    where += [_filter_sql(table, f, params) for f in query.filters]
     limit = query.row_limit
+    if query.is_raw or not segments or [(s.table.name, s.time_from_ns, s.time_to_ns) for s in segments] == [
+        (table.name, time_from_ns, time_to_ns)
+    ]:
+        segments = None
+        where = [_time_where(table, time_from_ns, time_to_ns, params)]
+        where += [_filter_sql(table, f, params) for f in query.filters]
+    else:
+        source = _union_source(query, table, segments, database, params)
+        where = []
     if query.is_raw:
         return _compile_raw(query, table, source, where, params, time_from_ns, time_to_ns)
 
@@ -451,20 +467,51 @@ def compile_query(
     if step_ns and dim_keys:
         k = query.top_groups or DEFAULT_TOP_GROUPS
         keys = ", ".join(dim_keys)
-        sub_where = " AND ".join(where)
+        sub_where = " AND ".join(where) or "1"
         where.append(
             f"({keys}) IN (SELECT {keys} FROM {source} WHERE {sub_where} "
             f"GROUP BY {keys} ORDER BY {metric_sql[0]} DESC LIMIT {int(k)})"
         )
     order = _order_sql(query, columns, default_time=bool(step_ns))
-    sql = f"SELECT {', '.join(select)}\nFROM {source}\nWHERE {' AND '.join(where)}"
+    sql = f"SELECT {', '.join(select)}\nFROM {source}"
+    if where:
+        sql += f"\nWHERE {' AND '.join(where)}"
     if group:
         sql += f"\nGROUP BY {', '.join(group)}"
     if order:
         sql += f"\nORDER BY {order}"
     sql += f"\nLIMIT {int(limit) + 1}"
     return CompiledQuery(sql, params.values, columns, table, time_from_ns, time_to_ns, step_ns, limit,
-                         fill=bool(step_ns) and not query.group_by)  # fmt: skip
+                         fill=bool(step_ns) and not query.group_by,
+                         segments=list(segments) if segments else None)  # fmt: skip
+
+
+def _union_source(
+    query: Query, table: StoredTable, segments: Sequence[Segment], database: str, params: _Params
+) -> str:
+    """``(SELECT cols FROM t1 WHERE range AND filters UNION ALL ...)``: one branch per stored table."""
+    needed: list[str] = [table.time_column]
+    for name in query.group_by:
+        needed.append(table.dimensions[name].column)
+    for f in query.filters:
+        needed.append(table.dimensions[f.dim].column)
+    for spec in query.metrics or [MetricSpec(name="bytes", agg=None)]:
+        if spec.agg == "uniq":
+            needed.append(table.dimensions[spec.name].column)
+        else:
+            needed += table.metrics[spec.name].columns
+    cols = ", ".join(ident(c) for c in dict.fromkeys(needed))
+    by_table: dict[str, list[Segment]] = {}
+    for seg in segments:
+        by_table.setdefault(seg.table.name, []).append(seg)
+    branches = []
+    for parts in by_table.values():
+        t = parts[0].table
+        ranges = [_time_where(t, p.time_from_ns, p.time_to_ns, params) for p in parts]
+        cond = ranges[0] if len(ranges) == 1 else "(" + " OR ".join(f"({r})" for r in ranges) + ")"
+        conds = [cond] + [_filter_sql(t, f, params) for f in query.filters]
+        branches.append(f"SELECT {cols} FROM {ident(database)}.{ident(t.name)} WHERE {' AND '.join(conds)}")
+    return "(\n  " + "\n  UNION ALL\n  ".join(branches) + "\n) AS _tiers"
 
 
 def _order_sql(query: Query, columns: list[OutputColumn], default_time: bool) -> str:

@@ -102,7 +102,8 @@ def _preset(builder: Any, **kwargs: Any) -> Query:
         raise _unprocessable(exc, "query") from exc
 
 
-@router.post("", responses=_RESPONSES, response_model=None, summary="Run a query")
+@router.post("", responses={**_RESPONSES, 400: {"description": "the body is not valid JSON"}}, response_model=None,
+             summary="Run a query")  # fmt: skip
 def run_query(query: Query, request: Request, store: StoreDep) -> Response:
     """Filter, group and aggregate flows, edges or endpoints over a time range (see docs/query.md)."""
     return _answer(request, store, query, "body")

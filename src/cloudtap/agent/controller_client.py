@@ -1,0 +1,439 @@
+"""ControllerClient: the agent's side of the controller (registration, heartbeat, config, commands).
+
+Started by :class:`~cloudtap.agent.runner.Agent` when ``controller.url`` is set. Two daemon threads:
+
+- ``controller-heartbeat``: registers (again after a 404), sends the status every ``heartbeat_s``; when
+  the answer's ``config_version`` differs from the one in force it fetches ``GET /agents/{id}/config``,
+  applies the hot keys at once, lists the restart-required ones in the next heartbeat, and caches the
+  document on disk (``controller.cache_file``) so a restart without the server uses it.
+- ``controller-commands``: long-polls ``GET /agents/{id}/commands?wait=25`` and runs each command
+  (capture start/stop) the moment it arrives.
+
+Losing the server changes nothing for capture: the agent keeps its config and its ServerSink spools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from cloudtap import __version__
+from cloudtap.agent.config import AgentConfig
+from cloudtap.errors import CloudtapError, ConfigError
+from cloudtap.server.controller.overlay import changed_keys, effective_config
+
+if TYPE_CHECKING:
+    from cloudtap.agent.runner import Agent
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_S = 25.0
+POLICY_PAUSE = "policy: no VM on this host is selected by a policy"
+
+
+def machine_id() -> str:
+    """``/etc/machine-id`` (or D-Bus's), else a digest of the host name."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            text = Path(path).read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:32]
+
+
+def local_address(url: str) -> str:
+    """The local address this host uses to reach ``url`` (no packet is sent)."""
+    host = urlparse(url).hostname or "127.0.0.1"
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            return str(s.getsockname()[0])
+    except OSError:
+        return ""
+
+
+def document_config(base: AgentConfig, doc: dict[str, Any]) -> AgentConfig:
+    """``base`` with a controller document (``overlay`` + compiled ``policy``) laid over it."""
+    overlay = dict(doc.get("overlay") or {})
+    if doc.get("policy"):
+        overlay["policy"] = doc["policy"]
+    cfg = effective_config(base, overlay)
+    pol = cfg.policy
+    if pol.active and pol.snaplen and pol.snaplen != cfg.capture.snaplen:
+        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"snaplen": pol.snaplen})})
+    return cfg
+
+
+def with_cached_config(config: AgentConfig) -> AgentConfig:
+    """``config`` with the last controller document cached on disk laid over it (unchanged when none)."""
+    path = config.controller.cache_file
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return config
+    try:
+        return document_config(config, doc)
+    except ConfigError as exc:
+        log.warning("controller: ignoring the cached config %s: %s", path, exc)
+        return config
+
+
+class ControllerClient:
+    """Keeps one agent registered with the controller and applies what it sends."""
+
+    def __init__(self, agent: Agent, transport: Any = None) -> None:
+        import httpx
+
+        self.agent = agent
+        self.cfg = agent.config.controller
+        if not self.cfg.url:
+            raise ConfigError("controller.url is not set")
+        self.base = getattr(agent, "base_config", agent.config)  #: before any controller document
+        self.started = agent.config  #: what this process started with (restart-required keys stay so)
+        self.url = self.cfg.url.rstrip("/") + "/api/v1"
+        self.host_name = self.cfg.host_name or socket.gethostname()
+        self.agent_id: str | None = None
+        self.heartbeat_s = self.cfg.heartbeat_s
+        self.applied_version = 0
+        self.restart_required: list[str] = []
+        self.config_error = ""
+        self.last_error = ""
+        self.connected = False
+        self.commands_done = 0
+        headers = {"User-Agent": f"cloudtap-agent/{__version__}"}
+        if self.cfg.token:
+            headers["Authorization"] = f"Bearer {self.cfg.token}"
+        self._hb = httpx.Client(timeout=httpx.Timeout(5.0), headers=headers, transport=transport)
+        self._poll = httpx.Client(timeout=httpx.Timeout(5.0, read=LONG_POLL_S + 10), headers=headers, transport=transport)
+        self._httpx = httpx
+        self._stop = threading.Event()
+        self._registered = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._cached_doc = self._load_cache()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Apply the cached document (if any), then start the heartbeat and command threads."""
+        if self._cached_doc is not None:
+            self._apply_runtime(self._cached_doc)
+            self.applied_version = int(self._cached_doc.get("version") or 0)
+            if self.agent.config.policy.active:  # the runner merged the cache: push the policy into the parts
+                _apply_hot(self.agent, self.agent.config, ["policy.active", "policy.bpf", "policy.store_packets"])
+        for name, target in (("controller-heartbeat", self._heartbeat_loop), ("controller-commands", self._command_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop both threads (the long-poll is abandoned, not waited for)."""
+        self._stop.set()
+        self._registered.set()
+        for t in self._threads:
+            t.join(0.5 if t.name == "controller-commands" else 2.0)
+        self._hb.close()
+        self._poll.close()
+
+    # -- HTTP -----------------------------------------------------------------------------------------
+    def _request(self, client: Any, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; returns the JSON answer. Raises _Refused (4xx) or _Unreachable."""
+        try:
+            resp = client.request(method, self.url + path, **kwargs)
+        except self._httpx.HTTPError as exc:
+            raise _Unreachable(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code >= 500:
+            raise _Unreachable(f"HTTP {resp.status_code}")
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise _Refused(resp.status_code, str(detail))
+        return resp.json()
+
+    def register(self) -> str:
+        """Register and return the id the server assigned (raises _Refused / _Unreachable)."""
+        mode = self.agent.config.capture.mode
+        body = {"name": self.agent.agent_id, "hostname": self.host_name, "machine_id": machine_id(),
+                "address": local_address(self.cfg.url or ""), "group": self.cfg.group, "version": __version__,
+                "mode": mode, "heartbeat_s": self.cfg.heartbeat_s}  # fmt: skip
+        answer = self._request(self._hb, "POST", "/agents/register", json=body)
+        self.agent_id = str(answer["agent_id"])
+        self.heartbeat_s = float(answer.get("heartbeat_s") or self.cfg.heartbeat_s)
+        self._registered.set()
+        log.info("controller: registered as %s (group %s)", self.agent_id, answer.get("group"))
+        return self.agent_id
+
+    # -- heartbeat ------------------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        """The heartbeat body from the agent's status."""
+        s = self.agent.status()
+        breakers = getattr(self.agent.breakers, "breakers", [])
+        sink_stats = getattr(self.agent.sink, "stats", None)
+        pending = sink_stats().pending_batches if callable(sink_stats) else 0
+        interfaces = [{"name": name, "mac": c.get("vm_mac"), "domain": c.get("vm_domain"),
+                       "packets": int(c.get("packets", 0) or 0), "kernel_drops": int(c.get("kernel_drops", 0) or 0)}
+                      for name, c in s.interfaces.items()]  # fmt: skip
+        return {
+            "version": __version__, "mode": s.mode, "uptime_s": s.uptime_s, "capturing": s.capturing,
+            "paused_by": s.paused_by, "breaker_trips": s.breaker_trips,
+            "breaker_tripped": any(getattr(b, "tripped", False) for b in breakers),
+            "cpu_percent": s.cpu_percent, "rss_bytes": s.rss_bytes, "load1": s.load1, "cores": os.cpu_count() or 0,
+            "captured_packets": s.captured_packets, "captured_bytes": s.captured_bytes,
+            "record_bytes": s.record_bytes, "records": s.records, "kernel_drops": s.kernel_drops,
+            "meter_drops": s.meter_drops, "pps_limit_drops": s.pps_limit_drops, "interfaces": interfaces,
+            "config_version": self.applied_version, "restart_required": self.restart_required,
+            "config_error": self.config_error, "ship_pending_batches": pending, "errors": s.errors[-5:],
+        }  # fmt: skip
+
+    def heartbeat_once(self) -> dict[str, Any]:
+        """Register if needed, send one heartbeat, fetch and apply a new config version."""
+        if self.agent_id is None:
+            self.register()
+        try:
+            answer = self._request(self._hb, "POST", f"/agents/{self.agent_id}/heartbeat", json=self.report())
+        except _Refused as exc:
+            if exc.status == 404:  # the server forgot us (new database): register again
+                self.register()
+                answer = self._request(self._hb, "POST", f"/agents/{self.agent_id}/heartbeat", json=self.report())
+            else:
+                raise
+        self.heartbeat_s = float(answer.get("heartbeat_s") or self.heartbeat_s)
+        if int(answer["config_version"]) != self.applied_version:
+            doc = self._request(self._hb, "GET", f"/agents/{self.agent_id}/config")
+            self.apply(doc)
+        return dict(answer)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.heartbeat_once()
+                if not self.connected:
+                    log.info("controller: connected to %s", self.cfg.url)
+                self.connected, self.last_error = True, ""
+            except (_Refused, _Unreachable) as exc:
+                if str(exc) != self.last_error:
+                    log.warning("controller: %s", exc)
+                self.connected, self.last_error = False, str(exc)
+                if isinstance(exc, _Refused) and exc.status in (401, 403):
+                    self.agent_id = None
+            except Exception as exc:  # noqa: BLE001 - the agent must keep capturing whatever happens here
+                log.exception("controller: heartbeat failed")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            self._stop.wait(max(0.0, self.heartbeat_s - (time.monotonic() - started)))
+
+    # -- commands -------------------------------------------------------------------------------------
+    def _command_loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._registered.wait(0.5) or self.agent_id is None:
+                continue
+            try:
+                answer = self._request(self._poll, "GET", f"/agents/{self.agent_id}/commands",
+                                       params={"wait": LONG_POLL_S})  # fmt: skip
+            except (_Refused, _Unreachable, RuntimeError):
+                self._stop.wait(1.0)
+                continue
+            for cmd in answer.get("commands", []):
+                ok, detail = self.run_command(str(cmd.get("action")))
+                try:
+                    self._request(self._poll, "POST", f"/agents/{self.agent_id}/commands/{cmd['id']}/result",
+                                  json={"ok": ok, "detail": detail})  # fmt: skip
+                except (_Refused, _Unreachable, RuntimeError):
+                    pass
+
+    def run_command(self, action: str) -> tuple[bool, str]:
+        """Execute one command; returns (ok, detail)."""
+        self.commands_done += 1
+        if action in ("start", "stop"):
+            self.agent.set_capturing(action == "start")
+            log.info("controller: capture %s", action)
+            return True, f"capture {action}ed" if action == "start" else "capture stopped"
+        return False, f"unknown command {action!r}"
+
+    # -- config ---------------------------------------------------------------------------------------
+    def apply(self, doc: dict[str, Any]) -> list[str]:
+        """Apply a config document: hot keys now, restart-required keys listed (and used after a restart).
+
+        Returns:
+            The keys applied live.
+        """
+        version = int(doc.get("version") or 0)
+        try:
+            applied = self._apply_runtime(doc)
+        except (CloudtapError, ValueError) as exc:
+            self.config_error = f"config version {version}: {exc}"
+            log.error("controller: %s", self.config_error)
+            self.applied_version = version  # do not fetch it again and again; the error is reported
+            return []
+        self.config_error = ""
+        self.applied_version = version
+        self._save_cache(doc)
+        return applied
+
+    def _apply_runtime(self, doc: dict[str, Any]) -> list[str]:
+        with self._lock:
+            agent = self.agent
+            new = document_config(self.base, doc)
+            self.restart_required = sorted(k for k, m in changed_keys(self.started, new).items() if m == "restart")
+            running = _revert(new, self.started, self.restart_required)
+            hot = [k for k, m in changed_keys(agent.config, running).items() if m == "hot"]
+            _apply_hot(agent, running, hot)
+            agent.config = running
+            if self.restart_required:
+                log.warning("controller: %s need a restart to take effect", ", ".join(self.restart_required))
+            return hot
+
+    def _load_cache(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self.cfg.cache_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return None
+
+    def _save_cache(self, doc: dict[str, Any]) -> None:
+        path = self.cfg.cache_file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(doc), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("controller: cannot cache the config in %s: %s", path, exc)
+
+    def status(self) -> dict[str, Any]:
+        """The client's own state (for the agent's status endpoint and tests)."""
+        return {"agent_id": self.agent_id, "connected": self.connected, "applied_version": self.applied_version,
+                "restart_required": self.restart_required, "config_error": self.config_error,
+                "last_error": self.last_error}  # fmt: skip
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"controller refused (HTTP {status}): {detail}")
+        self.status = status
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _revert(new: AgentConfig, old: AgentConfig, keys: list[str]) -> AgentConfig:
+    """``new`` with the ``keys`` (dotted) set back to their values in ``old``."""
+    if not keys:
+        return new
+    data = new.model_dump(mode="json")
+    before = old.model_dump(mode="json")
+    for key in keys:
+        parts = key.split(".")
+        src: Any = before
+        dst: Any = data
+        for part in parts[:-1]:
+            src, dst = src.get(part, {}), dst.setdefault(part, {})
+        if parts[-1] in src:
+            dst[parts[-1]] = src[parts[-1]]
+        else:
+            dst.pop(parts[-1], None)
+    return AgentConfig.model_validate(data)
+
+
+def _apply_hot(agent: Agent, cfg: AgentConfig, keys: list[str]) -> None:
+    """Push hot-key values into the running agent's parts."""
+    sections = {k.split(".")[0] for k in keys}
+    if {"capture.bpf"} & set(keys) or "policy" in sections:
+        _apply_filter(agent, cfg)
+    if "capture.interfaces" in keys and cfg.capture.mode == "interfaces":
+        _apply_interfaces(agent, agent.config.capture.interfaces, cfg.capture.interfaces)
+    if "policy" in sections and cfg.capture.mode == "interfaces" and cfg.policy.active:
+        _apply_interfaces(agent, [], cfg.policy.interfaces)
+    if "limits.max_pps" in keys:
+        from cloudtap.agent.guard import PpsLimiter
+
+        agent.limiter = PpsLimiter(cfg.limits.max_pps)
+        for w in agent.workers:
+            w._limiter = agent.limiter
+    if "limits.max_cpu_cores" in keys:
+        gov = agent.governor
+        gov.max_cpu_cores = float(cfg.limits.max_cpu_cores)
+        gov.unlimited = gov.max_cpu_cores >= (os.cpu_count() or 1)
+    if "breakers" in sections:
+        from cloudtap.agent.guard import HostBreakers
+
+        agent.breakers = HostBreakers(cfg.breakers, agent.breakers.disk_path)
+    if "output.flush_interval_s" in keys and hasattr(agent.sink, "flush_interval_s"):
+        agent.sink.flush_interval_s = cfg.output.flush_interval_s
+    store = getattr(agent, "packet_store", None)
+    if store is not None and hasattr(store, "configure"):
+        live = {k.split(".", 1)[1]: getattr(cfg.packets, k.split(".", 1)[1]) for k in keys
+                if k.startswith("packets.") and k.count(".") == 1}  # fmt: skip
+        if "policy.store_packets" in keys or ("policy.active" in keys and cfg.policy.active):
+            live["enabled"] = cfg.policy.store_packets if cfg.policy.active else cfg.packets.enabled
+        if live:
+            store.configure(**live)
+    if "policy" in sections:
+        agent.set_policy_pause(POLICY_PAUSE if cfg.policy.active and not cfg.policy.capture else None)
+
+
+def _apply_filter(agent: Agent, cfg: AgentConfig) -> None:
+    """Apply capture.bpf and the policy's selection.
+
+    Ethernet frames (interfaces, replay): one frame filter = capture.bpf AND the policy's BPF (VM MACs and
+    the policies' own filters). Mirror mode hands tunnelled outer packets to the frame filter, where libpcap
+    cannot see the inner MACs: the VM selection runs on the decoded packets' inner MACs instead
+    (:class:`MacSelect`), and the policies' own BPF is not applied there.
+    """
+    from cloudtap.capture.bpf import FrameFilter
+
+    pol = cfg.policy
+    tunnelled = cfg.capture.mode == "mirror"
+    parts = [p for p in (cfg.capture.bpf, pol.bpf if pol.active and not tunnelled else None) if p]
+    expr = " and ".join(f"({p})" for p in parts) if parts else None
+    new = FrameFilter(expr) if expr else None  # a syntax error raises before anything changes
+    if new is not None:
+        for linktype in (1, 228) if tunnelled else (1,):
+            new.program(linktype)  # compile now: a worker thread must never meet a filter error
+    for worker in agent.workers:
+        worker.pipeline.filter = new
+        if not hasattr(worker, "_controller_inner_filter"):
+            worker._controller_inner_filter = worker.pipeline.packet_filter  # type: ignore[attr-defined]
+        inner = worker._controller_inner_filter  # type: ignore[attr-defined]
+        worker.pipeline.packet_filter = MacSelect(pol.macs, inner) if pol.active and tunnelled else inner
+
+
+class MacSelect:
+    """Decoded-packet filter keeping packets whose inner source or destination MAC is selected (vectorised)."""
+
+    def __init__(self, macs: list[str], inner: Any = None) -> None:
+        import numpy as np
+
+        self.mac_texts = sorted({m.lower() for m in macs})
+        self.macs = np.array([int(m.replace(":", ""), 16) for m in self.mac_texts], dtype=np.uint64)
+        self.inner = inner
+        self._np = np
+
+    def __call__(self, frames: Any, packets: Any) -> Any:
+        np = self._np
+        keep = np.isin(packets["src_mac"], self.macs) | np.isin(packets["dst_mac"], self.macs)
+        if self.inner is not None:
+            keep &= self.inner(frames, packets)
+        return keep
+
+
+def _apply_interfaces(agent: Agent, old: list[str], new: list[str]) -> None:
+    for name in sorted(set(new) - set(old)):
+        for worker in agent.workers:
+            worker.with_source(lambda s, n=name: s.add_interface(n) if n not in s.interfaces else None)  # type: ignore[attr-defined]
+    for name in sorted(set(old) - set(new)):
+        for worker in agent.workers:
+            worker.with_source(lambda s, n=name: s.remove_interface(n) if n in s.interfaces else None)  # type: ignore[attr-defined]
+

@@ -1,0 +1,74 @@
+"""Bucket series of selected traffic: aggregated in ClickHouse, returned zero-filled as numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cloudtap.inventory.names import NameResolver
+from cloudtap.server.analyse._sql import NS, Params, table, time_where
+from cloudtap.server.analyse.aggregate import Aggregate
+from cloudtap.server.analyse.metrics import SERIES_COLUMNS, metric_values
+from cloudtap.server.analyse.robust import dense_series
+from cloudtap.server.analyse.selector import Selector, edge_where
+from cloudtap.server.analyse.window import Window, bucket_count
+
+
+@dataclass
+class Series:
+    """Sums per bucket over ``[start_s, start_s + n * step_s)``."""
+
+    start_s: int
+    step_s: int
+    sums: dict[str, np.ndarray]  #: SERIES_COLUMNS -> float64[n]
+    stored_table: str
+
+    @property
+    def n(self) -> int:
+        """Buckets."""
+        return len(next(iter(self.sums.values())))
+
+    @property
+    def times_s(self) -> np.ndarray:
+        """Bucket starts, epoch seconds."""
+        return self.start_s + np.arange(self.n, dtype=np.int64) * self.step_s
+
+    def metric(self, name: str) -> np.ndarray:
+        """One metric per bucket."""
+        return metric_values(name, self.sums)
+
+
+def fetch_series(store: Any, stored: str, window: Window, step_s: int, where: list[str], params: Params,
+                 dedup: bool = True) -> Series:  # fmt: skip
+    """Series of the rows of ``stored`` matching ``where`` over ``window``.
+
+    Args:
+        store: the flow store.
+        stored: edge table name.
+        window: the range (bucket aligned outwards).
+        step_s: bucket width.
+        where: conditions already bound in ``params`` (the time range is added here).
+        params: the bound parameters.
+        dedup: count traffic seen by two agents once.
+    """
+    n = bucket_count(window, step_s)
+    start_s = window.start_ns // NS // step_s * step_s
+    conds = [time_where(window.start_ns, window.end_ns, params), *where]
+    agg = Aggregate(table(store.database, stored), [], [(c, c) for c in SERIES_COLUMNS], conds, step_s, dedup)
+    data = store.query_arrow(agg.sql(), params.values)
+    buckets = data["bucket"].to_numpy() if data.num_rows else np.zeros(0, np.int64)
+    sums = {
+        c: dense_series(buckets, data[c].to_numpy() if data.num_rows else np.zeros(0), start_s, n, step_s)
+        for c in SERIES_COLUMNS
+    }
+    return Series(start_s, step_s, sums, stored)
+
+
+def selector_series(store: Any, stored: str, window: Window, step_s: int, selector: Selector,
+                    names: NameResolver, dedup: bool = True) -> Series:  # fmt: skip
+    """Series of the traffic ``selector`` picks (names resolved in the middle of ``window``)."""
+    params = Params()
+    where = edge_where(selector, params, names, window.mid_ns)
+    return fetch_series(store, stored, window, step_s, where, params, dedup)

@@ -1,0 +1,141 @@
+"""/api/v1/analysis: topology, compare, bursts, drill-down, backtest and saved signatures.
+
+Bodies and answers are the pydantic models of :mod:`cloudtap.server.analyse`. Bad input answers 422
+with ``detail[0].loc`` naming the field (and ``ctx.allowed`` when there is a list); an unknown saved
+signature answers 404. Names come from ``app.state.names`` (an inventory's NameResolver) when set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+
+from cloudtap.inventory.names import NameResolver, NoNames
+from cloudtap.server.analyse import (
+    BacktestRequest,
+    BacktestResult,
+    BurstRequest,
+    BurstResult,
+    CompareRequest,
+    CompareResult,
+    DrillRequest,
+    DrillResult,
+    Signature,
+    SignatureStore,
+    Topology,
+    TopologyRequest,
+    backtest,
+    compare,
+    detect_bursts,
+    drill,
+    topology,
+)
+from cloudtap.server.analyse.errors import AnalysisError
+from cloudtap.server.api.deps import StoreDep
+from cloudtap.server.query.errors import QueryError
+
+router = APIRouter(prefix="/api/v1/analysis", tags=["analysis"])
+_422: dict[int | str, dict[str, Any]] = {422: {"description": "bad input; detail names the field"}}
+
+
+class RunSignature(BaseModel):
+    """Optional range of a saved signature's backtest (default: all history)."""
+
+    time_from: str | int | float | None = None
+    time_to: str | int | float | None = None
+    limit: int = 1000
+
+
+def _names(request: Request) -> NameResolver:
+    return getattr(request.app.state, "names", None) or NoNames()
+
+
+def _unprocessable(exc: QueryError) -> HTTPException:
+    detail: dict[str, Any] = {"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}
+    if exc.allowed is not None:
+        detail["ctx"] = {"allowed": exc.allowed}
+    status = 404 if isinstance(exc, AnalysisError) and exc.message.startswith("no saved signature") else 422
+    return HTTPException(status_code=status, detail=[detail])
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except QueryError as exc:
+        raise _unprocessable(exc) from exc
+
+
+@router.post("/topology", responses=_422, summary="Nodes and edges at a level")
+def topology_route(body: TopologyRequest, request: Request, store: StoreDep) -> Topology:
+    """Client -> server edges grouped at ip / subnet / vm / host / project, with their traffic and health."""
+    return _call(topology, store, body, _names(request))  # type: ignore[no-any-return]
+
+
+@router.post("/compare", responses=_422, summary="Window vs baseline")
+def compare_route(body: CompareRequest, request: Request, store: StoreDep) -> CompareResult:
+    """Edges and endpoints ranked by change (absolute, relative, robust z), new and vanished edges, bursts."""
+    return _call(compare, store, body, _names(request))  # type: ignore[no-any-return]
+
+
+@router.post("/bursts", responses=_422, summary="Burst intervals of a series")
+def bursts_route(body: BurstRequest, request: Request, store: StoreDep) -> BurstResult:
+    """Runs of buckets whose robust z-score (median / MAD) exceeds k."""
+    return _call(detect_bursts, store, body, _names(request))  # type: ignore[no-any-return]
+
+
+@router.post("/drill", responses=_422, summary="Drill into an edge, IP or VM")
+def drill_route(body: DrillRequest, request: Request, store: StoreDep) -> DrillResult:
+    """Composition by peer, port, protocol, close type, direction; one-way pushes; failed handshakes."""
+    return _call(drill, store, body, _names(request))  # type: ignore[no-any-return]
+
+
+@router.post("/backtest", responses=_422, summary="Scan history for a signature")
+def backtest_route(body: BacktestRequest, request: Request, store: StoreDep) -> BacktestResult:
+    """Occurrences, count and periodicity of an inline or saved signature."""
+    if (body.signature is None) == (body.name is None):
+        raise _unprocessable(AnalysisError("give signature or name (of a saved one)", "signature"))
+    sig = body.signature or _call(SignatureStore(store).get, body.name)
+    return _call(backtest, store, sig, body.time_from, body.time_to, _names(request), body.limit,  # type: ignore[no-any-return]
+                 body.dedup)  # fmt: skip
+
+
+@router.get("/signatures", summary="Saved signatures")
+def list_signatures(store: StoreDep) -> list[Signature]:
+    """Every saved signature."""
+    return _call(SignatureStore(store).list)  # type: ignore[no-any-return]
+
+
+@router.put("/signatures/{name}", responses=_422, summary="Save a signature")
+def save_signature(name: str, body: Signature, store: StoreDep) -> Signature:
+    """Save (or replace) ``name``; the body's name, when given, must match."""
+    if body.name not in (None, name):
+        raise _unprocessable(AnalysisError(f"body name {body.name!r} differs from the path's {name!r}", "name"))
+    try:
+        sig = Signature.model_validate({**body.model_dump(), "name": name})
+    except ValueError as exc:
+        raise _unprocessable(AnalysisError(str(exc).splitlines()[-1].strip(), "name")) from None
+    return _call(SignatureStore(store).save, sig)  # type: ignore[no-any-return]
+
+
+@router.get("/signatures/{name}", responses={404: {"description": "no such signature"}}, summary="A saved signature")
+def get_signature(name: str, store: StoreDep) -> Signature:
+    """The signature ``name``."""
+    return _call(SignatureStore(store).get, name)  # type: ignore[no-any-return]
+
+
+@router.delete("/signatures/{name}", status_code=204, responses={404: {"description": "no such signature"}},
+               summary="Delete a signature")  # fmt: skip
+def delete_signature(name: str, store: StoreDep) -> None:
+    """Forget ``name``."""
+    _call(SignatureStore(store).delete, name)
+
+
+@router.post("/signatures/{name}/run", responses={404: {"description": "no such signature"}, **_422},
+             summary="Backtest a saved signature")  # fmt: skip
+def run_signature(name: str, request: Request, store: StoreDep, body: RunSignature | None = None) -> BacktestResult:
+    """Backtest ``name`` over history (or the given range)."""
+    run = body or RunSignature()
+    sig = _call(SignatureStore(store).get, name)
+    return _call(backtest, store, sig, run.time_from, run.time_to, _names(request), run.limit)  # type: ignore[no-any-return]

@@ -1,0 +1,330 @@
+"""Controller API: agents register, heartbeat, fetch config, long-poll commands; groups and policies.
+
+Agent endpoints take the agent's token as ``Authorization: Bearer <token>`` (or ``X-Cloudtap-Token``);
+every refusal (401/403/404) says why. See docs/controller.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from cloudtap.errors import ConfigError
+from cloudtap.inventory.model import Snapshot
+from cloudtap.server.controller.auth import Refusal
+from cloudtap.server.controller.policy import Policy
+from cloudtap.server.controller.registry import AgentRecord
+from cloudtap.server.controller.service import Controller
+from cloudtap.server.controller.status import HeartbeatReport
+from cloudtap.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def controller_db_path(settings: ServerSettings) -> Path:
+    """Where the controller's SQLite file lives: ``controller.db_path``, else in the chDB data directory."""
+    if settings.controller.db_path is not None:
+        return settings.controller.db_path
+    dsn = settings.storage.dsn
+    if dsn.startswith("chdb://") and len(dsn) > len("chdb://"):
+        return Path(dsn[len("chdb://") :]) / "controller.sqlite"
+    return Path("/var/lib/cloudtap/controller.sqlite")
+
+
+def build_controller(app: FastAPI) -> Controller:
+    """A Controller for ``app``: its settings, store, and inventory (``app.state.inventory`` if set, read at
+    each use, else ``controller.inventory_file``)."""
+    settings: ServerSettings = app.state.settings
+    cfg = settings.controller
+    static = None
+    if cfg.inventory_file is not None:
+        from cloudtap.server.controller.inventory_file import SnapshotFile
+
+        static = SnapshotFile(cfg.inventory_file)
+
+    def inventory() -> Snapshot:
+        source = getattr(app.state, "inventory", None)
+        if source is not None:
+            return source.current() if hasattr(source, "current") else source()  # type: ignore[no-any-return]
+        if static is not None:
+            return static.current()
+        return Snapshot(source="none", taken_at=0)
+
+    path: Path | str = controller_db_path(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+    except OSError as exc:
+        log.warning("controller: cannot create %s (%s); controller state is kept in memory only", path, exc)
+        path = ":memory:"
+    return Controller(cfg, path, inventory, getattr(app.state, "store", None), settings.storage.database)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ctl = get_controller_app(app)
+    ctl.start()
+    try:
+        yield
+    finally:
+        ctl.close()
+        app.state.controller = None
+
+
+def get_controller_app(app: FastAPI) -> Controller:
+    """The app's controller (built on first use)."""
+    ctl = getattr(app.state, "controller", None)
+    if ctl is None:
+        ctl = build_controller(app)
+        app.state.controller = ctl
+    return ctl  # type: ignore[no-any-return]
+
+
+def ctl_of(request: Request) -> Controller:
+    return get_controller_app(request.app)
+
+
+router = APIRouter(prefix="/api/v1", tags=["controller"], lifespan=lifespan)
+
+TokenHeader = Annotated[str | None, Header(alias="Authorization")]
+AltToken = Annotated[str | None, Header(alias="X-Cloudtap-Token")]
+
+
+def _token(authorization: str | None, alt: str | None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return alt
+
+
+def _refused(exc: Refusal) -> HTTPException:
+    return HTTPException(exc.status, exc.reason)
+
+
+def _agent(request: Request, agent_id: str, authorization: str | None, alt: str | None) -> AgentRecord:
+    try:
+        return ctl_of(request).authorize(agent_id, _token(authorization, alt))
+    except Refusal as exc:
+        raise _refused(exc) from exc
+
+
+# -- agent endpoints ---------------------------------------------------------------------------------
+class RegisterRequest(BaseModel):
+    """What an agent says about itself when it registers."""
+
+    name: str = Field("", description="the agent's own name (agent_id in its records)")
+    hostname: str = Field(..., description="host name (matched against the inventory's hosts)")
+    machine_id: str = Field(..., description="/etc/machine-id")
+    address: str = Field("", description="management address (default: the request's source address)")
+    group: str = "default"
+    version: str = ""
+    mode: str = ""
+    heartbeat_s: float | None = Field(None, gt=0)
+
+
+class RegisterAnswer(BaseModel):
+    agent_id: str
+    name: str
+    group: str
+    heartbeat_s: float
+    config_version: int
+
+
+@router.post("/agents/register", response_model=RegisterAnswer,
+             responses={401: {"description": "token missing"}, 403: {"description": "token wrong"}})  # fmt: skip
+async def register(
+    request: Request, body: RegisterRequest, authorization: TokenHeader = None, x_cloudtap_token: AltToken = None
+) -> RegisterAnswer:
+    """Register (or re-register) an agent; the server assigns its id (stable per host name + machine id)."""
+    peer = request.client.host if request.client else ""
+    try:
+        answer = ctl_of(request).register(_token(authorization, x_cloudtap_token), body.model_dump(), peer)
+    except Refusal as exc:
+        raise _refused(exc) from exc
+    return RegisterAnswer(**answer)
+
+
+class HeartbeatAnswer(BaseModel):
+    config_version: int = Field(..., description="fetch GET /agents/{id}/config when this differs from yours")
+    heartbeat_s: float
+    server_time: float
+
+
+@router.post("/agents/{agent_id}/heartbeat", response_model=HeartbeatAnswer)
+async def heartbeat(
+    request: Request, agent_id: str, report: HeartbeatReport,
+    authorization: TokenHeader = None, x_cloudtap_token: AltToken = None,
+) -> HeartbeatAnswer:  # fmt: skip
+    """Status every ``heartbeat_s``; the answer says the current config version."""
+    rec = _agent(request, agent_id, authorization, x_cloudtap_token)
+    return HeartbeatAnswer(**ctl_of(request).heartbeat(rec, report))
+
+
+@router.get("/agents/{agent_id}/config")
+async def agent_config(
+    request: Request, agent_id: str, authorization: TokenHeader = None, x_cloudtap_token: AltToken = None
+) -> dict[str, Any]:
+    """The agent's config document: ``{version, group, overlay, policy, apply}``."""
+    rec = _agent(request, agent_id, authorization, x_cloudtap_token)
+    return ctl_of(request).config_for(rec)
+
+
+@router.get("/agents/{agent_id}/commands")
+async def agent_commands(
+    request: Request, agent_id: str, wait: Annotated[float, Query(ge=0, le=60)] = 25.0,
+    authorization: TokenHeader = None, x_cloudtap_token: AltToken = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Long-poll: answers as soon as a command is queued for the agent, or ``[]`` after ``wait`` seconds."""
+    rec = _agent(request, agent_id, authorization, x_cloudtap_token)
+    cmds = await ctl_of(request).commands.wait(rec.id, wait)
+    return {"commands": [c.public() for c in cmds]}
+
+
+class CommandResult(BaseModel):
+    ok: bool
+    detail: str = ""
+
+
+@router.post("/agents/{agent_id}/commands/{command_id}/result")
+async def command_result(
+    request: Request, agent_id: str, command_id: int, result: CommandResult,
+    authorization: TokenHeader = None, x_cloudtap_token: AltToken = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The agent reports what a command did."""
+    _agent(request, agent_id, authorization, x_cloudtap_token)
+    cmd = ctl_of(request).commands.done(command_id, result.ok, result.detail)
+    if cmd is None:
+        raise HTTPException(404, f"no command {command_id}")
+    return {"recorded": True}
+
+
+# -- administration ---------------------------------------------------------------------------------
+def _find(request: Request, key: str) -> AgentRecord:
+    rec = ctl_of(request).registry.find(key)
+    if rec is None:
+        raise HTTPException(404, f"no agent with id, name or host name {key!r}")
+    return rec
+
+
+@router.get("/agents")
+def list_agents(request: Request) -> list[dict[str, Any]]:
+    """Every registered agent with liveness and last-minute figures."""
+    return ctl_of(request).fleet.top("cpu", "1m", limit=100000)
+
+
+@router.get("/agents/{agent_id}")
+def agent_detail(request: Request, agent_id: str) -> dict[str, Any]:
+    """One agent (by id, name or host name): record, latest status, config document."""
+    ctl = ctl_of(request)
+    rec = _find(request, agent_id)
+    latest = ctl.heartbeats.latest(rec.id)
+    return {"agent": rec.__dict__, "stale": ctl.fleet.is_stale(rec),
+            "status": latest.report.model_dump() if latest else None, "config": ctl.config_for(rec)}  # fmt: skip
+
+
+@router.delete("/agents/{agent_id}")
+def delete_agent(request: Request, agent_id: str) -> dict[str, Any]:
+    """Forget an agent (it registers again if it is still running)."""
+    ctl = ctl_of(request)
+    rec = _find(request, agent_id)
+    ctl.registry.remove(rec.id)
+    ctl.heartbeats.forget(rec.id)
+    return {"deleted": rec.id}
+
+
+class GroupChange(BaseModel):
+    group: str = Field(..., min_length=1)
+
+
+@router.put("/agents/{agent_id}/group")
+def set_agent_group(request: Request, agent_id: str, body: GroupChange) -> dict[str, Any]:
+    """Move an agent to another group; its config version changes if the overlay differs."""
+    rec = ctl_of(request).set_group(_find(request, agent_id).id, body.group)
+    return {"agent_id": rec.id, "group": rec.group, "config_version": rec.config_version}
+
+
+@router.post("/agents/{agent_id}/capture/{action}")
+def agent_capture(request: Request, agent_id: str, action: Literal["start", "stop"]) -> dict[str, Any]:
+    """Start or stop capture on one agent (delivered through its long-poll: applied within a second)."""
+    cmd = ctl_of(request).commands.put(_find(request, agent_id).id, action)
+    return {"command": cmd.id, "agent_id": cmd.agent_id, "action": action}
+
+
+@router.post("/groups/{name}/capture/{action}")
+def group_capture(request: Request, name: str, action: Literal["start", "stop"]) -> dict[str, Any]:
+    """Start or stop capture on every agent of a group."""
+    ctl = ctl_of(request)
+    cmds = [ctl.commands.put(a.id, action).id for a in ctl.registry.all() if a.group == name]
+    return {"group": name, "action": action, "commands": cmds}
+
+
+@router.get("/commands/{command_id}")
+def command_status(request: Request, command_id: int) -> dict[str, Any]:
+    """Where a command is: issued, delivered, done (with the agent's answer)."""
+    cmd = ctl_of(request).commands.get(command_id)
+    if cmd is None:
+        raise HTTPException(404, f"no command {command_id}")
+    return cmd.__dict__
+
+
+@router.get("/groups")
+def list_groups(request: Request) -> list[dict[str, Any]]:
+    """Every group with its overlay, version and agent count."""
+    ctl = ctl_of(request)
+    agents = ctl.registry.all()
+    return [{**g.__dict__, "agents": sum(a.group == g.name for a in agents)} for g in ctl.groups.all()]
+
+
+class GroupConfig(BaseModel):
+    overlay: dict[str, Any] = Field(default_factory=dict, description="partial AgentConfig, e.g. {limits: {max_pps: 1000}}")
+    description: str | None = None
+
+
+@router.put("/groups/{name}/config", responses={422: {"description": "invalid overlay (the key is named)"}})
+def set_group_config(request: Request, name: str, body: GroupConfig) -> dict[str, Any]:
+    """Replace a group's config overlay; answers each key's apply mode (hot / restart)."""
+    try:
+        return ctl_of(request).set_group_config(name, body.overlay, body.description)
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.get("/policies")
+def list_policies(request: Request) -> list[dict[str, Any]]:
+    """Every policy, by priority."""
+    return [p.model_dump() for p in ctl_of(request).policies.all()]
+
+
+@router.put("/policies/{name}")
+def put_policy(request: Request, name: str, policy: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    """Create or replace a policy (the name in the path wins); recompiles at once."""
+    try:
+        parsed = Policy.model_validate({**policy, "name": name})
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return ctl_of(request).put_policy(parsed)
+
+
+@router.delete("/policies/{name}")
+def delete_policy(request: Request, name: str) -> dict[str, Any]:
+    """Delete a policy; recompiles at once."""
+    try:
+        return ctl_of(request).delete_policy(name)
+    except Refusal as exc:
+        raise _refused(exc) from exc
+
+
+@router.post("/controller/sync")
+def sync(request: Request) -> dict[str, Any]:
+    """Recompile policies against the inventory now (also runs every ``controller.sync_s`` on change)."""
+    return ctl_of(request).sync()
+
+
+@router.get("/controller/compiled")
+def compiled(request: Request) -> dict[str, Any]:
+    """Per agent: what the policies compiled to (interfaces, MACs, BPF, VMs covered)."""
+    return ctl_of(request).compiled()

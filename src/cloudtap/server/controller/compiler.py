@@ -1,0 +1,194 @@
+"""Compile policies against the inventory and the registry: per agent, the interfaces, MACs and BPF to capture.
+
+Which agent covers a VM: the agent whose host name equals the VM's ``Host.name`` (or key), or whose address
+equals ``Host.address``. Interfaces come from ``Interface.device`` or from a MAC the agent reports seeing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from cloudtap.inventory.model import VM, Host, Interface, Snapshot
+from cloudtap.server.controller.policy import Policy, Selector
+from cloudtap.server.controller.registry import AgentRecord
+
+
+@dataclass
+class CompiledPolicy:
+    """What one agent must capture (the agent config's ``policy`` section)."""
+
+    active: bool = False
+    capture: bool = True
+    interfaces: list[str] = field(default_factory=list)
+    macs: list[str] = field(default_factory=list)
+    bpf: str | None = None
+    snaplen: int | None = None
+    store_packets: bool = False
+    policies: list[str] = field(default_factory=list)
+    vms: list[str] = field(default_factory=list)  #: VM names covered (for people; not sent to the agent)
+
+    def section(self) -> dict[str, Any]:
+        """The agent config ``policy`` section."""
+        return {"active": self.active, "capture": self.capture, "interfaces": self.interfaces, "macs": self.macs,
+                "bpf": self.bpf, "snaplen": self.snaplen, "store_packets": self.store_packets,
+                "policies": self.policies}  # fmt: skip
+
+
+@dataclass
+class Compilation:
+    """The result for every agent, plus which policy won for each VM (key -> policy name)."""
+
+    agents: dict[str, CompiledPolicy]
+    vm_policy: dict[str, str]
+    agent_of_host: dict[str, str]  #: Host.key -> agent id
+
+
+class _Index:
+    def __init__(self, snap: Snapshot) -> None:
+        self.hosts = {h.key: h for h in snap.hosts}
+        self.projects = {p.key: p for p in snap.projects}
+        self.subnets = {s.key: s for s in snap.subnets}
+        self.ifaces: dict[str, list[Interface]] = {}
+        for i in snap.interfaces:
+            self.ifaces.setdefault(i.vm, []).append(i)
+
+
+def host_matches_agent(host: Host, agent: AgentRecord) -> bool:
+    """True when ``agent`` runs on ``host`` (host name, short host name, or management address)."""
+    names = {agent.hostname, agent.hostname.split(".")[0]} - {""}
+    if host.name in names or host.key in names or host.name.split(".")[0] in names:
+        return True
+    return bool(host.address) and host.address == agent.address
+
+
+def agent_for_host(host: Host, agents: Iterable[AgentRecord]) -> AgentRecord | None:
+    """The (most recently seen) agent running on ``host``."""
+    found = [a for a in agents if host_matches_agent(host, a)]
+    return max(found, key=lambda a: a.last_seen) if found else None
+
+
+def selects(sel: Selector, vm: VM, idx: _Index) -> bool:
+    """True when every criterion of ``sel`` matches ``vm``."""
+    if sel.vm is not None and not fnmatchcase(vm.name, sel.vm):
+        return False
+    if sel.project is not None:
+        proj = idx.projects.get(vm.project)
+        names = [vm.project] + ([proj.name] if proj else [])
+        if not any(fnmatchcase(n, sel.project) for n in names if n):
+            return False
+    if sel.host is not None:
+        host = idx.hosts.get(vm.host)
+        names = [vm.host] + ([host.name] if host else [])
+        if not any(fnmatchcase(n, sel.host) for n in names if n):
+            return False
+    if sel.tag is not None and not any(fnmatchcase(t, sel.tag) for t in vm.tags):
+        return False
+    if sel.subnet is not None and not _in_subnet(sel.subnet, idx.ifaces.get(vm.key, []), idx):
+        return False
+    return True
+
+
+def _in_subnet(spec: str, ifaces: list[Interface], idx: _Index) -> bool:
+    try:
+        net = ipaddress.ip_network(spec, strict=False)
+    except ValueError:
+        for i in ifaces:
+            sub = idx.subnets.get(i.subnet)
+            if i.subnet and (fnmatchcase(i.subnet, spec) or (sub is not None and fnmatchcase(sub.name, spec))):
+                return True
+        return False
+    for i in ifaces:
+        for ip in i.ips:
+            try:
+                if ipaddress.ip_address(ip) in net:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def compile_policies(
+    snap: Snapshot,
+    policies: list[Policy],
+    agents: list[AgentRecord],
+    seen: Mapping[str, Mapping[str, str]] | None = None,
+) -> Compilation:
+    """Compile ``policies`` for every agent.
+
+    Args:
+        snap: the inventory now.
+        policies: every policy (disabled ones are ignored).
+        agents: the registered agents.
+        seen: agent id -> {MAC (lower case) -> interface name} the agent reports.
+    Returns:
+        Per agent id a :class:`CompiledPolicy` (``active`` False for all when no policy is enabled).
+    """
+    seen = seen or {}
+    idx = _Index(snap)
+    enabled = sorted((p for p in policies if p.enabled), key=lambda p: (p.priority, p.name))
+    vm_policy: dict[str, str] = {}
+    winners: dict[str, Policy] = {}
+    for vm in snap.vms:
+        for p in enabled:
+            if selects(p.select, vm, idx):
+                winners[vm.key] = p
+                vm_policy[vm.key] = p.name
+                break
+    agent_of_host: dict[str, str] = {}
+    for host in snap.hosts:
+        agent = agent_for_host(host, agents)
+        if agent is not None:
+            agent_of_host[host.key] = agent.id
+    out: dict[str, CompiledPolicy] = {}
+    for agent in agents:
+        if not enabled:
+            out[agent.id] = CompiledPolicy()
+            continue
+        hosts = {k for k, a in agent_of_host.items() if a == agent.id}
+        out[agent.id] = _for_agent([vm for vm in snap.vms if vm.host in hosts], winners, idx, seen.get(agent.id, {}))
+    return Compilation(out, vm_policy, agent_of_host)
+
+
+def _for_agent(vms: list[VM], winners: dict[str, Policy], idx: _Index, seen: Mapping[str, str]) -> CompiledPolicy:
+    result = CompiledPolicy(active=True)
+    clauses: dict[str, list[str]] = {}
+    used: dict[str, Policy] = {}
+    for vm in sorted(vms, key=lambda v: v.name):
+        policy = winners.get(vm.key)
+        if policy is None or not policy.action.capture:
+            continue
+        terms: list[str] = []
+        for iface in idx.ifaces.get(vm.key, []):
+            mac = iface.mac.lower()
+            name = iface.device or seen.get(mac, "")
+            if name and name not in result.interfaces:
+                result.interfaces.append(name)
+            if mac:
+                if mac not in result.macs:
+                    result.macs.append(mac)
+                terms.append(f"ether host {mac}")
+            else:
+                terms.extend(f"host {ip}" for ip in iface.ips)
+        if not terms:
+            continue
+        result.vms.append(vm.name)
+        clauses.setdefault(policy.name, []).extend(terms)
+        used[policy.name] = policy
+    if not clauses:
+        result.capture = False
+        return result
+    parts = []
+    for name, terms in clauses.items():
+        sel = " or ".join(terms)
+        bpf = used[name].bpf
+        parts.append(f"(({sel}) and ({bpf}))" if bpf else f"({sel})")
+    result.bpf = parts[0] if len(parts) == 1 else " or ".join(parts)
+    result.policies = sorted(used)
+    snaplens = [p.action.snaplen for p in used.values() if p.action.snaplen]
+    result.snaplen = max(snaplens) if snaplens else None
+    result.store_packets = any(p.action.store_packets for p in used.values())
+    return result

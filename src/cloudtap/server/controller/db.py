@@ -1,0 +1,98 @@
+"""ControllerDB: the controller's state (agents, groups, policies) in SQLite, WAL mode.
+
+Flows live in ClickHouse/chDB; this small, transactional state does not belong there.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    machine_id TEXT NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    group_name TEXT NOT NULL DEFAULT 'default',
+    version TEXT NOT NULL DEFAULT '',
+    mode TEXT NOT NULL DEFAULT '',
+    heartbeat_s REAL NOT NULL DEFAULT 10,
+    registered_at REAL NOT NULL,
+    last_seen REAL NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT '{}',
+    config_version INTEGER NOT NULL DEFAULT 0,
+    config_hash TEXT NOT NULL DEFAULT '',
+    config_doc TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS groups (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    overlay TEXT NOT NULL DEFAULT '{}',
+    version INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policies (
+    name TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+class ControllerDB:
+    """A thread-safe SQLite connection holding the controller's state.
+
+    Args:
+        path: database file (created with its directory); ``":memory:"`` for tests.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (serialised across threads)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> None:
+        """Run one statement (autocommit)."""
+        with self._lock:
+            self._conn.execute(sql, params)
+
+    def rows(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        """All rows of a query as dicts."""
+        with self._lock:
+            return [dict(r) for r in self._conn.execute(sql, params).fetchall()]
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON (sorted keys): equal documents give equal text and hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,0 +1,278 @@
+"""Controller: the facade the API routes use (registry, heartbeats, groups, policies, commands, fleet, diagnose)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cloudtap.inventory.model import Snapshot
+from cloudtap.server.controller.auth import Refusal, check_token
+from cloudtap.server.controller.commands import CommandQueue
+from cloudtap.server.controller.compiler import Compilation, compile_policies
+from cloudtap.server.controller.db import ControllerDB, dumps
+from cloudtap.server.controller.diagnose import diagnose_vm
+from cloudtap.server.controller.fleet import Fleet
+from cloudtap.server.controller.groups import Groups
+from cloudtap.server.controller.heartbeats import Heartbeats
+from cloudtap.server.controller.overlay import apply_mode, leaves
+from cloudtap.server.controller.policy import Policies, Policy
+from cloudtap.server.controller.registry import AgentRecord, Registry
+from cloudtap.server.controller.status import HeartbeatReport
+from cloudtap.server.settings import ControllerSection
+
+log = logging.getLogger(__name__)
+
+Inventory = Callable[[], Snapshot]
+
+
+def _empty() -> Snapshot:
+    return Snapshot(source="none", taken_at=0)
+
+
+class Controller:
+    """All controller state and behaviour; thread-safe; no HTTP here.
+
+    Args:
+        cfg: the ``controller`` settings.
+        db_path: SQLite file of the controller state.
+        inventory: returns the inventory now (default: empty).
+        store: the flow store (for "last records ingested"); optional.
+        database: ClickHouse database of the flow tables.
+    """
+
+    def __init__(
+        self,
+        cfg: ControllerSection,
+        db_path: str | Path,
+        inventory: Inventory | None = None,
+        store: Any = None,
+        database: str = "cloudtap",
+    ) -> None:
+        self.cfg = cfg
+        self.db = ControllerDB(db_path)
+        self.inventory: Inventory = inventory or _empty
+        self.store = store
+        self.database = database
+        self.registry = Registry(self.db)
+        self.heartbeats = Heartbeats(self.db)
+        self.groups = Groups(self.db)
+        self.policies = Policies(self.db)
+        self.commands = CommandQueue()
+        self.fleet = Fleet(self.registry, self.heartbeats, cfg.stale_after)
+        self.compilation: Compilation | None = None
+        self._docs: dict[str, tuple[int, str, dict[str, Any]]] = {}
+        for row in self.db.rows("SELECT id, config_version, config_hash, config_doc FROM agents"):
+            self._docs[row["id"]] = (row["config_version"], row["config_hash"], json.loads(row["config_doc"]))
+        self._sync_lock = threading.RLock()
+        self._inventory_print = ""
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_sync: dict[str, Any] = {}
+        self.sync()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background thread (persistence, inventory watch, debounced recompiles)."""
+        self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread, persist, close the database."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.flush()
+        self.db.close()
+
+    def flush(self) -> None:
+        """Persist heartbeat times and latest reports."""
+        self.registry.flush()
+        self.heartbeats.flush()
+
+    def _loop(self) -> None:
+        last_flush = last_inv = time.monotonic()
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            try:
+                if self._dirty.is_set():
+                    self._dirty.clear()
+                    self.sync()
+                if now - last_inv >= self.cfg.sync_s:
+                    last_inv = now
+                    if self._fingerprint(self.inventory()) != self._inventory_print:
+                        self.sync()
+                if now - last_flush >= 2.0:
+                    last_flush = now
+                    self.flush()
+            except Exception:  # noqa: BLE001 - the controller thread must survive; logged
+                log.exception("controller: background work failed")
+
+    # -- agents -------------------------------------------------------------------------------------
+    def register(self, token: str | None, info: dict[str, Any], address: str = "") -> dict[str, Any]:
+        """Check the token and register the agent.
+
+        Raises:
+            Refusal: 400/401/403 with the reason.
+        """
+        name = str(info.get("name") or "")
+        hostname = str(info.get("hostname") or "")
+        check_token(self.cfg, (name or hostname, hostname), token)
+        heartbeat_s = float(info.get("heartbeat_s") or self.cfg.heartbeat_s)
+        rec = self.registry.register(
+            name=name, hostname=hostname, machine_id=str(info.get("machine_id") or ""),
+            address=str(info.get("address") or address), group=str(info.get("group") or "default"),
+            version=str(info.get("version") or ""), mode=str(info.get("mode") or ""), heartbeat_s=heartbeat_s,
+        )  # fmt: skip
+        self.groups.ensure(rec.group)
+        self.sync()
+        rec = self.registry.get(rec.id)
+        return {"agent_id": rec.id, "name": rec.name, "group": rec.group, "heartbeat_s": rec.heartbeat_s,
+                "config_version": rec.config_version}  # fmt: skip
+
+    def authorize(self, agent_id: str, token: str | None) -> AgentRecord:
+        """The agent behind a request, after checking its token (Refusal 401/403/404)."""
+        rec = self.registry.get(agent_id)
+        check_token(self.cfg, (rec.name, rec.hostname), token)
+        return rec
+
+    def heartbeat(self, rec: AgentRecord, report: HeartbeatReport) -> dict[str, Any]:
+        """Store a heartbeat; the answer carries the current config version."""
+        now = time.time()
+        previous = self.heartbeats.record(rec.id, now, report)
+        self.registry.seen(rec.id, now)
+        if report.mode and report.mode != rec.mode:
+            rec = self.registry.update(rec.id, mode=report.mode)
+        macs = {(i.mac or "").lower() for i in report.interfaces}
+        if previous is None or macs != {(i.mac or "").lower() for i in previous.report.interfaces}:
+            self._dirty.set()  # the compiled interfaces depend on what the agent sees
+        return {"config_version": self.registry.get(rec.id).config_version, "heartbeat_s": rec.heartbeat_s,
+                "server_time": now}  # fmt: skip
+
+    def config_for(self, rec: AgentRecord) -> dict[str, Any]:
+        """The agent's current config document and version."""
+        version, _, doc = self._docs.get(rec.id) or (0, "", {"overlay": {}, "policy": {}})
+        apply = {k: apply_mode(k) for k in leaves(doc.get("overlay", {}))}
+        return {"version": version, "group": rec.group, **doc, "apply": apply}
+
+    def set_group(self, agent_id: str, group: str) -> AgentRecord:
+        """Move an agent to another group (its config follows at once)."""
+        self.registry.get(agent_id)
+        self.groups.ensure(group)
+        self.registry.update(agent_id, group=group)
+        self.sync()
+        return self.registry.get(agent_id)
+
+    def set_group_config(self, name: str, overlay: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+        """Replace a group's overlay (ConfigError when invalid); agents of the group get a new version."""
+        group, modes = self.groups.set_overlay(name, overlay, description)
+        self.sync()
+        return {"group": group.name, "version": group.version, "overlay": group.overlay, "apply": modes}
+
+    # -- policies -------------------------------------------------------------------------------------
+    def put_policy(self, policy: Policy) -> dict[str, Any]:
+        """Create or replace a policy and recompile."""
+        self.policies.put(policy)
+        return self.sync()
+
+    def delete_policy(self, name: str) -> dict[str, Any]:
+        """Delete a policy and recompile (Refusal 404 when unknown)."""
+        if not self.policies.delete(name):
+            raise Refusal(404, f"no policy called {name!r}")
+        return self.sync()
+
+    # -- compile ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _fingerprint(snap: Snapshot) -> str:
+        text = repr((snap.hosts, snap.vms, snap.interfaces, snap.projects, snap.subnets))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def sync(self) -> dict[str, Any]:
+        """Recompile policies against the inventory now; bump the config version of every agent whose
+        document (group overlay + compiled policy) changed. Returns a summary."""
+        with self._sync_lock:
+            started = time.perf_counter()
+            snap = self.inventory()
+            self._inventory_print = self._fingerprint(snap)
+            agents = self.registry.all()
+            comp = compile_policies(snap, self.policies.all(), agents, self.heartbeats.seen_macs())
+            self.compilation = comp
+            changed: list[str] = []
+            for agent in agents:
+                doc = {"overlay": self.groups.get(agent.group).overlay, "policy": comp.agents[agent.id].section()}
+                text = dumps(doc)
+                digest = hashlib.sha256(text.encode()).hexdigest()
+                version, old_digest, _ = self._docs.get(agent.id, (0, "", {}))
+                if digest == old_digest:
+                    if agent.config_version != version:
+                        self.registry.update(agent.id, config_version=version)
+                    continue
+                version = max(version, agent.config_version) + 1
+                self._docs[agent.id] = (version, digest, doc)
+                self.registry.update(agent.id, config_version=version, config_hash=digest, config_doc=text)
+                changed.append(agent.name)
+            self.last_sync = {"at": time.time(), "inventory_source": snap.source, "vms": len(snap.vms),
+                              "hosts": len(snap.hosts), "policies": len(self.policies.all()), "agents": len(agents),
+                              "changed": changed, "seconds": round(time.perf_counter() - started, 4)}  # fmt: skip
+            return self.last_sync
+
+    def compiled(self) -> dict[str, Any]:
+        """Per agent: the compiled policy (with the VMs it covers)."""
+        comp = self.compilation
+        if comp is None:
+            return {}
+        out = {}
+        for agent in self.registry.all():
+            c = comp.agents.get(agent.id)
+            if c is not None:
+                out[agent.id] = {"name": agent.name, "host": agent.hostname, **c.section(), "vms": c.vms}
+        return out
+
+    # -- diagnose ---------------------------------------------------------------------------------------
+    def diagnose_vm(self, name: str) -> dict[str, Any]:
+        """Why is there no data for VM ``name``: the chain and its first broken link."""
+        records = self._records if self.store is not None else None
+        return diagnose_vm(name, self.inventory(), self.fleet, self.compilation, records).as_dict()
+
+    def _records(self, agent_name: str, macs: list[str], ips: list[str]) -> dict[str, Any]:
+        ctx = getattr(self.store, "ctx", None)
+
+        def table(name: str) -> str:
+            return ctx.table(name) if ctx is not None else f"{self.database}.{name}"
+
+        try:
+            last_any = 0.0
+            for name in ("flow_log", "edge_1s"):
+                t = self.store.query_arrow(
+                    f"SELECT toUnixTimestamp(max(inserted_at)) AS t, count() AS n FROM {table(name)} WHERE agent_id = {{a:String}}",
+                    {"a": agent_name},
+                )
+                if t.num_rows and t.column("n")[0].as_py():
+                    last_any = max(last_any, float(t.column("t")[0].as_py()))
+            last_vm = 0.0
+            if last_any and (macs or ips):
+                conds = []
+                params: dict[str, Any] = {"a": agent_name}
+                if macs:
+                    conds.append("lower(vm_mac) IN {macs:Array(String)}")
+                    params["macs"] = macs
+                if ips:
+                    conds.append("client_ip IN (SELECT toIPv6(arrayJoin({ips:Array(String)})))")
+                    conds.append("server_ip IN (SELECT toIPv6(arrayJoin({ips:Array(String)})))")
+                    params["ips"] = ips
+                t = self.store.query_arrow(
+                    f"SELECT toUnixTimestamp(max(inserted_at)) AS t, count() AS n FROM {table('flow_log')} "
+                    f"WHERE agent_id = {{a:String}} AND ({' OR '.join(conds)})",
+                    params,
+                )
+                if t.num_rows and t.column("n")[0].as_py():
+                    last_vm = float(t.column("t")[0].as_py())
+            return {"last_any": last_any or None, "last_vm": last_vm or None, "error": ""}
+        except Exception as exc:  # noqa: BLE001 - a store problem is reported as such in the diagnosis
+            return {"last_any": None, "last_vm": None, "error": str(exc).splitlines()[0][:300]}

@@ -1,0 +1,109 @@
+"""The agent's controller client in process: cached config, hot/restart apply, policy filters, the protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from cloudtap.agent.config import AgentConfig, load_agent_config
+from cloudtap.agent.controller_client import POLICY_PAUSE, ControllerClient, MacSelect
+from cloudtap.agent.runner import Agent
+from cloudtap.schema.packet import PACKET_DTYPE
+
+POLICY = {"active": True, "capture": True, "interfaces": [], "macs": ["fa:16:3e:00:00:01"],
+          "bpf": "(ether host fa:16:3e:00:00:01)", "snaplen": None, "store_packets": False, "policies": ["p"]}  # fmt: skip
+
+
+def config(tmp_path: Path, mode: str = "mirror") -> AgentConfig:
+    env = {
+        "CLOUDTAP_AGENT__AGENT_ID": "t1", "CLOUDTAP_AGENT__CAPTURE__MODE": mode,
+        "CLOUDTAP_AGENT__CAPTURE__MIRROR_BIND": "127.0.0.1", "CLOUDTAP_AGENT__CAPTURE__MIRROR_PORT": "1",
+        "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path), "CLOUDTAP_AGENT__CONTROL__PORT": "0",
+        "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false", "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
+        "CLOUDTAP_AGENT__CONTROLLER__URL": "http://controller.test", "CLOUDTAP_AGENT__CONTROLLER__TOKEN": "tok",
+        "CLOUDTAP_AGENT__CONTROLLER__CACHE_FILE": str(tmp_path / "cache.json"),
+    }  # fmt: skip
+    return load_agent_config(None, env=env)
+
+
+def test_a_restart_without_the_server_uses_the_cached_config(tmp_path: Path) -> None:
+    doc = {"version": 7, "overlay": {"limits": {"max_pps": 4242}}, "policy": {**POLICY, "snaplen": 512}}
+    (tmp_path / "cache.json").write_text(json.dumps(doc))
+    agent = Agent(config(tmp_path))
+    assert agent.config.limits.max_pps == 4242 and agent.limiter.max_pps == 4242
+    assert agent.config.capture.snaplen == 512  # restart-required keys apply at start
+    assert agent.base_config.limits.max_pps == 0
+    client = ControllerClient(agent)
+    client.start()
+    client.stop()
+    assert client.applied_version == 7 and client.restart_required == []
+    assert isinstance(agent.workers[0].pipeline.packet_filter, MacSelect)
+
+
+def test_apply_hot_keys_now_and_report_restart_ones(tmp_path: Path) -> None:
+    agent = Agent(config(tmp_path))
+    client = ControllerClient(agent)
+    hot = client.apply({"version": 3, "overlay": {"limits": {"max_pps": 1000, "max_cpu_cores": 0.5},
+                                                  "capture": {"snaplen": 1024}}, "policy": POLICY})  # fmt: skip
+    assert "limits.max_pps" in hot and "policy.macs" in hot
+    assert agent.limiter.max_pps == 1000 and all(w._limiter is agent.limiter for w in agent.workers)
+    assert agent.governor.max_cpu_cores == 0.5
+    assert client.restart_required == ["capture.snaplen"] and agent.config.capture.snaplen == 256
+    assert json.loads((tmp_path / "cache.json").read_text())["version"] == 3
+    select = agent.workers[0].pipeline.packet_filter
+    assert isinstance(select, MacSelect) and select.mac_texts == ["fa:16:3e:00:00:01"]
+    client.apply({"version": 4, "overlay": {}, "policy": {**POLICY, "capture": False, "macs": [], "bpf": None}})
+    assert POLICY_PAUSE in agent.status().paused_by and client.restart_required == []
+    client.apply({"version": 5, "overlay": {}, "policy": {}})
+    assert POLICY_PAUSE not in agent.status().paused_by
+    assert not isinstance(agent.workers[0].pipeline.packet_filter, MacSelect)
+    client.apply({"version": 6, "overlay": {"capture": {"bpf": "tcp port"}}})  # does not compile
+    assert "version 6" in client.config_error and agent.config.capture.bpf is None
+    client.stop()
+
+
+def test_mac_select_keeps_selected_inner_macs() -> None:
+    packets = np.zeros(4, PACKET_DTYPE)
+    packets["src_mac"] = [0xFA163E000001, 0x1, 0x2, 0x3]
+    packets["dst_mac"] = [0x9, 0x9, 0xFA163E000001, 0x9]
+    keep = MacSelect(["FA:16:3E:00:00:01"], inner=lambda f, p: np.array([True, True, False, True]))(None, packets)
+    assert keep.tolist() == [True, False, False, False]
+
+
+def test_protocol_register_heartbeat_fetch_and_reregister(tmp_path: Path) -> None:
+    calls: list[str] = []
+    state = {"known": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        assert request.headers["authorization"] == "Bearer tok"
+        path = request.url.path
+        if path.endswith("/register"):
+            body = json.loads(request.content)
+            assert body["name"] == "t1" and body["machine_id"] and body["mode"] == "mirror"
+            state["known"] = True
+            return httpx.Response(200, json={"agent_id": "ag-1", "heartbeat_s": 2.0, "group": "g"})
+        if path.endswith("/heartbeat"):
+            if not state["known"]:
+                return httpx.Response(404, json={"detail": "unknown agent id"})
+            report: dict[str, Any] = json.loads(request.content)
+            assert "captured_packets" in report and "interfaces" in report
+            return httpx.Response(200, json={"config_version": 2, "heartbeat_s": 2.0, "server_time": 0})
+        if path.endswith("/config"):
+            return httpx.Response(200, json={"version": 2, "overlay": {"limits": {"max_pps": 77}}, "policy": {}})
+        return httpx.Response(404)
+
+    agent = Agent(config(tmp_path))
+    client = ControllerClient(agent, transport=httpx.MockTransport(handler))
+    client.heartbeat_once()
+    assert client.agent_id == "ag-1" and client.heartbeat_s == 2.0
+    assert client.applied_version == 2 and agent.limiter.max_pps == 77
+    state["known"] = False  # the server lost its state
+    client.heartbeat_once()
+    assert calls.count("POST /api/v1/agents/register") == 2
+    assert calls.count("GET /api/v1/agents/ag-1/config") == 1  # only when the version changes
+    client.stop()

@@ -1,0 +1,114 @@
+"""Helpers for PCAP retrieval tests: replay agents with a packet store, a real HTTP server, references."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloudtap.agent.config import load_agent_config
+from cloudtap.agent.runner import Agent
+from cloudtap.agent.sinks import MemorySink
+from cloudtap.capture.pcap_file import CaptureFile
+
+SNAP = 256
+
+
+def synth(path: Path, duration: str = "1m") -> Path:
+    from cloudtap.synth import builtin_scenario, write_pcap
+    from cloudtap.synth.scenario import with_overrides
+
+    write_pcap(with_overrides(builtin_scenario("small-cloud"), duration=duration), path)
+    return path
+
+
+def tcpdump_split(original: Path, bpf: str, out: Path) -> Path:
+    """Frames of ``original`` matching ``bpf``, ns timestamps kept."""
+    subprocess.run(["tcpdump", "--time-stamp-precision=nano", "-r", str(original), "-w", str(out), bpf],
+                   check=True, capture_output=True)  # fmt: skip
+    return out
+
+
+def frames_of(path: Path) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """``(ts_ns, wire_len, frame bytes)`` of every packet of a pcap/pcapng."""
+    ts, wl, data = [], [], []
+    with CaptureFile(path) as cf:
+        for b in cf.batches():
+            ts.append(b.ts_ns.copy())
+            wl.append(b.wire_len.copy())
+            data += [b.data[o : o + c].tobytes() for o, c in zip(b.offset.tolist(), b.cap_len.tolist(), strict=True)]
+    if not ts:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint32), []
+    return np.concatenate(ts), np.concatenate(wl), data
+
+
+def window(ts: np.ndarray, wl: np.ndarray, data: list[bytes], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    keep = (ts >= lo) & (ts < hi)
+    order = np.argsort(ts[keep], kind="stable")
+    kept = [d[:SNAP] for d, k in zip(data, keep.tolist(), strict=True) if k]
+    return ts[keep][order], wl[keep][order], [kept[i] for i in order.tolist()]
+
+
+@contextmanager
+def replay_agent(pcap: Path, directory: Path, agent_id: str) -> Iterator[Agent]:
+    """An agent that replayed ``pcap`` into its packet store; its control endpoint stays up."""
+    env = {
+        "CLOUDTAP_AGENT__AGENT_ID": agent_id,
+        "CLOUDTAP_AGENT__CAPTURE__MODE": "replay",
+        "CLOUDTAP_AGENT__CAPTURE__REPLAY_FILE": str(pcap),
+        "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(directory / "out"),
+        "CLOUDTAP_AGENT__CONTROL__PORT": "0",
+        "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
+        "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
+        "CLOUDTAP_AGENT__PACKETS__ENABLED": "true",
+        "CLOUDTAP_AGENT__PACKETS__DIRECTORY": str(directory / "packets"),
+        "CLOUDTAP_AGENT__PACKETS__SNAPLEN": str(SNAP),
+        "CLOUDTAP_AGENT__PACKETS__BLOCK_KIB": "256",
+    }
+    agent = Agent(load_agent_config(None, env=env), sink=MemorySink())
+    agent.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not all(w.finished.is_set() for w in agent.workers):
+            assert time.monotonic() < deadline, "replay did not finish"
+            time.sleep(0.02)
+        assert agent.packet_store.sync()
+        yield agent
+    finally:
+        agent.shutdown()
+        agent._finish()
+
+
+class _NoStore:
+    """create_app needs a store; PCAP retrieval never touches it."""
+
+
+@contextmanager
+def serve_app(settings: Any, pcap_targets: Any = None) -> Iterator[str]:
+    """The server API on a real socket (uvicorn in a thread); yields its URL."""
+    import uvicorn
+
+    from cloudtap.server.api.app import create_app
+
+    app = create_app(settings, _NoStore())  # type: ignore[arg-type]
+    if pcap_targets is not None:
+        app.state.pcap_targets = pcap_targets
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
