@@ -147,7 +147,7 @@ async def agent(i: int, url: str, args: argparse.Namespace, tables: dict[str, pa
                     if name in cmd_sent:
                         stats.cmd_ms.append((time.monotonic() - cmd_sent[name]) * 1000)
 
-        tasks = [heartbeats(), ship()] + ([commands()] if args.commands else [])
+        tasks = [heartbeats()] + ([ship()] if args.ship_every > 0 else []) + ([commands()] if args.commands else [])
         await asyncio.gather(*tasks)
 
 
@@ -200,7 +200,7 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=500)
     ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat period (10 s in production)")
-    ap.add_argument("--ship-every", type=float, default=60.0, help="seconds between one agent's batches")
+    ap.add_argument("--ship-every", type=float, default=60.0, help="seconds between one agent's batches (0: no shipping)")
     ap.add_argument("--rows", type=int, default=200, help="rows per kind per batch")
     ap.add_argument("--no-commands", dest="commands", action="store_false", help="no command long-polls")
     ap.add_argument("--work", type=Path, default=None)

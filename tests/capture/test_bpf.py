@@ -446,3 +446,26 @@ def test_as_sock_fprog_attaches_to_packet_socket() -> None:
         bad[0:2] = struct.pack("H", 0)  # zero-length program: the kernel must refuse it
         with pytest.raises(OSError):
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(bad))
+
+
+def test_vlan_aware_matches_tagged_and_untagged_frames_alike() -> None:
+    from cloudtap.capture.bpf import vlan_aware
+
+    assert vlan_aware("host 10.0.0.1") == "(host 10.0.0.1) or (vlan and (host 10.0.0.1))"
+    assert vlan_aware("vlan 101 and tcp") == "vlan 101 and tcp"  # the user said where the tag is
+    assert vlan_aware("  ") == ""
+    import scapy.all as scapy
+
+    plain = bytes(scapy.Ether() / scapy.IP(src="10.0.0.1", dst="10.0.0.2") / scapy.TCP(dport=873))
+    tagged = bytes(
+        scapy.Ether()
+        / scapy.Dot1Q(vlan=101)
+        / scapy.IP(src="10.0.0.1", dst="10.0.0.2")
+        / scapy.TCP(dport=873)
+    )
+    other = bytes(
+        scapy.Ether() / scapy.Dot1Q(vlan=101) / scapy.IP(src="10.0.0.3", dst="10.0.0.2") / scapy.TCP()
+    )
+    batch = _batch([(f, len(f)) for f in (plain, tagged, other)], [1, 1, 1])
+    assert FrameFilter(vlan_aware("host 10.0.0.1 and port 873")).mask(batch).tolist() == [True, True, False]
+    assert FrameFilter("host 10.0.0.1 and port 873").mask(batch).tolist() == [True, False, False]

@@ -50,6 +50,9 @@ class CaptureSection(_Section):
     mirror_dedup_ms: float = Field(50.0, ge=0, description="mirror mode: drop copies seen again within this window")
     replay_file: Path | None = Field(None, description="replay mode: the capture file")
     replay_speed: float | None = Field(None, gt=0, description="replay mode: 1.0 recorded pace, 10 = 10x, none = max")
+    replay_stay: bool = Field(
+        False, description="replay mode: keep running after the file ends (control endpoint, packet store, controller)"
+    )
     libvirt_dirs: list[Path] = Field(
         default_factory=lambda: [Path("/run/libvirt/qemu"), Path("/etc/libvirt/qemu")],
         description="where libvirt domain XML lives (VM identity of tap interfaces)",
@@ -99,6 +102,11 @@ class ControlSection(_Section):
     listen: str = Field("127.0.0.1", description="address of the control/metrics HTTP endpoint")
     port: int = Field(9477, ge=0, le=65535, description="port (0 = pick a free one)")
     status_file: Path | None = Field(None, description="write the bound address here (for `agent status`)")
+    advertise_url: str | None = Field(
+        None,
+        description="URL the server uses to reach this endpoint (PCAP retrieval); default: from `listen` and the "
+        "bound port (listen 0.0.0.0/::: this host's address toward the controller)",
+    )
 
 
 class ControllerSection(_Section):

@@ -63,6 +63,24 @@ def local_address(url: str) -> str:
         return ""
 
 
+def advertised_control_url(agent: Any, controller_url: str) -> str:
+    """The URL the server should use to reach ``agent``'s control endpoint (``""`` while it is not up).
+
+    ``control.advertise_url`` when set; else the bound address and port, where a wildcard listen address
+    (``0.0.0.0``, ``::``) becomes this host's address toward the controller.
+    """
+    configured = agent.config.control.advertise_url
+    if configured:
+        return str(configured).rstrip("/")
+    httpd = getattr(getattr(agent, "control", None), "httpd", None)
+    if httpd is None:
+        return ""
+    host, port = httpd.server_address[:2]
+    if host in ("", "0.0.0.0", "::"):
+        host = local_address(controller_url) or socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def document_config(base: AgentConfig, doc: dict[str, Any]) -> AgentConfig:
     """``base`` with a controller document (``overlay`` + compiled ``policy``) laid over it."""
     overlay = dict(doc.get("overlay") or {})
@@ -195,6 +213,7 @@ class ControllerClient:
             "meter_drops": s.meter_drops, "pps_limit_drops": s.pps_limit_drops, "interfaces": interfaces,
             "config_version": self.applied_version, "restart_required": self.restart_required,
             "config_error": self.config_error, "ship_pending_batches": pending, "errors": s.errors[-5:],
+            "control_url": advertised_control_url(self.agent, self.cfg.url or ""),
         }  # fmt: skip
 
     def heartbeat_once(self) -> dict[str, Any]:

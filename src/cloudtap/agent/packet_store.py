@@ -40,7 +40,7 @@ import numpy as np
 from cloudtap.agent import _packet_kernels as K
 from cloudtap.agent.config import PacketsSection
 from cloudtap.agent.packet_filter_hints import filter_hints
-from cloudtap.capture.bpf import FrameFilter
+from cloudtap.capture.bpf import FrameFilter, vlan_aware
 from cloudtap.capture.frames import FrameBatch
 from cloudtap.capture.pcapng_writer import epb_sizes, interface_block, packet_blocks, section_header
 from cloudtap.errors import CloudtapError
@@ -610,13 +610,15 @@ class PacketStore:
         Args:
             from_ns: window start (ns since the epoch, inclusive).
             to_ns: window end (exclusive).
-            bpf: tcpdump filter (None: every packet).
+            bpf: tcpdump filter (None: every packet); without a ``vlan`` keyword it also matches inside
+                802.1Q tags (:func:`~cloudtap.capture.bpf.vlan_aware`).
             interfaces: interface names, VM domains or globs of either (None: all).
 
         Raises:
             FilterError: the filter does not compile.
         """
-        frame_filter = FrameFilter(bpf) if bpf and bpf.strip() else None
+        # tagged and untagged frames alike (VM ports on a VLAN trunk): see vlan_aware
+        frame_filter = FrameFilter(vlan_aware(bpf)) if bpf and bpf.strip() else None
         if self._started and to_ns > self._oldest_unwritten():
             self.sync(timeout_s=5.0)
         with self._lock:

@@ -60,6 +60,8 @@ class AgentStatus:
     load1: float
     breaker_trips: int
     errors: list[str] = field(default_factory=list)
+    replay_done: bool = False  #: replay mode: the file has been read and metered to the end
+    ship_pending_batches: int = 0  #: batches spooled, not yet acknowledged by the server
 
 
 class Agent:
@@ -237,11 +239,23 @@ class Agent:
         """Start (if needed) and do housekeeping once a second until shut down."""
         if not self.workers or not self.workers[0]._thread.is_alive():
             self.start()
-        while not self._stop.wait(1.0 if not self._replay_done() else 0.0):
+        replay_ended = False
+        while not self._stop.wait(1.0 if not self._replay_done() or replay_ended else 0.0):
             self.housekeeping()
-            if self._replay_done():
-                break
+            if self._replay_done() and not replay_ended:
+                if not self.config.capture.replay_stay:
+                    break
+                replay_ended = True
+                self.output.flush()  # ship everything now; keep serving until told to stop
+                sink_flush = getattr(self.sink, "flush", None)
+                if callable(sink_flush):
+                    sink_flush()
+                log.info("agent %s: replay finished; staying up (capture.replay_stay)", self.agent_id)
         self._finish()
+
+    def _ship_pending(self) -> int:
+        stats = getattr(self.sink, "stats", None)
+        return int(getattr(stats(), "pending_batches", 0)) if callable(stats) else 0
 
     def _replay_done(self) -> bool:
         return self.config.capture.mode == "replay" and all(w.finished.is_set() for w in self.workers)
@@ -358,6 +372,8 @@ class Agent:
             load1=float(getattr(sample, "load1", 0.0)) if sample is not None else os.getloadavg()[0],
             breaker_trips=sum(b.trips for b in getattr(self.breakers, "breakers", [])),
             errors=list(self._errors[-10:]) + [w.counters.last_error for w in self.workers if w.counters.last_error],
+            replay_done=self._replay_done(),
+            ship_pending_batches=self._ship_pending(),
         )
 
 

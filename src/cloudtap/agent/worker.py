@@ -23,6 +23,9 @@ from cloudtap.meter import FramePipeline, Meter, MeterConfig
 
 log = logging.getLogger(__name__)
 
+#: Longest time records and edge deltas wait in the meter's output buffer before going to the output.
+DRAIN_INTERVAL_S = 0.5
+
 SourceFactory = Callable[[], PacketSource]
 Sink = Callable[[np.ndarray], None]
 
@@ -75,6 +78,7 @@ class CaptureWorker:
         self._thread = threading.Thread(target=self._run, name=f"capture-{name}", daemon=True)
         self._iface_names: list[str] = []
         self._iface_ids = np.zeros(0, np.uint16)
+        self._last_drain = time.monotonic()
 
     # -- control (any thread) ---------------------------------------------------------------------
     def start(self) -> None:
@@ -175,6 +179,7 @@ class CaptureWorker:
                 try:
                     batch = source.read(0.1) if source is not None else None
                 except EOFError:
+                    self.meter.flush()  # end of input: every flow ends now, as in ``meter_file``
                     self.finished.set()
                     self._capturing.clear()
                     continue
@@ -182,6 +187,7 @@ class CaptureWorker:
                     self._tick()
                     continue
                 self._process(batch, source)
+                self._drain_due()
                 self._governor.pace()
         finally:
             self._close()
@@ -190,6 +196,15 @@ class CaptureWorker:
     def _tick(self) -> None:
         if self._live_clock:
             self.meter.tick(time.time_ns())
+        self._drain_due()
+
+    def _drain_due(self) -> None:
+        """Hand buffered records/edges on at least every ``DRAIN_INTERVAL_S`` (the meter itself only
+        drains when its output buffer fills, which on a live link can take minutes)."""
+        now = time.monotonic()
+        if now - self._last_drain >= DRAIN_INTERVAL_S:
+            self._last_drain = now
+            self.meter.drain()
 
     def _process(self, batch: FrameBatch, source: PacketSource | None) -> None:
         allowed = self._limiter.admit(len(batch))

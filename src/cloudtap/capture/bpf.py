@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -262,6 +263,22 @@ def compile_filter(
             lib.pcap_close(handle)
     insns = np.frombuffer(raw, dtype=BPF_INSN_DTYPE).copy()
     return BpfProgram(expression=expression, linktype=int(linktype), snaplen=int(snaplen), instructions=insns)
+
+
+_ENCAP_WORDS = re.compile(r"\b(vlan|mpls|pppoes|geneve)\b")
+
+
+def vlan_aware(expression: str) -> str:
+    """``E or (vlan and (E))``: ``E`` on untagged and on 802.1Q-tagged frames alike.
+
+    libpcap reads ``host``/``port`` at untagged offsets, so ``host 10.0.0.1`` matches nothing on a
+    VLAN trunk; users of a packet store rarely know (or care) whether a VM port is tagged. An
+    expression that already says ``vlan`` (or another encapsulation keyword) is left as written.
+    """
+    text = expression.strip()
+    if not text or _ENCAP_WORDS.search(text):
+        return text
+    return f"({text}) or (vlan and ({text}))"
 
 
 class FrameFilter:

@@ -38,6 +38,7 @@ def run_command(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="agent YAML config")] = None,
     replay: Annotated[Path | None, typer.Option(help="replay this capture instead of capturing live")] = None,
     speed: Annotated[str, typer.Option(help="replay speed: max, or a factor such as 1 or 10x")] = "max",
+    stay: Annotated[bool, typer.Option(help="after a replay, keep running (serve packets, heartbeat) until stopped")] = False,
     output: Annotated[Path | None, typer.Option(help="output directory (overrides the config)")] = None,
     port: Annotated[int | None, typer.Option(help="control endpoint port (overrides the config; 0 = any)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log at INFO")] = False,
@@ -54,7 +55,7 @@ def run_command(
         if replay is not None:
             factor = None if speed in ("max", "") else float(speed.rstrip("x"))
             updates["capture"] = cfg.capture.model_copy(
-                update={"mode": "replay", "replay_file": replay, "replay_speed": factor}
+                update={"mode": "replay", "replay_file": replay, "replay_speed": factor, "replay_stay": stay}
             )
         if output is not None:
             updates["output"] = cfg.output.model_copy(update={"directory": output})

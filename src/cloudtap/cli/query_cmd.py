@@ -1,4 +1,8 @@
-"""`cloudtap query`: top talkers, time series and flow records from a server or a local data directory."""
+"""`cloudtap query`: top talkers, time series and flow records from a server or a local data directory.
+
+``--project``, ``--vm``, ``--host``, ``--subnet`` filter by inventory names (either side; ``a,b`` or ``*`` globs),
+and ``--group client_vm,server_vm`` shows names, as they were in the queried window.
+"""
 
 from __future__ import annotations
 
@@ -96,13 +100,30 @@ def open_local_store(data: Path) -> Any:
     return store
 
 
+def local_names(store: Any, query: Query) -> Any:
+    """The inventory kept in ``store`` as a NameResolver when ``query`` uses names (None otherwise, or with no
+    inventory stored: name filters are then refused with the reason)."""
+    from cloudtap.server.query.names import plan_names
+
+    if not plan_names(query).uses_names:
+        return None
+    from cloudtap.inventory.names_store import InventoryNames
+    from cloudtap.inventory.store import InventoryStore
+
+    try:
+        inventory = InventoryStore(store)
+    except Exception:  # a store without the inventory tables, and none can be created
+        return None
+    return InventoryNames(inventory) if inventory.records() else None
+
+
 def run_local(data: Path, query: Query) -> QueryResult:
-    """Answer ``query`` from the embedded store in ``data``."""
+    """Answer ``query`` from the embedded store in ``data`` (names from the inventory stored there)."""
     from cloudtap.server.query.engine import QueryEngine
 
     store = open_local_store(data)
     try:
-        return QueryEngine(store).run(query)
+        return QueryEngine(store, names=local_names(store, query)).run(query)
     finally:
         store.close()
 
@@ -304,6 +325,12 @@ TableOpt = Annotated[
     str | None, typer.Option("--table", help="flows | edges | endpoints (default: edges if enough)")
 ]
 IntervalOpt = Annotated[str | None, typer.Option("--interval", help="edges/endpoints rollup: 1s | 1m | 1h")]
+ProjectOpt = Annotated[
+    str | None, typer.Option("--project", help="project name(s), either side: payments, 'pay*', a,b")
+]
+VmOpt = Annotated[str | None, typer.Option("--vm", help="VM name(s), either side: db-01, 'web-*'")]
+HostOpt = Annotated[str | None, typer.Option("--host", help="host name(s), either side")]
+SubnetOpt = Annotated[str | None, typer.Option("--subnet", help="subnet name(s), either side")]
 
 
 def _run(build: Any, fmt: str, server: str | None, data: Path | None, title: str) -> None:
@@ -336,12 +363,17 @@ def top_command(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 10,
     table: TableOpt = None,
     interval: IntervalOpt = None,
+    project: ProjectOpt = None,
+    vm: VmOpt = None,
+    host: HostOpt = None,
+    subnet: SubnetOpt = None,
     server: ServerOpt = None,
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Top talkers: the biggest groups (default client -> server:port) by a metric."""
-    _run(lambda: top_query(by, group, since, time_from, time_to, filters or [], limit, table, interval),
+    names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
+    _run(lambda: top_query(by, group, since, time_from, time_to, filters or [], limit, table, interval, names),
          fmt, server, data, f"top {group} by {by}")  # fmt: skip
 
 
@@ -359,12 +391,18 @@ def series_command(
     top: Annotated[int | None, typer.Option(min=1, max=1000, help="grouped: the biggest groups kept")] = None,
     table: TableOpt = None,
     interval: IntervalOpt = None,
+    project: ProjectOpt = None,
+    vm: VmOpt = None,
+    host: HostOpt = None,
+    subnet: SubnetOpt = None,
     server: ServerOpt = None,
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """A metric per time bucket."""
-    _run(lambda: series_query(metric, step, since, time_from, time_to, filters or [], group, top, table, interval),
+    names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
+    _run(lambda: series_query(metric, step, since, time_from, time_to, filters or [], group, top, table, interval,
+                              names),
          fmt, server, data, f"{metric} per {step}")  # fmt: skip
 
 
@@ -379,6 +417,10 @@ def flows_command(
         str | None, typer.Option(help="columns, comma separated (see `cloudtap query catalog`)")
     ] = None,
     order: Annotated[str | None, typer.Option(help="sort, e.g. -bytes_c2s (default newest first)")] = None,
+    project: ProjectOpt = None,
+    vm: VmOpt = None,
+    host: HostOpt = None,
+    subnet: SubnetOpt = None,
     server: ServerOpt = None,
     data: DataOpt = None,
     fmt: FormatOpt = "table",
@@ -386,7 +428,8 @@ def flows_command(
     """Flow records, newest first."""
     if columns is None and fmt == "table":
         columns = FLOW_TABLE_COLUMNS
-    _run(lambda: flows_query(since, time_from, time_to, filters or [], limit, columns, order),
+    names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
+    _run(lambda: flows_query(since, time_from, time_to, filters or [], limit, columns, order, names),
          fmt, server, data, "flow records")  # fmt: skip
 
 

@@ -90,6 +90,8 @@ def synth_command(
     console.print(
         f"wrote [bold]{result.packets:,}[/] frames, [bold]{result.flows:,}[/] flows, "
         f"{result.bytes / 1e6:,.1f} MB to {result.path} in {elapsed:.1f} s "
-        f"(inventory: {inventory_path(result.path)}" + (f", truth: {truth})" if truth else ")"),
+        f"(cloud description: {inventory_path(result.path)}"
+        + (f", static inventory: {inventory}" if inventory is not None else "")
+        + (f", truth: {truth})" if truth else ")"),
         highlight=False,
     )

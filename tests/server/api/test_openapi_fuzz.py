@@ -1,12 +1,15 @@
 """schemathesis over the whole OpenAPI of the server: no 5xx, answers conform to the documented schema.
 
 The app runs on an embedded chDB store holding the query test dataset (flows and edges in March 2024),
-so generated queries hit real rows. Examples per operation are limited to keep the run short.
+so generated queries hit real rows. One test per router family; examples per operation are limited to
+keep the run short. The PCAP audit log goes to a temporary directory (never /var/lib).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,9 @@ from cloudtap.server.api.app import create_app  # noqa: E402
 from cloudtap.server.settings import ServerSettings  # noqa: E402
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+#: Examples per operation: a few times more with CLOUDTAP_FUZZ_SCALE=4 (a longer, deeper run).
+SCALE = max(1, int(os.environ.get("CLOUDTAP_FUZZ_SCALE", "1")))
+_TMP = Path(tempfile.mkdtemp(prefix="cloudtap-fuzz-"))
 
 
 class _StoreProxy:
@@ -39,10 +45,18 @@ class _StoreProxy:
         return getattr(self.target, name)
 
 
+def _settings() -> ServerSettings:
+    return ServerSettings.model_validate(
+        {"pcap": {"audit_log": str(_TMP / "pcap-audit.jsonl"), "spool_directory": str(_TMP / "spool"),
+                  "agent_timeout_s": 2.0},
+         "controller": {"db_path": str(_TMP / "controller.sqlite")}}
+    )  # fmt: skip
+
+
 # agents POST Arrow batches: random bytes exercise the "malformed batch -> 400" path
 schemathesis.serializer.alias("application/vnd.cloudtap.batch", "application/octet-stream")
 _STORE = _StoreProxy()
-APP = create_app(ServerSettings(), _STORE)  # type: ignore[arg-type]
+APP = create_app(_settings(), _STORE)  # type: ignore[arg-type]
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
@@ -58,28 +72,56 @@ def app_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         store.close()
 
 
-#: Routes of this module's owners (query, ingest, health): every check must pass.
-OWN = r"^/api/v1/(query|ingest|health)"
-
-
-@schema.include(path_regex=OWN).parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_never_fails_and_matches_its_schema(case: Any, app_store: Any) -> None:
+@schema.include(path_regex=r"^/api/v1/(query|ingest|health)").parametrize()
+@settings(max_examples=25 * SCALE, deadline=None, suppress_health_check=list(HealthCheck))
+def test_query_ingest_health_routes(case: Any, app_store: Any) -> None:
     response = case.call()
     case.validate_response(response, checks=CHECKS)
     assert response.status_code < 500
 
 
-# Routes owned elsewhere (fleet, agents, inventory, analysis, pcap, policies...), found on 2026-11-26:
-# undocumented 400/404 answers, 422 bodies that are not the HTTPValidationError shape, and
-# POST /api/v1/pcap answering 502 for an empty target URL. Reported; xfail until their owners fix them.
-@pytest.mark.xfail(reason="known schema findings in routes owned elsewhere", strict=False)
-@schema.exclude(path_regex=OWN).parametrize()
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
-def test_other_routes_never_fail_and_match_their_schema(case: Any, app_store: Any) -> None:
+@schema.include(path_regex=r"^/api/v1/inventory").parametrize()
+@settings(max_examples=12 * SCALE, deadline=None, suppress_health_check=list(HealthCheck))
+def test_inventory_routes(case: Any, app_store: Any) -> None:
     response = case.call()
     case.validate_response(response, checks=CHECKS)
     assert response.status_code < 500
+
+
+@schema.include(path_regex=r"^/api/v1/analysis").parametrize()
+@settings(max_examples=12 * SCALE, deadline=None, suppress_health_check=list(HealthCheck))
+def test_analysis_routes(case: Any, app_store: Any) -> None:
+    response = case.call()
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code < 500
+
+
+@schema.include(path_regex=r"^/api/v1/pcap").parametrize()
+@settings(max_examples=25 * SCALE, deadline=None, suppress_health_check=list(HealthCheck))
+def test_pcap_route(case: Any, app_store: Any) -> None:
+    response = case.call()
+    # 502 (an agent could not be reached) is documented and legitimate: generated URLs point nowhere
+    case.validate_response(response, checks=[c for c in CHECKS if c is not not_a_server_error])
+    assert response.status_code < 500 or response.status_code == 502, response.text
+
+
+# Controller and fleet routes (agents, groups, policies, controller, fleet, diagnose) are being finished
+# by their owners; findings on 2026-11-26: undocumented statuses and non-standard 422 bodies.
+@pytest.mark.xfail(reason="controller/fleet routes: known schema findings, owners finishing them", strict=False)
+@schema.include(path_regex=r"^/api/v1/(agents|groups|commands|policies|controller|fleet|diagnose)").parametrize()
+@settings(max_examples=8 * SCALE, deadline=None, suppress_health_check=list(HealthCheck))
+def test_controller_and_fleet_routes(case: Any, app_store: Any) -> None:
+    response = case.call()
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code < 500
+
+
+def test_every_route_is_in_one_family() -> None:
+    families = r"^/api/v1/(query|ingest|health|inventory|analysis|pcap|agents|groups|commands|policies|controller|fleet|diagnose)"
+    import re
+
+    paths = {op.ok().path for op in schema.get_all_operations()}
+    assert paths and all(re.match(families, p) for p in paths), sorted(p for p in paths if not re.match(families, p))
 
 
 def test_the_schema_covers_the_query_ingest_and_health_routes() -> None:

@@ -133,3 +133,55 @@ def open_test_store(path: str, dataset: Dataset | None = None, database: str = "
     if dataset is not None:
         store.insert(dataset.kinds(), BatchKey("query-tests", 1))
     return store
+
+
+# --- a small inventory over the dataset's addresses (tagged at insert), for name queries ----------------
+
+#: VM name -> (project key, host key, IP). ``db-01`` is renamed ``ledger-01`` at ``T0 + 1 h``.
+VMS = {
+    "db-01": ("pay", "hv-01", "10.1.0.1"),
+    "db-02": ("pay", "hv-02", "10.1.0.2"),
+    "web-01": ("shop", "hv-02", "10.1.0.3"),
+    "app-01": ("pay", "hv-01", "10.0.0.1"),
+    "app-02": ("shop", "hv-02", "10.0.0.2"),
+}
+PROJECTS = {"pay": "payments", "shop": "shop"}
+RENAMED_AT = T0 + 3600 * NS
+
+
+def names_inventory(taken_at: int = T0 - 3600 * NS, renamed: bool = False):  # type: ignore[no-untyped-def]
+    """The snapshot of the static source: projects payments/shop, hosts hv-01/02, five VMs, one subnet."""
+    from cloudtap.inventory.model import VM, Host, Interface, Network, Project, Region, Snapshot, Subnet
+
+    vms, nics = [], []
+    for i, (name, (project, host, ip)) in enumerate(VMS.items()):
+        shown = "ledger-01" if renamed and name == "db-01" else name
+        vms.append(VM(f"{project}/{name}", shown, project, host, "ACTIVE"))
+        nics.append(Interface(f"m{i}", f"fa:16:3e:00:00:{i:02x}", (ip,), f"{project}/{name}", "net", "sub"))
+    return Snapshot(
+        source="static",
+        taken_at=taken_at,
+        regions=[Region("eu", "eu-west")],
+        projects=[Project(k, v, "eu") for k, v in PROJECTS.items()],
+        hosts=[Host("hv-01", "hv-01", region="eu"), Host("hv-02", "hv-02", region="eu")],
+        networks=[Network("net", "net")],
+        subnets=[Subnet("sub", "backend", "10.0.0.0/8", "net")],
+        vms=vms,
+        interfaces=nics,
+    )
+
+
+def open_named_store(path: str, dataset: Dataset, database: str = "cloudtap"):  # type: ignore[no-untyped-def]
+    """A store holding the inventory (with the rename) and ``dataset`` tagged by it: ``(store, inventory)``."""
+    from cloudtap.inventory.store import InventoryStore
+    from cloudtap.inventory.tagging import Tagger
+    from cloudtap.server.store.base import BatchKey
+    from cloudtap.server.store.clickhouse import open_store
+
+    store = open_store(f"chdb://{path}", database)
+    inventory = InventoryStore(store, backdate_first_sync=True)
+    if not inventory.records():
+        inventory.apply(names_inventory())
+        inventory.apply(names_inventory(RENAMED_AT, renamed=True))
+    store.insert(Tagger(inventory).tag_tables(dataset.kinds()), BatchKey("query-names", 1))
+    return store, inventory

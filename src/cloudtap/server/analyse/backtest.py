@@ -85,7 +85,8 @@ def backtest(store: Any, signature: Signature, time_from: Any = None, time_to: A
     started = time.perf_counter()
     names = names or NoNames()
     step_s = parse_step(signature.step)
-    assert step_s is not None
+    if step_s is None:
+        raise AnalysisError("step is required (1s .. 1d)", "step")
     stored = backtest_table(step_s)
     bounds = data_bounds(store, stored)
     cond = signature.condition

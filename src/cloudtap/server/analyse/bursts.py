@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudtap.inventory.names import NameResolver, NoNames
+from cloudtap.server.analyse.errors import AnalysisError
 from cloudtap.server.analyse.metrics import check_metric
 from cloudtap.server.analyse.robust import robust_center_scale, robust_z, runs
 from cloudtap.server.analyse.selector import Selector
@@ -130,7 +131,8 @@ def detect_bursts(store: Any, request: BurstRequest, names: NameResolver | None 
     metric = check_metric(request.metric)
     window = resolve_window(request.time_from, request.time_to, now_ns)
     step_s = parse_step(request.step)
-    assert step_s is not None
+    if step_s is None:
+        raise AnalysisError("step is required (1s .. 1d)", "step")
     base = None
     if request.baseline is not None or request.baseline_from is not None:
         base = baseline_window(window, request.baseline, request.baseline_from, request.baseline_to, now_ns)

@@ -40,6 +40,7 @@ from cloudtap.server.analyse._sql import (
 )
 from cloudtap.server.analyse.aggregate import Aggregate
 from cloudtap.server.analyse.bursts import DEFAULT_K, Burst, find_bursts
+from cloudtap.server.analyse.errors import AnalysisError
 from cloudtap.server.analyse.labels import id_names, ip_labels, node_id
 from cloudtap.server.analyse.metrics import METRIC_SQL, check_metric
 from cloudtap.server.analyse.robust import MAD_SCALE, MEAN_AD_SCALE
@@ -164,7 +165,8 @@ def compare(store: Any, request: CompareRequest, names: NameResolver | None = No
     level = check_level(request.level)
     metric = check_metric(request.metric, derived=False)
     step_s = parse_step(request.step)
-    assert step_s is not None
+    if step_s is None:
+        raise AnalysisError("step is required (1s .. 1d)", "step")
     a = _align(resolve_window(request.time_from, request.time_to, now_ns), step_s)
     b = _align(baseline_window(a, request.baseline, request.baseline_from, request.baseline_to, now_ns), step_s)
     nb = bucket_count(b, step_s)

@@ -11,6 +11,7 @@ from cloudtap.server.api.routes import fleet as fleet_routes
 from cloudtap.server.api.routes import health, ingest, pcap, query
 from cloudtap.server.api.routes import inventory as inventory_routes
 from cloudtap.server.ingest import Ingestor
+from cloudtap.server.pcap.fleet_targets import AppFleetTargets
 from cloudtap.server.settings import ServerSettings
 from cloudtap.server.store.base import FlowStore
 
@@ -27,6 +28,7 @@ def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.ingestor = Ingestor(store)
+    app.state.pcap_targets = AppFleetTargets(app)  # VM -> agents: inventory, flow records, controller
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(query.router)

@@ -131,7 +131,7 @@ class Controller:
             version=str(info.get("version") or ""), mode=str(info.get("mode") or ""), heartbeat_s=heartbeat_s,
         )  # fmt: skip
         self.groups.ensure(rec.group)
-        self.sync()
+        self.sync({rec.id})
         rec = self.registry.get(rec.id)
         return {"agent_id": rec.id, "name": rec.name, "group": rec.group, "heartbeat_s": rec.heartbeat_s,
                 "config_version": rec.config_version}  # fmt: skip
@@ -193,9 +193,9 @@ class Controller:
         text = repr((snap.hosts, snap.vms, snap.interfaces, snap.projects, snap.subnets))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def sync(self) -> dict[str, Any]:
-        """Recompile policies against the inventory now; bump the config version of every agent whose
-        document (group overlay + compiled policy) changed. Returns a summary."""
+    def sync(self, only: set[str] | None = None) -> dict[str, Any]:
+        """Recompile policies against the inventory now; bump the config version of every agent (of ``only``,
+        when given) whose document (group overlay + compiled policy) changed. Returns a summary."""
         with self._sync_lock:
             started = time.perf_counter()
             snap = self.inventory()
@@ -205,6 +205,8 @@ class Controller:
             self.compilation = comp
             changed: list[str] = []
             for agent in agents:
+                if only is not None and agent.id not in only:
+                    continue
                 doc = {"overlay": self.groups.get(agent.group).overlay, "policy": comp.agents[agent.id].section()}
                 text = dumps(doc)
                 digest = hashlib.sha256(text.encode()).hexdigest()

@@ -47,6 +47,7 @@ class HeartbeatReport(BaseModel):
     config_error: str = ""
     ship_pending_batches: int = 0
     errors: list[str] = Field(default_factory=list)
+    control_url: str = ""  #: where the server reaches the agent's control endpoint (PCAP retrieval)
 
 
 @dataclass(frozen=True, slots=True)

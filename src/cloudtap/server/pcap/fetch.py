@@ -56,6 +56,8 @@ async def _fetch_one(
     query = dict(params)
     if target.interfaces:
         query["interface"] = ",".join(target.interfaces)
+    if target.bpf:
+        query["filter"] = f"({query['filter']}) and ({target.bpf})" if query.get("filter") else target.bpf
     fd, name = tempfile.mkstemp(prefix="agent-", suffix=".pcapng", dir=spool)
     path = Path(name)
     size = 0

@@ -14,11 +14,14 @@ class Target:
         url: the agent's control endpoint, e.g. ``http://10.0.0.7:9477``.
         interfaces: interface names, VM domains or globs on that agent (empty: all it stores).
         host: display name of the agent's host in interface names (default: the agent's id).
+        bpf: a filter of this target's own, ANDed with the request's (e.g. the VM's addresses on an
+            interface that carries other traffic too: a mirror port, a replay).
     """
 
     url: str
     interfaces: tuple[str, ...] = field(default_factory=tuple)
     host: str | None = None
+    bpf: str | None = None
 
 
 @runtime_checkable

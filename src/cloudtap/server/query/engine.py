@@ -12,9 +12,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cloudtap.inventory.names import NameResolver
 from cloudtap.server.query.catalog import NS_PER_S, StoredTable, candidates
 from cloudtap.server.query.errors import QueryError
 from cloudtap.server.query.model import Query
+from cloudtap.server.query.names import Label, NamePlan, add_names, plan_names
 from cloudtap.server.query.sql import CompiledQuery, OutputColumn, choose_table, compile_query
 from cloudtap.server.query.tiers import coarser_tiers, plan_segments
 from cloudtap.server.query.timespec import ALL, format_duration, iso, parse_instant
@@ -107,26 +109,38 @@ class QueryEngine:
     Args:
         store: the flow store (its ``database`` attribute names the ClickHouse database, if any).
         clock: current time in ns (tests pin it).
+        names: the inventory's names (``app.state.names``): filters by name, name columns next to grouped
+            ids (see :mod:`cloudtap.server.query.names`). None: name filters are refused, names shown
+            only for logical name dimensions (``client_vm``), as ``#<id>``.
     """
 
-    def __init__(self, store: FlowStore, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self, store: FlowStore, clock: Callable[[], int] = time.time_ns, names: NameResolver | None = None
+    ) -> None:
         self.store = store
         self.database: str = getattr(store, "database", "cloudtap")
         self.clock = clock
+        self.names = names
 
     def run(self, query: Query) -> QueryResult:
         """Answer ``query``.
 
         Raises:
-            QueryError: unknown names, bad values, a range too wide (even after clamping to the data).
+            QueryError: unknown names (of dimensions or of inventory entities), bad values, a range too
+                wide (even after clamping to the data).
         """
         started = time.perf_counter()
-        compiled = self.compile(query)
+        plan = plan_names(query, label_ids=self.names is not None)
+        compiled = self._compile(plan)
         table = self.store.query_arrow(compiled.sql, compiled.parameters)
-        return self._shape(compiled, table, started)
+        return self._shape(compiled, table, started, plan.labels)
 
     def compile(self, query: Query) -> CompiledQuery:
         """Resolve the range and pick the stored table; the SQL that :meth:`run` would send."""
+        return self._compile(plan_names(query, label_ids=self.names is not None))
+
+    def _compile(self, plan: NamePlan) -> CompiledQuery:
+        query = plan.query
         now = self.clock()
         t0 = None if _is_all(query.time_from) else parse_instant(query.time_from, now, "time_from")
         if query.time_to is None:
@@ -161,6 +175,7 @@ class QueryEngine:
                 a, b = _clamp(bounds[table.name], t0, t1, now)
             t0, t1 = a, b
         assert t0 is not None and t1 is not None and table is not None
+        query = plan.resolve(self.names, t0, t1)
         coarser = coarser_tiers(query, table)
         segments = None
         if coarser:
@@ -185,13 +200,19 @@ class QueryEngine:
         rows = self.store.query_arrow(" UNION ALL ".join(parts)).to_pylist()
         return {r["name"]: (int(r["lo"]), int(r["hi"])) for r in rows if r["n"]}
 
-    def _shape(self, compiled: CompiledQuery, table: pa.Table, started: float) -> QueryResult:
+    def _shape(
+        self, compiled: CompiledQuery, table: pa.Table, started: float, labels: list[Label] | None = None
+    ) -> QueryResult:
         table = table.rename_columns([_public(compiled.columns, n) for n in table.column_names])
         if compiled.fill and compiled.step_ns:
             table = _fill(table, compiled)
         truncated = table.num_rows > compiled.limit
         if truncated:
             table = table.slice(0, compiled.limit)
+        columns = compiled.columns
+        if labels:
+            table = add_names(table, labels, self.names, compiled.time_from_ns, compiled.time_to_ns)
+            columns = _label_columns(columns, labels)
         stats = QueryStats(rows=table.num_rows, elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
                            truncated=truncated)  # fmt: skip
         t = compiled.table
@@ -210,7 +231,21 @@ class QueryEngine:
             else [{"stored_table": t.name, "time_from": iso(compiled.time_from_ns),
                    "time_to": iso(compiled.time_to_ns)}],  # fmt: skip
         }
-        return QueryResult(table, stats, compiled.columns, meta)
+        return QueryResult(table, stats, columns, meta)
+
+
+def _label_columns(columns: list[OutputColumn], labels: list[Label]) -> list[OutputColumn]:
+    """Output columns with the names added (after their id column) or in its place."""
+    out = list(columns)
+    for lb in labels:
+        at = next((i for i, c in enumerate(out) if c.name == lb.id_column), None)
+        if at is None:
+            continue
+        if lb.replace:
+            out[at] = OutputColumn(lb.name, out[at].alias, out[at].role)
+        else:
+            out.insert(at + 1, OutputColumn(lb.name, lb.name, "name"))
+    return out
 
 
 def _clamp(bounds: tuple[int, int] | None, t0: int | None, t1: int | None, now: int) -> tuple[int, int]:

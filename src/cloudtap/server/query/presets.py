@@ -5,7 +5,7 @@ Shared by the ``GET /api/v1/query/{top,series,flows}`` routes and ``cloudtap que
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -14,6 +14,33 @@ from cloudtap.server.query.model import Filter, MetricSpec, Query, parse_metric_
 from cloudtap.server.query.timespec import ALL
 
 DEFAULT_GROUP = "client_ip,server_ip,server_port"
+#: Inventory kinds the shortcuts take as options (``--vm db-01``, ``?vm=db-01``): either side of a flow.
+NAME_OPTIONS = ("project", "vm", "host", "subnet")
+
+NameArgs = Mapping[str, str | Sequence[str] | None]
+
+
+def name_filters(names: NameArgs | None) -> list[Filter]:
+    """``{"vm": "db-01", "project": "pay,shop"}`` -> name filters (either side; a list or globs allowed).
+
+    Raises:
+        QueryError: a value that is not a name (empty, too long, control characters).
+    """
+    out = []
+    for kind, value in (names or {}).items():
+        values = split_names(value)
+        if not values:
+            continue
+        try:
+            out.append(Filter(dim=kind, op="in" if len(values) > 1 else "eq",
+                              value=values if len(values) > 1 else values[0]))  # fmt: skip
+        except ValidationError as exc:
+            raise QueryError(f"{kind}: {exc.errors()[0]['msg']}", "filters") from None
+    return out
+
+
+def _filters(texts: Sequence[str], names: NameArgs | None) -> list[Filter]:
+    return [Filter.parse(f) for f in texts] + name_filters(names)
 
 
 def split_names(text: str | Sequence[str] | None) -> list[str]:
@@ -63,12 +90,13 @@ def top_query(
     limit: int = 10,
     table: str | None = None,
     interval: str | None = None,
+    names: NameArgs | None = None,
 ) -> Query:
     """Top ``limit`` groups by the first of ``by`` (further metrics ride along)."""
     metrics = _metrics(split_names(by) or ["bytes"])
     t0, t1 = time_range(since, time_from, time_to)
     return _build(
-        table=table, interval=interval, time_from=t0, time_to=t1, filters=[Filter.parse(f) for f in filters],
+        table=table, interval=interval, time_from=t0, time_to=t1, filters=_filters(filters, names),
         group_by=split_names(group), metrics=metrics, order_by=[{"name": metrics[0].column, "desc": True}],
         limit=limit,
     )  # fmt: skip
@@ -85,11 +113,12 @@ def series_query(
     top: int | None = None,
     table: str | None = None,
     interval: str | None = None,
+    names: NameArgs | None = None,
 ) -> Query:
     """A time series of ``metric`` per ``step`` (per group, for the ``top`` biggest groups)."""
     t0, t1 = time_range(since, time_from, time_to)
     return _build(
-        table=table, interval=interval, time_from=t0, time_to=t1, filters=[Filter.parse(f) for f in filters],
+        table=table, interval=interval, time_from=t0, time_to=t1, filters=_filters(filters, names),
         group_by=split_names(group), metrics=_metrics(split_names(metric) or ["bytes"]), step=step, top_groups=top,
     )  # fmt: skip
 
@@ -102,10 +131,11 @@ def flows_query(
     limit: int = 100,
     columns: str | Sequence[str] | None = None,
     order: str | Sequence[str] | None = None,
+    names: NameArgs | None = None,
 ) -> Query:
     """Raw flow records, newest first (or by ``order``: ``-bytes_c2s``, ``first asc``)."""
     t0, t1 = time_range(since, time_from, time_to)
     return _build(
-        table="flows", time_from=t0, time_to=t1, filters=[Filter.parse(f) for f in filters], limit=limit,
+        table="flows", time_from=t0, time_to=t1, filters=_filters(filters, names), limit=limit,
         columns=split_names(columns) or None, order_by=split_names(order),
     )  # fmt: skip

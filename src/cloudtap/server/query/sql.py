@@ -118,7 +118,7 @@ def _misfit(table: StoredTable, query: Query) -> QueryError | None:
         if name not in table.dimensions:
             return _unknown_dim(name, table, "group_by")
     for f in query.filters:
-        if f.dim not in table.dimensions and _record_measure(table, f.dim) is None:
+        if f.dim not in table.dimensions and _record_measure(table, f.dim) is None and _either_side(table, f.dim) is None:
             return _unknown_dim(f.dim, table, "filters")
     for name in query.columns or ():
         if name not in table.columns:
@@ -131,6 +131,14 @@ def _unknown_dim(name: str, table: StoredTable, field_name: str) -> QueryError:
     if name in dimension_names(logical):
         return QueryError(f"dimension {name!r} is not kept at interval {table.interval}", field_name)
     return QueryError(f"unknown dimension {name!r} for table {logical}", field_name, dimension_names(logical))
+
+
+def _either_side(table: StoredTable, name: str) -> tuple[Dimension, Dimension] | None:
+    """``vm_id`` on a table with ``client_vm_id`` and ``server_vm_id``: both sides (a filter on either)."""
+    if name in table.dimensions or not name.endswith("_id"):
+        return None
+    a, b = table.dimensions.get(f"client_{name}"), table.dimensions.get(f"server_{name}")
+    return (a, b) if a is not None and b is not None else None
 
 
 def _record_measure(table: StoredTable, name: str) -> str | None:
@@ -296,6 +304,9 @@ def _bind_dim_value(dim: Dimension, value: Any, params: _Params) -> str:
 def _filter_sql(table: StoredTable, f: Filter, params: _Params) -> str:
     dim = table.dimensions.get(f.dim)
     if dim is None:
+        sides = _either_side(table, f.dim)
+        if sides is not None:
+            return _either_side_sql(sides, f, params)
         return _measure_filter_sql(table, f, params)
     col = ident(dim.column)
     if f.op in ("in", "not_in"):
@@ -319,6 +330,19 @@ def _filter_sql(table: StoredTable, f: Filter, params: _Params) -> str:
             f"filter {f.dim}: prefix applies to addresses (CIDR) and text, not numbers", "filters"
         )
     return f"{col} {_SQL_OPS[f.op]} {_bind_dim_value(dim, f.value, params)}"
+
+
+def _either_side_sql(sides: tuple[Dimension, Dimension], f: Filter, params: _Params) -> str:
+    """``vm_id IN (..)``: either side is in; ``vm_id NOT IN (..)`` / ``!=``: neither side is."""
+    if f.op not in ("eq", "ne", "in", "not_in"):
+        raise QueryError(f"filter {f.dim}: either-side ids take =, !=, a list or not in the list", "filters")
+    negate = f.op in ("ne", "not_in")
+    values = f.value if isinstance(f.value, list) else [f.value]
+    parts = []
+    for dim in sides:
+        bound = ", ".join(_bind_dim_value(dim, v, params) for v in values)
+        parts.append(f"{ident(dim.column)} {'NOT IN' if negate else 'IN'} ({bound})")
+    return "(" + (" AND " if negate else " OR ").join(parts) + ")"
 
 
 def _measure_filter_sql(table: StoredTable, f: Filter, params: _Params) -> str:
@@ -494,7 +518,8 @@ def _union_source(
     for name in query.group_by:
         needed.append(table.dimensions[name].column)
     for f in query.filters:
-        needed.append(table.dimensions[f.dim].column)
+        sides = _either_side(table, f.dim)
+        needed += [d.column for d in sides] if sides else [table.dimensions[f.dim].column]
     for spec in query.metrics or [MetricSpec(name="bytes", agg=None)]:
         if spec.agg == "uniq":
             needed.append(table.dimensions[spec.name].column)

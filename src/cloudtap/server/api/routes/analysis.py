@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloudtap.inventory.names import NameResolver, NoNames
 from cloudtap.server.analyse import (
@@ -34,18 +34,22 @@ from cloudtap.server.analyse import (
 )
 from cloudtap.server.analyse.errors import AnalysisError
 from cloudtap.server.api.deps import StoreDep
+from cloudtap.server.api.routes._errors import BAD_JSON, INVALID, ValidationErrorOut, unprocessable_item
 from cloudtap.server.query.errors import QueryError
 
 router = APIRouter(prefix="/api/v1/analysis", tags=["analysis"])
-_422: dict[int | str, dict[str, Any]] = {422: {"description": "bad input; detail names the field"}}
+_422: dict[int | str, dict[str, Any]] = {**BAD_JSON, **INVALID}
+_404: dict[int | str, dict[str, Any]] = {404: {"model": ValidationErrorOut, "description": "no such saved signature"}}
 
 
 class RunSignature(BaseModel):
     """Optional range of a saved signature's backtest (default: all history)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     time_from: str | int | float | None = None
     time_to: str | int | float | None = None
-    limit: int = 1000
+    limit: int = Field(1000, ge=1, le=100_000, description="occurrences listed (the count covers all)")
 
 
 def _names(request: Request) -> NameResolver:
@@ -53,9 +57,7 @@ def _names(request: Request) -> NameResolver:
 
 
 def _unprocessable(exc: QueryError) -> HTTPException:
-    detail: dict[str, Any] = {"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}
-    if exc.allowed is not None:
-        detail["ctx"] = {"allowed": exc.allowed}
+    detail = unprocessable_item("body", exc.field, exc.message, exc.allowed)
     status = 404 if isinstance(exc, AnalysisError) and exc.message.startswith("no saved signature") else 422
     return HTTPException(status_code=status, detail=[detail])
 
@@ -91,7 +93,7 @@ def drill_route(body: DrillRequest, request: Request, store: StoreDep) -> DrillR
     return _call(drill, store, body, _names(request))  # type: ignore[no-any-return]
 
 
-@router.post("/backtest", responses=_422, summary="Scan history for a signature")
+@router.post("/backtest", responses={**_404, **_422}, summary="Scan history for a signature")
 def backtest_route(body: BacktestRequest, request: Request, store: StoreDep) -> BacktestResult:
     """Occurrences, count and periodicity of an inline or saved signature."""
     if (body.signature is None) == (body.name is None):
@@ -119,20 +121,20 @@ def save_signature(name: str, body: Signature, store: StoreDep) -> Signature:
     return _call(SignatureStore(store).save, sig)  # type: ignore[no-any-return]
 
 
-@router.get("/signatures/{name}", responses={404: {"description": "no such signature"}}, summary="A saved signature")
+@router.get("/signatures/{name}", responses={**_404, **INVALID}, summary="A saved signature")
 def get_signature(name: str, store: StoreDep) -> Signature:
     """The signature ``name``."""
     return _call(SignatureStore(store).get, name)  # type: ignore[no-any-return]
 
 
-@router.delete("/signatures/{name}", status_code=204, responses={404: {"description": "no such signature"}},
+@router.delete("/signatures/{name}", status_code=204, responses={**_404, **INVALID},
                summary="Delete a signature")  # fmt: skip
 def delete_signature(name: str, store: StoreDep) -> None:
     """Forget ``name``."""
     _call(SignatureStore(store).delete, name)
 
 
-@router.post("/signatures/{name}/run", responses={404: {"description": "no such signature"}, **_422},
+@router.post("/signatures/{name}/run", responses={**_404, **_422},
              summary="Backtest a saved signature")  # fmt: skip
 def run_signature(name: str, request: Request, store: StoreDep, body: RunSignature | None = None) -> BacktestResult:
     """Backtest ``name`` over history (or the given range)."""

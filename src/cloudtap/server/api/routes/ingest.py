@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from cloudtap.server.api.deps import SettingsDep
 from cloudtap.server.ingest import IngestError, Ingestor
@@ -43,7 +44,8 @@ async def ingest(
         raise HTTPException(413, f"batch of {len(body)} bytes is over the {settings.api.max_batch_mib} MiB limit")
     ingestor: Ingestor = request.app.state.ingestor
     try:
-        result = ingestor.ingest_bytes(body, x_cloudtap_agent, x_cloudtap_seq)
+        # decoding + the blocking insert run off the event loop: heartbeats, long-polls and queries go on
+        result = await run_in_threadpool(ingestor.ingest_bytes, body, x_cloudtap_agent, x_cloudtap_seq)
     except IngestError as exc:
         raise HTTPException(400, str(exc)) from exc
     return IngestAck(stored=True, duplicate=result.duplicate, rows=result.rows)

@@ -4,7 +4,8 @@ The server asks every agent concurrently, merges the answers by time (one interf
 point, named ``<host>/<vm>/<interface>``) and streams the file with its ``Content-Length``. Answers 400
 (bad request, no inventory to resolve ``vm``), 404 (no agent saw the VM), 413 (over the size cap, with
 the reason), 502 (an agent failed). Every retrieval, served or not, is one line of the audit log (who:
-the ``X-Cloudtap-User`` header).
+the ``X-Cloudtap-User`` header). Target URLs must be http(s) URLs with a host (else 422, like any
+malformed body).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cloudtap.server.api.routes._errors import INVALID
 from cloudtap.server.pcap import AuditLog, PcapError, PcapRequest, Target, default_audit_path, retrieve
 from cloudtap.server.pcap.errors import PcapRequestError
 from cloudtap.server.query.errors import QueryError
@@ -29,9 +32,32 @@ PCAPNG = "application/x-pcapng"
 class TargetIn(BaseModel):
     """A capture point to ask: an agent's control URL and the interfaces (names, VM domains, globs) on it."""
 
-    url: str
-    interfaces: list[str] = Field(default_factory=list)
-    host: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048, description="agent control URL: http(s)://host[:port][/path]")
+    interfaces: list[str] = Field(default_factory=list, max_length=1024)
+    host: str | None = Field(None, max_length=256)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        return check_agent_url(v)
+
+
+def check_agent_url(url: str) -> str:
+    """``url`` if it is an ``http``/``https`` URL with a host (and a valid port); else ValueError naming it."""
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise ValueError(f"target url {url!r} contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"target url {url!r} is not a URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"target url {url!r} is not an http(s) URL with a host, like http://10.0.0.7:9477")
+    if port == 0:
+        raise ValueError(f"target url {url!r}: port 0")
+    return url
 
 
 class PcapIn(BaseModel):
@@ -66,7 +92,9 @@ def _audit(request: Request) -> AuditLog:
     response_class=StreamingResponse,
     responses={
         200: {"content": {PCAPNG: {}}, "description": "the merged pcapng"},
-        400: {"model": PcapErrorOut, "description": "bad window or filter, or vm given with no inventory"},
+        400: {"model": PcapErrorOut,
+              "description": "body not JSON, bad window or filter, or vm given with no inventory"},
+        **INVALID,
         404: {"model": PcapErrorOut, "description": "no agent captured the VM in the window"},
         413: {"model": PcapErrorOut, "description": "the packets exceed the size cap (reason in detail)"},
         502: {"model": PcapErrorOut, "description": "an agent failed or could not be reached"},

@@ -3,6 +3,11 @@
 JSON by default; ``Accept: application/vnd.apache.arrow.stream`` returns an Arrow IPC stream (stats
 and meta as JSON in the schema metadata). Unknown names and out-of-bounds values answer 422 with the
 allowed names.
+
+Filters may name inventory entities (``vm=db-01``, ``client_project=pay*``; the ``project``, ``vm``,
+``host`` and ``subnet`` parameters of the shortcuts), resolved as they were during the queried window;
+a name that matches nothing answers 422 naming it. Grouping by ``client_vm`` (or ``client_vm_id``...)
+shows names. The resolver is ``app.state.names`` (the inventory router builds it).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from fastapi import Query as Param
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from cloudtap.inventory.names import NameResolver
 from cloudtap.server.api.deps import StoreDep
+from cloudtap.server.api.routes._errors import BAD_JSON, ValidationErrorOut, unprocessable_item
 from cloudtap.server.query.catalog import describe
 from cloudtap.server.query.engine import ARROW_STREAM, QueryEngine, QueryResult
 from cloudtap.server.query.errors import QueryError
@@ -59,7 +66,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {ARROW_STREAM: {}},
         "description": "the answer (JSON or Arrow IPC)",
     },
-    422: {"description": "unknown name or bad value; detail names the field and the allowed names"},
+    422: {
+        "model": ValidationErrorOut,
+        "description": "unknown name (dimension, metric or inventory entity) or bad value; detail names the "
+        "field and the allowed names",
+    },
 }
 
 Since = Annotated[str | None, Param(description="relative range ending now: 15m, 1h, 2d, or 'all'")]
@@ -72,18 +83,31 @@ Filters = Annotated[
 ]
 Table = Annotated[str | None, Param(description="flows | edges | endpoints (default: edges if they suffice)")]
 Interval = Annotated[str | None, Param(description="1s | 1m | 1h (edges/endpoints; default by range)")]
+Project = Annotated[str | None, Param(description="project name(s) or * glob, either side (a,b for a list)")]
+Vm = Annotated[str | None, Param(description="VM name(s) or * glob, either side")]
+Host = Annotated[str | None, Param(description="host name(s) or * glob, either side")]
+Subnet = Annotated[str | None, Param(description="subnet name(s) or * glob, either side")]
 
 
 def _unprocessable(exc: QueryError, where: str) -> HTTPException:
-    detail: dict[str, Any] = {"loc": [where, exc.field], "msg": exc.message, "type": "value_error"}
-    if exc.allowed is not None:
-        detail["ctx"] = {"allowed": exc.allowed}
-    return HTTPException(status_code=422, detail=[detail])
+    return HTTPException(status_code=422, detail=[unprocessable_item(where, exc.field, exc.message, exc.allowed)])
+
+
+def _names(request: Request) -> NameResolver | None:
+    """The inventory's resolver (built on first use when the app runs without its lifespan); None if disabled."""
+    state = request.app.state
+    names = getattr(state, "names", None)
+    if names is None and getattr(getattr(state, "settings", None), "inventory", None) is not None:
+        from cloudtap.server.api.routes.inventory import install
+
+        install(request.app)
+        names = getattr(state, "names", None)
+    return names  # type: ignore[no-any-return]
 
 
 def _answer(request: Request, store: Any, query: Query, where: str) -> Response:
     try:
-        result = QueryEngine(store).run(query)
+        result = QueryEngine(store, names=_names(request)).run(query)
     except QueryError as exc:
         raise _unprocessable(exc, where) from exc
     return _respond(request, result)
@@ -102,7 +126,7 @@ def _preset(builder: Any, **kwargs: Any) -> Query:
         raise _unprocessable(exc, "query") from exc
 
 
-@router.post("", responses={**_RESPONSES, 400: {"description": "the body is not valid JSON"}}, response_model=None,
+@router.post("", responses={**_RESPONSES, **BAD_JSON}, response_model=None,
              summary="Run a query")  # fmt: skip
 def run_query(query: Query, request: Request, store: StoreDep) -> Response:
     """Filter, group and aggregate flows, edges or endpoints over a time range (see docs/query.md)."""
@@ -124,10 +148,15 @@ def top(
     limit: Annotated[int, Param(ge=1, le=MAX_LIMIT)] = 10,
     table: Table = None,
     interval: Interval = None,
+    project: Project = None,
+    vm: Vm = None,
+    host: Host = None,
+    subnet: Subnet = None,
 ) -> Response:
     """The ``limit`` biggest groups by a metric."""
+    names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
     query = _preset(top_query, by=by, group=group, since=since, time_from=time_from, time_to=time_to,
-                    filters=filters, limit=limit, table=table, interval=interval)  # fmt: skip
+                    filters=filters, limit=limit, table=table, interval=interval, names=names)  # fmt: skip
     return _answer(request, store, query, "query")
 
 
@@ -147,10 +176,16 @@ def series(
     top: Annotated[int | None, Param(ge=1, le=1000, description="grouped: keep the biggest groups")] = None,
     table: Table = None,
     interval: Interval = None,
+    project: Project = None,
+    vm: Vm = None,
+    host: Host = None,
+    subnet: Subnet = None,
 ) -> Response:
     """A metric per time bucket (empty buckets of an ungrouped series are filled)."""
+    names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
     query = _preset(series_query, metric=metric, step=step, since=since, time_from=time_from, time_to=time_to,
-                    filters=filters, group=group, top=top, table=table, interval=interval)  # fmt: skip
+                    filters=filters, group=group, top=top, table=table, interval=interval,
+                    names=names)  # fmt: skip
     return _answer(request, store, query, "query")
 
 
@@ -167,10 +202,15 @@ def flows(
     order: Annotated[
         str | None, Param(description="sort: -bytes_c2s, first asc ... (default newest first)")
     ] = None,
+    project: Project = None,
+    vm: Vm = None,
+    host: Host = None,
+    subnet: Subnet = None,
 ) -> Response:
     """Raw flow records, newest first."""
+    names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
     query = _preset(flows_query, since=since, time_from=time_from, time_to=time_to, filters=filters, limit=limit,
-                    columns=columns, order=order)  # fmt: skip
+                    columns=columns, order=order, names=names)  # fmt: skip
     return _answer(request, store, query, "query")
 
 
