@@ -79,15 +79,21 @@ def test_import_through_the_server_equals_the_meter(shared_pcaps: Path, tmp_path
     pcap = shared_pcaps / ONE_TCP
     with server_process(tmp_path / "data", tmp_path / "url") as proc:
         url = _wait_file(tmp_path / "url")
-        done = subprocess.run([*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
-        again = subprocess.run([*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True, timeout=120)
+        again = subprocess.run(
+            [*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True, timeout=120
+        )
         assert again.returncode == 0, again.stderr
         assert total_packets(url) == 36  # imported twice, stored once
         assert proc.poll() is None
 
 
-def _agent(pcap: Path, tmp_path: Path, url: str, name: str, speed: str = "max") -> subprocess.Popen[str]:
+def _agent(
+    pcap: Path, tmp_path: Path, url: str, name: str, speed: str = "max", stay: bool = False
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "CLOUDTAP_AGENT__AGENT_ID": name,
@@ -96,9 +102,10 @@ def _agent(pcap: Path, tmp_path: Path, url: str, name: str, speed: str = "max") 
         "CLOUDTAP_AGENT__OUTPUT__SPOOL_DIRECTORY": str(tmp_path / f"spool-{name}"),
         "CLOUDTAP_AGENT__OUTPUT__FLUSH_INTERVAL_S": "0.2",
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
+        "CLOUDTAP_AGENT__CONTROL__STATUS_FILE": str(tmp_path / f"agent-{name}.url"),
     }
     return subprocess.Popen(
-        [*CLI, "agent", "run", "--replay", str(pcap), "--speed", speed, "--port", "0"],
+        [*CLI, "agent", "run", "--replay", str(pcap), "--speed", speed, "--port", "0", *(["--stay"] if stay else [])],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -133,6 +140,55 @@ def test_kill_9_mid_ingest_loses_and_duplicates_nothing(cloud_pcap: Path, tmp_pa
         while total_packets(url) < want and time.monotonic() < deadline:
             time.sleep(0.5)
         assert total_packets(url) == want
+
+
+#: How long the server stays down in the outage test (the issue asks for 2 minutes).
+OUTAGE_S = float(os.environ.get("CLOUDTAP_TEST_OUTAGE_S", "120"))
+
+
+@pytest.mark.slow
+def test_server_down_two_minutes_agent_spools_and_loses_nothing(cloud_pcap: Path, tmp_path: Path) -> None:
+    """The agent keeps capturing through a 2-minute server outage, spools, and delivers it all once."""
+    expected = meter_file(cloud_pcap)
+    want = int(expected.flows["packets_c2s"].sum() + expected.flows["packets_s2c"].sum())
+    port = _free_port()
+    # 10 minutes of traffic at 4x: 150 s of shipping, most of it while the server is down
+    with server_process(tmp_path / "data", tmp_path / "url", port) as first:
+        url = _wait_file(tmp_path / "url")
+        agent = _agent(cloud_pcap, tmp_path, url, "outage", speed="4", stay=True)
+        agent_url = _wait_file(tmp_path / "agent-outage.url")
+        time.sleep(5.0)
+        before = total_packets(url)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    try:
+        down_until = time.monotonic() + OUTAGE_S
+        seen_pending = 0
+        captured_at_start = get_json(agent_url + "/status")["captured_packets"]
+        while time.monotonic() < down_until:
+            status = get_json(agent_url + "/status")
+            seen_pending = max(seen_pending, status["ship_pending_batches"])
+            time.sleep(1.0)
+        status = get_json(agent_url + "/status")
+        assert status["captured_packets"] > captured_at_start  # it kept capturing through the outage
+        assert seen_pending > 0  # ...and spooled what it could not send
+        with server_process(tmp_path / "data", tmp_path / "url", port):
+            url = _wait_file(tmp_path / "url")
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                status = get_json(agent_url + "/status")
+                if (
+                    status["replay_done"]
+                    and status["ship_pending_batches"] == 0
+                    and total_packets(url) >= want
+                ):
+                    break
+                time.sleep(1.0)
+            assert before < want
+            assert total_packets(url) == want  # nothing lost, nothing twice
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
 
 
 def _free_port() -> int:

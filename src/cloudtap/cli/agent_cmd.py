@@ -38,16 +38,22 @@ def run_command(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="agent YAML config")] = None,
     replay: Annotated[Path | None, typer.Option(help="replay this capture instead of capturing live")] = None,
     speed: Annotated[str, typer.Option(help="replay speed: max, or a factor such as 1 or 10x")] = "max",
-    stay: Annotated[bool, typer.Option(help="after a replay, keep running (serve packets, heartbeat) until stopped")] = False,
+    stay: Annotated[
+        bool, typer.Option(help="after a replay, keep running (serve packets, heartbeat) until stopped")
+    ] = False,
     output: Annotated[Path | None, typer.Option(help="output directory (overrides the config)")] = None,
-    port: Annotated[int | None, typer.Option(help="control endpoint port (overrides the config; 0 = any)")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="control endpoint port (overrides the config; 0 = any)")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log at INFO")] = False,
 ) -> None:
     """Run the agent in the foreground until SIGTERM/SIGINT (stops within a second)."""
     from cloudtap.agent.config import load_agent_config
     from cloudtap.agent.runner import Agent
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
+    )
     err = Console(stderr=True)
     try:
         cfg = load_agent_config(config)
@@ -112,12 +118,16 @@ def status_command(
         f"drops: kernel {s['kernel_drops']:,} · pps cap {s['pps_limit_drops']:,} · table full {s['meter_drops']:,}"
         f" · filter {s['filter_drops']:,} · duplicates {s['duplicates']:,}"
     )
-    console.print(f"cpu {s['cpu_percent']:.0f}% · rss {human_bytes(s['rss_bytes'])} · host load {s['load1']:.2f}")
+    console.print(
+        f"cpu {s['cpu_percent']:.0f}% · rss {human_bytes(s['rss_bytes'])} · host load {s['load1']:.2f}"
+    )
     table = Table(title="interfaces", header_style="bold cyan")
     for col in ("interface", "VM", "packets", "kernel drops"):
         table.add_column(col)
     for name, c in sorted(s["interfaces"].items()):
-        table.add_row(name, c.get("vm_domain") or "-", f"{c.get('packets', 0):,}", f"{c.get('kernel_drops', 0):,}")
+        table.add_row(
+            name, c.get("vm_domain") or "-", f"{c.get('packets', 0):,}", f"{c.get('kernel_drops', 0):,}"
+        )
     console.print(table)
     for e in s.get("errors", []):
         console.print(f"[red]error:[/] {e}")

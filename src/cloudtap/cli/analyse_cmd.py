@@ -21,18 +21,22 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from cloudtap.cli.http_errors import describe_http_error
 from cloudtap.cli.query_cmd import DEFAULT_SERVER, CliError, open_local_store
 from cloudtap.cli.render import human_bytes, make_console
 
 # --- options shared by the commands -------------------------------------------------------------------
 
 ServerOpt = Annotated[
-    str | None, typer.Option("--server", envvar="CLOUDTAP_SERVER", help=f"server URL (default {DEFAULT_SERVER})")
+    str | None,
+    typer.Option("--server", envvar="CLOUDTAP_SERVER", help=f"server URL (default {DEFAULT_SERVER})"),
 ]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="embedded chDB data directory, read directly")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
 SinceOpt = Annotated[str, typer.Option("--since", help="window ending now: 15m, 1h, 2d")]
-FromOpt = Annotated[str | None, typer.Option("--from", help="window start (ISO 8601, epoch, -1h); wins over --since")]
+FromOpt = Annotated[
+    str | None, typer.Option("--from", help="window start (ISO 8601, epoch, -1h); wins over --since")
+]
 ToOpt = Annotated[str | None, typer.Option("--to", help="window end (default now)")]
 VmOpt = Annotated[str | None, typer.Option("--vm", help="VM name, id:<n> or id (either side)")]
 IpOpt = Annotated[str | None, typer.Option("--ip", help="IP or CIDR (either side)")]
@@ -61,7 +65,11 @@ def add_analysis_commands(app: typer.Typer) -> None:
 
 
 def _window(since: str, time_from: str | None, time_to: str | None) -> dict[str, Any]:
-    start = time_from if time_from is not None else (since if since.startswith("-") or since == "all" else f"-{since}")
+    start = (
+        time_from
+        if time_from is not None
+        else (since if since.startswith("-") or since == "all" else f"-{since}")
+    )
     return {"time_from": start, "time_to": time_to}
 
 
@@ -69,7 +77,9 @@ def _filter(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def _http(server: str, method: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 120.0) -> Any:
+def _http(
+    server: str, method: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 120.0
+) -> Any:
     url = server.rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -78,26 +88,12 @@ def _http(server: str, method: str, path: str, body: dict[str, Any] | None = Non
             raw = resp.read()
             return json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
-        raise CliError(_http_error(exc), 2 if exc.code in (404, 422) else 1) from exc
+        raise CliError(describe_http_error(exc), 2 if exc.code in (404, 422) else 1) from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CliError(f"cannot reach {server}: {reason} (is `cloudtap server run` up? or use --data DIR)") from exc
-
-
-def _http_error(exc: urllib.error.HTTPError) -> str:
-    try:
-        payload = json.loads(exc.read())
-    except (ValueError, OSError):
-        return f"server answered {exc.code} {exc.reason}"
-    detail = payload.get("detail") if isinstance(payload, dict) else None
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        d = detail[0]
-        ctx = d.get("ctx") if isinstance(d.get("ctx"), dict) else {}
-        allowed = ctx.get("allowed") if ctx else None
-        where = ".".join(str(p) for p in d.get("loc", [])[1:])
-        text = f"{where}: {d.get('msg')}" if where else str(d.get("msg"))
-        return text + (f"; allowed: {', '.join(map(str, allowed))}" if allowed else "")
-    return f"server answered {exc.code}: {detail or payload}"
+        raise CliError(
+            f"cannot reach {server}: {reason} (is `cloudtap server run` up? or use --data DIR)"
+        ) from exc
 
 
 def _local(data: Path, call: Callable[[Any], Any]) -> Any:
@@ -175,7 +171,9 @@ def _table(title: str, columns: list[str], rows: list[list[str]], caption: str |
 def _span(w: dict[str, str] | None) -> str:
     if not w:
         return "-"
-    return f"{w['from'].replace('T', ' ').removesuffix('Z')} → {w['to'].replace('T', ' ').removesuffix('Z')} UTC"
+    return (
+        f"{w['from'].replace('T', ' ').removesuffix('Z')} → {w['to'].replace('T', ' ').removesuffix('Z')} UTC"
+    )
 
 
 def show_topology(a: dict[str, Any], console: Console) -> None:
@@ -194,7 +192,9 @@ def _change_rows(changes: list[dict[str, Any]], edge: bool) -> list[list[str]]:
     rows = []
     for c in changes:
         bursts = c.get("bursts") or []
-        burst = ", ".join(f"{b['start'][11:16]}–{b['end'][11:16]}" for b in bursts[:3]) + (" …" if len(bursts) > 3 else "")
+        burst = ", ".join(f"{b['start'][11:16]}–{b['end'][11:16]}" for b in bursts[:3]) + (
+            " …" if len(bursts) > 3 else ""
+        )
         who = [c["source_name"], c["target_name"] or ""] if edge else [c["source_name"], ""]
         port = f"{c['server_port']}/{c['proto']}" if c.get("server_port") is not None else ""
         rel = "new" if c["status"] == "new" else "gone" if c["status"] == "vanished" else (
@@ -210,7 +210,9 @@ def show_compare(a: dict[str, Any], console: Console) -> None:
     cap = (f"A {_span(a['window'])} vs baseline {_span(a['baseline'])} · {a['stored_table']} · step {a['step_s']} s · "
            f"{a['counts']['new_edges']} new, {a['counts']['vanished_edges']} vanished of {a['counts']['edges']} edges · "
            f"{a['elapsed_ms']:.0f} ms")  # fmt: skip
-    console.print(_table(f"edges that changed most (by {a['rank_by']})", head, _change_rows(a["edges"], True), cap))
+    console.print(
+        _table(f"edges that changed most (by {a['rank_by']})", head, _change_rows(a["edges"], True), cap)
+    )
     console.print(_table("endpoints that changed most", ["endpoint", "", "", *head[3:]],
                          _change_rows(a["endpoints"], False)))  # fmt: skip
     if a["new_edges"]:
@@ -225,7 +227,9 @@ def show_bursts(a: dict[str, Any], console: Console) -> None:
              _num(b["buckets"]), _num(b["total"]), _num(b["peak"]), _num(b["peak_z"])] for b in a["bursts"]]  # fmt: skip
     cap = (f"{_span(a['window'])} · {a['stored_table']} · step {a['step_s']} s · median {_num(a['median'])}, "
            f"sigma {_num(a['sigma'])} · {a['elapsed_ms']:.0f} ms")  # fmt: skip
-    console.print(_table(f"bursts of {a['metric']}", ["start", "end", "buckets", "total", "peak", "peak z"], rows, cap))
+    console.print(
+        _table(f"bursts of {a['metric']}", ["start", "end", "buckets", "total", "peak", "peak z"], rows, cap)
+    )
 
 
 def show_drill(a: dict[str, Any], console: Console) -> None:
@@ -241,7 +245,9 @@ def show_drill(a: dict[str, Any], console: Console) -> None:
         rows = [[f"{p['client_name']} ({p['client']})", f"{p['server_name']} ({p['server']})",
                  f"{p['server_port']}/{p['proto']}", p["direction"], _b(p["bytes_forward"]), _b(p["bytes_back"]),
                  f"{p['ratio']:.1f}"] for p in a["one_way"]]  # fmt: skip
-        console.print(_table("one-way pushes", ["client", "server", "port", "dir", "forward", "back", "ratio"], rows))
+        console.print(
+            _table("one-way pushes", ["client", "server", "port", "dir", "forward", "back", "ratio"], rows)
+        )
     rows = [[f"{f['client']}", f"{f['server']}:{f['server_port']}", f["close_type"], _num(f["count"]), f["first"][11:19],
              f["last"][11:19]] for f in a["failed_handshakes"]]  # fmt: skip
     console.print(_table(f"failed handshakes ({a['failed_total']})", ["client", "server", "close", "count", "first",
@@ -352,7 +358,9 @@ def drill_command(
                        lambda s: drill(s, _validated(DrillRequest, body))), as_json, show_drill)  # type: ignore[arg-type]  # fmt: skip
 
 
-WhenOpt = Annotated[str | None, typer.Option("--when", help="condition per bucket: bytes>50M, z(bytes)>4, oneway>10")]
+WhenOpt = Annotated[
+    str | None, typer.Option("--when", help="condition per bucket: bytes>50M, z(bytes)>4, oneway>10")
+]
 StepOpt = Annotated[str, typer.Option("--step", help="bucket: 1m (default), 1h, 1s")]
 
 
@@ -435,11 +443,17 @@ def signature_list(server: ServerOpt = None, data: DataOpt = None, as_json: Json
     def local(s: Any) -> Any:
         return [x.model_dump(mode="json") for x in SignatureStore(s).list()]
 
-    _main(lambda: _run(server, data, "GET", "/api/v1/analysis/signatures", None, local), as_json, show_signatures)
+    _main(
+        lambda: _run(server, data, "GET", "/api/v1/analysis/signatures", None, local),
+        as_json,
+        show_signatures,
+    )
 
 
 @signature_app.command("show")
-def signature_show(name: str, server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+def signature_show(
+    name: str, server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False
+) -> None:
     """Show one saved signature."""
     from cloudtap.server.analyse import SignatureStore
 
@@ -468,7 +482,9 @@ def signature_run(
     """Backtest a saved signature over all history (or --from/--to)."""
     from cloudtap.server.analyse import SignatureStore, backtest
 
-    body = {k: v for k, v in {"time_from": time_from, "time_to": time_to, "limit": limit}.items() if v is not None}
+    body = {
+        k: v for k, v in {"time_from": time_from, "time_to": time_to, "limit": limit}.items() if v is not None
+    }
     _main(lambda: _run(server, data, "POST", f"/api/v1/analysis/signatures/{name}/run", body,
                        lambda s: backtest(s, SignatureStore(s).get(name), time_from, time_to, limit=limit)),
           as_json, show_backtest)  # fmt: skip

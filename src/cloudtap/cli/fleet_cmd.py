@@ -15,6 +15,7 @@ import typer
 import yaml
 from rich.table import Table
 
+from cloudtap.cli.http_errors import describe_http_error
 from cloudtap.cli.render import human_bytes, make_console
 
 DEFAULT_SERVER = os.environ.get("CLOUDTAP_SERVER", "http://127.0.0.1:8470")
@@ -34,11 +35,7 @@ def api(server: str, path: str, method: str = "GET", body: Any = None) -> Any:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("detail")
-        except ValueError:
-            detail = exc.reason
-        make_console(stderr=True).print(f"[bold red]error:[/] HTTP {exc.code}: {detail}")
+        make_console(stderr=True).print(f"[bold red]error:[/] HTTP {exc.code}: {describe_http_error(exc)}")
         raise typer.Exit(1) from exc
     except (urllib.error.URLError, OSError) as exc:
         make_console(stderr=True).print(f"[bold red]error:[/] no server answering at {server}: {exc}")
@@ -48,16 +45,44 @@ def api(server: str, path: str, method: str = "GET", body: Any = None) -> Any:
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "never"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
 
 
 def _agents_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, header_style="bold cyan")
-    for col in ("agent", "host", "group", "state", "cpu %", "rss", "captured", "pps", "drops", "seen", "config"):
-        table.add_column(col, justify="right" if col in ("cpu %", "rss", "captured", "pps", "drops") else "left")
+    for col in (
+        "agent",
+        "host",
+        "group",
+        "state",
+        "cpu %",
+        "rss",
+        "captured",
+        "pps",
+        "drops",
+        "seen",
+        "config",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("cpu %", "rss", "captured", "pps", "drops") else "left"
+        )
     for r in rows:
-        state = "[red]stale[/]" if r["stale"] else "[green]capturing[/]" if r["capturing"] else "[yellow]paused[/]"
-        cfg = f"v{r['applied_version']}/{r['config_version']}" + (" [yellow]restart[/]" if r["restart_required"] else "")
+        state = (
+            "[red]stale[/]"
+            if r["stale"]
+            else "[green]capturing[/]"
+            if r["capturing"]
+            else "[yellow]paused[/]"
+        )
+        cfg = f"v{r['applied_version']}/{r['config_version']}" + (
+            " [yellow]restart[/]" if r["restart_required"] else ""
+        )
         table.add_row(r["name"], r["host"], r["group"], state, f"{r['cpu']:.0f}", human_bytes(r["memory"]),
                       f"{human_bytes(r['bps'] / 8)}/s", f"{r['pps']:,.0f}", f"{r['drops']:,}", _age(r["last_seen_s"]),
                       cfg)  # fmt: skip
@@ -73,7 +98,9 @@ def top_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Top agents by CPU, memory, captured bps, drops... over the last minute or hour."""
-    rows = api(server, f"/api/v1/fleet/top?{urllib.parse.urlencode({'by': by, 'window': window, 'limit': limit})}")
+    rows = api(
+        server, f"/api/v1/fleet/top?{urllib.parse.urlencode({'by': by, 'window': window, 'limit': limit})}"
+    )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -133,10 +160,19 @@ def why_command(
         typer.echo(json.dumps(d, indent=2))
     else:
         console = make_console()
-        marks = {"ok": "[green]ok[/]", "broken": "[bold red]BROKEN[/]", "warn": "[yellow]warn[/]", "skipped": "[dim]skip[/]"}
+        marks = {
+            "ok": "[green]ok[/]",
+            "broken": "[bold red]BROKEN[/]",
+            "warn": "[yellow]warn[/]",
+            "skipped": "[dim]skip[/]",
+        }
         for s in d["steps"]:
             console.print(f"{marks.get(s['status'], s['status']):>8}  {s['step']:<11} {s['detail']}")
-        console.print(("[bold red]broken link:[/] " if d["broken"] else "[green]") + d["summary"] + ("" if d["broken"] else "[/]"))
+        console.print(
+            ("[bold red]broken link:[/] " if d["broken"] else "[green]")
+            + d["summary"]
+            + ("" if d["broken"] else "[/]")
+        )
     if d["broken"]:
         raise typer.Exit(3)
 
@@ -160,7 +196,9 @@ def capture_command(
 @fleet_app.command("group-config")
 def group_config_command(
     group: Annotated[str, typer.Argument(help="group name")],
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="YAML overlay (partial agent config); none: show")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="YAML overlay (partial agent config); none: show")
+    ] = None,
     server: ServerOpt = DEFAULT_SERVER,
 ) -> None:
     """Show or set a group's config overlay; prints each key's apply mode (hot / restart)."""

@@ -64,7 +64,9 @@ def _cell(value: Any) -> str:
 
 @inventory_app.command("list")
 def list_command(
-    kind: Annotated[str, typer.Argument(help="vm, host, project, subnet, network, interface, region, pod, service...")],
+    kind: Annotated[
+        str, typer.Argument(help="vm, host, project, subnet, network, interface, region, pod, service...")
+    ],
     at: Annotated[str | None, typer.Option(help="as it was at this time (ISO 8601, epoch, -1h)")] = None,
     name: Annotated[str | None, typer.Option(help="name filter (* globs)")] = None,
     limit: Annotated[int, typer.Option(help="at most this many")] = 1000,
@@ -80,7 +82,9 @@ def list_command(
     table = Table("id", "name", *extra, "source", "key")
     for item in answer["items"]:
         label = item.get("name") or item.get("mac", "")
-        table.add_row(str(item["id"]), label, *(_cell(item.get(c)) for c in extra), item["source"], item["key"])
+        table.add_row(
+            str(item["id"]), label, *(_cell(item.get(c)) for c in extra), item["source"], item["key"]
+        )
     console = make_console()
     console.print(table)
     console.print(f"{answer['total']} {kind}(s)" + (f", {limit} shown" if answer["total"] > limit else ""))
@@ -102,7 +106,9 @@ def history_command(
         return
     table = Table("valid from", "valid to", "source", "name", "attributes")
     for iv in answer["intervals"]:
-        attrs = {k: v for k, v in iv["attrs"].items() if k not in ("key", "name") and v not in ("", None, [], ())}
+        attrs = {
+            k: v for k, v in iv["attrs"].items() if k not in ("key", "name") and v not in ("", None, [], ())
+        }
         until = "now" if iv["valid_to"] is None else iso(iv["valid_to"])
         table.add_row(iso(iv["valid_from"]), until, iv["source"], iv["name"], json.dumps(attrs))
     make_console().print(table)
@@ -151,7 +157,9 @@ def status_command(
     console = make_console()
     console.print(table)
     counts = ", ".join(f"{n} {k}" for k, n in answer["counts"].items() if n)
-    console.print(f"inventory: {counts or 'empty'}; tagged rows: {answer['tagging']['rows']:,}", highlight=False)
+    console.print(
+        f"inventory: {counts or 'empty'}; tagged rows: {answer['tagging']['rows']:,}", highlight=False
+    )
 
 
 @inventory_app.command("check")

@@ -34,7 +34,9 @@ def _progress(console: Any) -> Progress:
     )
 
 
-def _from_server(server: str, body: dict[str, Any], user: str, output: Path, console: Any, quiet: bool) -> tuple[int, int]:
+def _from_server(
+    server: str, body: dict[str, Any], user: str, output: Path, console: Any, quiet: bool
+) -> tuple[int, int]:
     import httpx
 
     url = server.rstrip("/") + "/api/v1/pcap"
@@ -47,7 +49,11 @@ def _from_server(server: str, body: dict[str, Any], user: str, output: Path, con
                     detail = response.json().get("detail", response.text)
                 except ValueError:
                     detail = response.text
-                code = EXIT_TOO_LARGE if response.status_code == 413 else (2 if response.status_code in (400, 404, 422) else 1)
+                code = (
+                    EXIT_TOO_LARGE
+                    if response.status_code == 413
+                    else (2 if response.status_code in (400, 404, 422) else 1)
+                )
                 console.print(f"[red]error[/red] (HTTP {response.status_code}): {detail}")
                 raise typer.Exit(code)
             total = int(response.headers.get("content-length") or 0) or None
@@ -96,18 +102,27 @@ def pcap_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="pcapng file to write")],
     time_from: Annotated[str, typer.Option("--from", help="window start: ISO 8601, epoch, or -1h")],
     time_to: Annotated[str, typer.Option("--to", help="window end (default now)")] = "now",
-    vm: Annotated[str | None, typer.Option("--vm", help="VM whose packets to fetch (the server finds the agents)")] = None,
+    vm: Annotated[
+        str | None, typer.Option("--vm", help="VM whose packets to fetch (the server finds the agents)")
+    ] = None,
     bpf: Annotated[str | None, typer.Option("--filter", help="tcpdump filter applied on the agents")] = None,
     agent: Annotated[
         list[str] | None,
         typer.Option("--agent", help="agent control URL[#iface,iface]; repeat for several (instead of --vm)"),
     ] = None,
     server: Annotated[
-        str | None, typer.Option("--server", envvar="CLOUDTAP_SERVER", help=f"server URL (default {DEFAULT_SERVER})")
+        str | None,
+        typer.Option("--server", envvar="CLOUDTAP_SERVER", help=f"server URL (default {DEFAULT_SERVER})"),
     ] = None,
-    user: Annotated[str | None, typer.Option("--user", help="who retrieves (audit log); default: login name")] = None,
-    max_bytes: Annotated[int | None, typer.Option("--max-bytes", help="size cap of the file (server cap applies)")] = None,
-    local: Annotated[bool, typer.Option("--local", help="fetch from the --agent URLs in this process, no server")] = False,
+    user: Annotated[
+        str | None, typer.Option("--user", help="who retrieves (audit log); default: login name")
+    ] = None,
+    max_bytes: Annotated[
+        int | None, typer.Option("--max-bytes", help="size cap of the file (server cap applies)")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="fetch from the --agent URLs in this process, no server")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Retrieve stored packets as one pcapng (merged by time, one interface per capture point)."""

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cloudtap.cli.http_errors import describe_http_error
 from cloudtap.cli.render import human_bytes, make_console
 from cloudtap.server.query.errors import QueryError
 from cloudtap.server.query.model import Query
@@ -141,27 +142,12 @@ def run_remote(server: str, query: Query, timeout_s: float = 60.0) -> QueryResul
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - user-given server URL
             return QueryResult.from_arrow_ipc(resp.read())
     except urllib.error.HTTPError as exc:
-        raise CliError(_http_error(exc), 2 if exc.code == 422 else 1) from exc
+        raise CliError(describe_http_error(exc), 2 if exc.code == 422 else 1) from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CliError(
             f"cannot reach {server}: {reason} (is `cloudtap server run` up? or use --data DIR)"
         ) from exc
-
-
-def _http_error(exc: urllib.error.HTTPError) -> str:
-    try:
-        payload = json.loads(exc.read())
-    except (ValueError, OSError):
-        return f"server answered {exc.code} {exc.reason}"
-    detail = payload.get("detail") if isinstance(payload, dict) else None
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        d = detail[0]
-        allowed = (d.get("ctx") or {}).get("allowed") if isinstance(d.get("ctx"), dict) else None
-        where = ".".join(str(p) for p in d.get("loc", [])[1:])
-        text = f"{where}: {d.get('msg')}" if where else str(d.get("msg"))
-        return text + (f"; allowed: {', '.join(map(str, allowed))}" if allowed else "")
-    return f"server answered {exc.code}: {detail or payload}"
 
 
 def execute(query: Query, server: str | None, data: Path | None) -> QueryResult:

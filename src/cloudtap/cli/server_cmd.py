@@ -13,7 +13,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from cloudtap.errors import CloudtapError
 
-server_app = typer.Typer(help="The server: ingest, storage (embedded chDB or ClickHouse) and the API.", no_args_is_help=True)
+server_app = typer.Typer(
+    help="The server: ingest, storage (embedded chDB or ClickHouse) and the API.", no_args_is_help=True
+)
 
 
 def open_store(dsn: str, database: str = "cloudtap", cluster: str | None = None, **kwargs: Any) -> Any:
@@ -26,15 +28,21 @@ def open_store(dsn: str, database: str = "cloudtap", cluster: str | None = None,
     except CloudtapError:
         raise
     except Exception as exc:  # chDB refuses a data path another process holds
-        raise CloudtapError(f"cannot open the store {dsn}: {exc} (is another cloudtap process using it?)") from exc
+        raise CloudtapError(
+            f"cannot open the store {dsn}: {exc} (is another cloudtap process using it?)"
+        ) from exc
     return store
 
 
 @server_app.command("run")
 def run_command(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="server YAML config")] = None,
-    data: Annotated[Path | None, typer.Option(help="embedded chDB data directory (overrides storage.dsn)")] = None,
-    port: Annotated[int | None, typer.Option(help="API port (overrides the config; 0 = any free port)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="embedded chDB data directory (overrides storage.dsn)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="API port (overrides the config; 0 = any free port)")
+    ] = None,
     listen: Annotated[str | None, typer.Option(help="API address (overrides the config)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -81,7 +89,9 @@ def run_command(
 
 def import_command(
     files: Annotated[list[Path], typer.Argument(help="pcap/pcapng files, metered in order as one stream")],
-    data: Annotated[Path | None, typer.Option(help="embedded chDB data directory (no server running on it)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="embedded chDB data directory (no server running on it)")
+    ] = None,
     server: Annotated[str | None, typer.Option(help="server URL, e.g. http://127.0.0.1:8470")] = None,
     bpf: Annotated[str | None, typer.Option("--filter", help="tcpdump filter")] = None,
 ) -> None:
@@ -109,7 +119,9 @@ def import_command(
                 from cloudtap.inventory.service import store_tagger
                 from cloudtap.server.ingest import Ingestor
 
-                result = Ingestor(store, tagger=store_tagger(store)).ingest_tables(imported.tables, imported.key)
+                result = Ingestor(store, tagger=store_tagger(store)).ingest_tables(
+                    imported.tables, imported.key
+                )
             finally:
                 store.close()
             duplicate, rows = result.duplicate, result.rows

@@ -105,9 +105,7 @@ def test_pcap_route(case: Any, app_store: Any) -> None:
     assert response.status_code < 500 or response.status_code == 502, response.text
 
 
-# Controller and fleet routes (agents, groups, policies, controller, fleet, diagnose) are being finished
-# by their owners; findings on 2026-11-26: undocumented statuses and non-standard 422 bodies.
-@pytest.mark.xfail(reason="controller/fleet routes: known schema findings, owners finishing them", strict=False)
+# Controller and fleet routes: agents, groups, commands, policies, controller, fleet, diagnose.
 @schema.include(path_regex=r"^/api/v1/(agents|groups|commands|policies|controller|fleet|diagnose)").parametrize()
 @settings(max_examples=8 * SCALE, deadline=None, suppress_health_check=list(HealthCheck))
 def test_controller_and_fleet_routes(case: Any, app_store: Any) -> None:
@@ -128,3 +126,35 @@ def test_the_schema_covers_the_query_ingest_and_health_routes() -> None:
     labels = {op.ok().label for op in schema.get_all_operations()}
     assert {"POST /api/v1/query", "GET /api/v1/query/top", "GET /api/v1/query/series", "GET /api/v1/query/flows",
             "GET /api/v1/query/catalog", "POST /api/v1/ingest", "GET /api/v1/health"} <= labels  # fmt: skip
+
+
+def test_controller_refuses_bodies_it_could_not_answer_back() -> None:
+    """NaN/Infinity and lone surrogates are 422s in FastAPI's shape, and never reach the stored state."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(APP)
+    json_type = {"content-type": "application/json"}
+    agent = client.post("/api/v1/agents/register", json={"hostname": "fuzz-hv", "machine_id": "m-1"})
+    assert agent.status_code == 200, agent.text
+    heartbeat = f"/api/v1/agents/{agent.json()['agent_id']}/heartbeat"
+    for path, body, loc in [
+        ("/api/v1/agents/register", '{"hostname": "h", "machine_id": "m", "heartbeat_s": Infinity}', ["body", "heartbeat_s"]),
+        ("/api/v1/agents/register", '{"hostname": "\\ud800", "machine_id": "m"}', ["body", "hostname"]),
+        (heartbeat, '{"cpu_percent": NaN}', ["body", "cpu_percent"]),
+        (heartbeat, '{"interfaces": [{"name": "\\udfff"}]}', ["body", "interfaces", 0, "name"]),
+        (heartbeat, '{"cpu_percent": 1e308}', ["body", "cpu_percent"]),
+        (heartbeat, '{"rss_bytes": 1' + "0" * 30 + "}", ["body", "rss_bytes"]),
+    ]:  # fmt: skip
+        answer = client.post(path, content=body, headers=json_type)
+        assert answer.status_code == 422, (body, answer.text)
+        assert answer.json()["detail"][0]["loc"] == loc
+    assert client.post(heartbeat, json={"cpu_percent": 12.5, "rss_bytes": 2**40}).status_code == 200
+    top = client.get("/api/v1/fleet/top", params={"by": "memory", "window": "90s"})
+    assert top.status_code == 200 and top.json()[0]["memory"] == 2**40
+    bad_window = client.get("/api/v1/fleet/hosts", params={"window": "1e999"})
+    assert bad_window.status_code == 422 and bad_window.json()["detail"][0]["loc"] == ["query", "window"]
+    missing = client.delete("/api/v1/policies/never-defined")
+    assert missing.status_code == 404 and "never-defined" in missing.json()["detail"]
+    overlay = client.put("/api/v1/groups/default/config", json={"overlay": {"limits": {"max_pps": -1}}})
+    assert overlay.status_code == 422 and "limits.max_pps" in overlay.json()["detail"][0]["msg"]
+    assert client.delete(f"/api/v1/agents/{agent.json()['agent_id']}").status_code == 200

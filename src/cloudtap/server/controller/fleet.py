@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +24,11 @@ def window_seconds(window: str) -> float:
     if window in WINDOWS:
         return WINDOWS[window]
     try:
-        value = float(window.rstrip("s"))
+        value = float(window.strip().removesuffix("s"))
     except ValueError:
         raise ValueError(f"unknown window {window!r}; use one of {list(WINDOWS)} or seconds") from None
-    if value <= 0:
-        raise ValueError("window must be > 0")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"window must be a finite number of seconds > 0, not {window!r}")
     return value
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+#: bounds that keep every figure storable (SQLite INTEGER) and the fleet's sums and rates finite in JSON
+Count = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Figure = Annotated[float, Field(ge=-1e15, le=1e15)]
 
 
 class VmInterface(BaseModel):
@@ -16,36 +20,38 @@ class VmInterface(BaseModel):
     name: str
     mac: str | None = None  #: the VM's MAC behind it (libvirt domain XML)
     domain: str | None = None  #: libvirt domain
-    packets: int = 0
-    kernel_drops: int = 0
+    packets: Count = 0
+    kernel_drops: Count = 0
 
 
 class HeartbeatReport(BaseModel):
     """The status an agent sends every ``heartbeat_s`` (cumulative counters since the agent started)."""
 
+    model_config = ConfigDict(allow_inf_nan=False)  # the answers are JSON: NaN/Infinity could not be sent back
+
     version: str = ""
     mode: str = ""
-    uptime_s: float = 0.0
+    uptime_s: Figure = 0.0
     capturing: bool = False
     paused_by: list[str] = Field(default_factory=list)
-    breaker_trips: int = 0
+    breaker_trips: Count = 0
     breaker_tripped: bool = False
-    cpu_percent: float = 0.0
-    rss_bytes: int = 0
-    load1: float = 0.0
-    cores: int = 0
-    captured_packets: int = 0
-    captured_bytes: int = 0
-    record_bytes: int = 0
-    records: int = 0
-    kernel_drops: int = 0
-    meter_drops: int = 0
-    pps_limit_drops: int = 0
+    cpu_percent: Figure = 0.0
+    rss_bytes: Count = 0
+    load1: Figure = 0.0
+    cores: Count = 0
+    captured_packets: Count = 0
+    captured_bytes: Count = 0
+    record_bytes: Count = 0
+    records: Count = 0
+    kernel_drops: Count = 0
+    meter_drops: Count = 0
+    pps_limit_drops: Count = 0
     interfaces: list[VmInterface] = Field(default_factory=list)
-    config_version: int = 0  #: config version the agent runs
+    config_version: Count = 0  #: config version the agent runs
     restart_required: list[str] = Field(default_factory=list)  #: keys received that need a restart
     config_error: str = ""
-    ship_pending_batches: int = 0
+    ship_pending_batches: Count = 0
     errors: list[str] = Field(default_factory=list)
     control_url: str = ""  #: where the server reaches the agent's control endpoint (PCAP retrieval)
 

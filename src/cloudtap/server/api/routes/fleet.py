@@ -1,37 +1,49 @@
-"""Fleet monitoring API: top agents, hosts by load, stale agents, and "why is there no data for VM X?"."""
+"""Fleet monitoring API: top agents, hosts by load, stale agents, and "why is there no data for VM X?".
+
+A bad ``by`` or ``window`` is a 422 in FastAPI's shape (``loc`` names the parameter, ``ctx.allowed`` the
+accepted values).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 
-from cloudtap.server.api.routes.controller import ctl_of
+from cloudtap.server.api.routes._errors import INVALID
+from cloudtap.server.api.routes.controller import CheckedRoute, ctl_of, invalid
+from cloudtap.server.controller.fleet import WINDOWS, window_seconds
 
-router = APIRouter(prefix="/api/v1", tags=["fleet"])
+router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=CheckedRoute)
+
+Metric = Literal["cpu", "memory", "bps", "pps", "shipped_bps", "drops", "load"]
+Window = Annotated[str, Query(description="1m, 5m, 1h or seconds (e.g. 90 or 90s)")]
 
 
-@router.get("/fleet/top")
+def _window(window: str) -> str:
+    """``window`` when it is readable, else a 422 naming it."""
+    try:
+        window_seconds(window)
+    except ValueError as exc:
+        raise invalid("query", "window", str(exc), list(WINDOWS)) from None
+    return window
+
+
+@router.get("/fleet/top", responses=INVALID)
 def top(
     request: Request,
-    by: Annotated[str, Query(description="cpu, memory, bps, pps, shipped_bps, drops, load")] = "cpu",
-    window: Annotated[str, Query(description="1m, 5m, 1h or seconds")] = "1m",
+    by: Annotated[Metric, Query(description="the figure to rank by")] = "cpu",
+    window: Window = "1m",
     limit: Annotated[int, Query(ge=1, le=100000)] = 20,
 ) -> list[dict[str, Any]]:
     """Agents ranked by a figure over the window (rates from counter deltas, CPU averaged, memory max)."""
-    try:
-        return ctl_of(request).fleet.top(by, window, limit)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    return ctl_of(request).fleet.top(by, _window(window), limit)
 
 
-@router.get("/fleet/hosts")
-def hosts(request: Request, window: str = "1m", limit: Annotated[int, Query(ge=1, le=100000)] = 50) -> list[dict[str, Any]]:
+@router.get("/fleet/hosts", responses=INVALID)
+def hosts(request: Request, window: Window = "1m", limit: Annotated[int, Query(ge=1, le=100000)] = 50) -> list[dict[str, Any]]:
     """Hosts by load (1-min load average over the window) with their agents."""
-    try:
-        return ctl_of(request).fleet.hosts(window, limit)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    return ctl_of(request).fleet.hosts(_window(window), limit)
 
 
 @router.get("/fleet/stale")
@@ -40,7 +52,7 @@ def stale(request: Request) -> list[dict[str, Any]]:
     return ctl_of(request).fleet.stale()
 
 
-@router.get("/diagnose/vm/{name}")
+@router.get("/diagnose/vm/{name}", responses=INVALID)
 def diagnose_vm(request: Request, name: str) -> dict[str, Any]:
     """Walk inventory -> host -> agent -> alive -> capture -> policy -> interface -> drops -> ingest and name
     the first broken link."""
