@@ -7,6 +7,7 @@ every refusal (401/403/404: ``{"detail": "<why>"}``) says why; bad input is a 42
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -223,7 +224,10 @@ class RegisterAnswer(BaseModel):
 
 @router.post("/agents/register", response_model=RegisterAnswer, responses={**AUTH, **BODY})
 async def register(
-    request: Request, body: RegisterRequest, authorization: TokenHeader = None, x_cloudtap_token: AltToken = None
+    request: Request,
+    body: RegisterRequest,
+    authorization: TokenHeader = None,
+    x_cloudtap_token: AltToken = None,
 ) -> RegisterAnswer:
     """Register (or re-register) an agent; the server assigns its id (stable per host name + machine id)."""
     peer = request.client.host if request.client else ""
@@ -248,7 +252,23 @@ async def heartbeat(
 ) -> HeartbeatAnswer:  # fmt: skip
     """Status every ``heartbeat_s``; the answer says the current config version."""
     rec = _agent(request, agent_id, authorization, x_cloudtap_token)
-    return HeartbeatAnswer(**ctl_of(request).heartbeat(rec, report))
+    answer = HeartbeatAnswer(**ctl_of(request).heartbeat(rec, report))
+    _teach_inventory(request, rec, report)
+    return answer
+
+
+def _teach_inventory(request: Request, rec: AgentRecord, report: HeartbeatReport) -> None:
+    """Without a cloud API, the inventory learns hosts and VM interfaces from heartbeats (docs/inventory.md)."""
+    service = getattr(request.app.state, "inventory_service", None)
+    learner = getattr(service, "agents", None)
+    if learner is None:
+        return
+    vm_ports = [{"name": i.name, "mac": i.mac, "domain": i.domain or ""} for i in report.interfaces if i.mac]
+    try:
+        address = str(ipaddress.ip_address(rec.address)) if rec.address else ""
+    except ValueError:
+        address = ""
+    learner.update({"agent_id": rec.name, "host": rec.hostname, "address": address, "interfaces": vm_ports})
 
 
 @router.get("/agents/{agent_id}/config", responses={**AUTH, **UNKNOWN_AGENT, **INVALID})
@@ -368,7 +388,9 @@ def list_groups(request: Request) -> list[dict[str, Any]]:
 
 
 class GroupConfig(BaseModel):
-    overlay: dict[str, Any] = Field(default_factory=dict, description="partial AgentConfig, e.g. {limits: {max_pps: 1000}}")
+    overlay: dict[str, Any] = Field(
+        default_factory=dict, description="partial AgentConfig, e.g. {limits: {max_pps: 1000}}"
+    )
     description: str | None = None
 
 
