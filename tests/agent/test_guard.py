@@ -196,9 +196,12 @@ def test_cpu_governor_keeps_a_busy_loop_near_half_a_core() -> None:
             pass
         gov.pace()
     wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
-    assert cpu / wall == pytest.approx(0.5, rel=0.15), f"{cpu:.2f} s CPU in {wall:.2f} s"
-    assert gov.throttled_s == pytest.approx(wall - cpu, rel=0.15)
-    assert 35 <= gov.cpu_percent <= 65
+    assert cpu / wall <= 0.5 * 1.15, f"{cpu:.2f} s CPU in {wall:.2f} s"  # the cap holds, always
+    assert gov.cpu_percent <= 65
+    if os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5:  # a core was free: the loop got its half
+        assert cpu / wall == pytest.approx(0.5, rel=0.15), f"{cpu:.2f} s CPU in {wall:.2f} s"
+        assert gov.throttled_s == pytest.approx(wall - cpu, rel=0.15)
+        assert gov.cpu_percent >= 35
 
 
 # -- Breaker / HostBreakers --------------------------------------------------------------------------

@@ -39,13 +39,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
+from typing import TYPE_CHECKING, Any, Literal
 
 from cloudtap.agent.libvirt import DomainIndex
 from cloudtap.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ EventKind = Literal["added", "removed", "changed"]
 
 _NETNS_DIR = Path("/var/run/netns")  # where `ip netns add` puts named namespaces
 _IFF_UP = 0x1
+# linux/rtnetlink.h ABI constants (pyroute2 itself, ~20 MiB resident, loads only when a watcher opens)
+RTM_NEWLINK, RTM_DELLINK = 16, 17
+RTMGRP_LINK = 0x1
 _AF_BRIDGE = 7
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _RECV_SIZE = 1 << 16
@@ -244,6 +247,8 @@ class InterfaceWatcher:
             raise RuntimeError("InterfaceWatcher is closed")
 
     def _open_iproute(self) -> IPRoute:
+        from pyroute2 import IPRoute
+
         if self.netns is None:
             return IPRoute()
         path = Path(self.netns) if "/" in self.netns else _NETNS_DIR / self.netns

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cloudtap.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 #: Rows per parquet row group (buffered in memory until reached or until rotation).
 ROW_GROUP_ROWS = 65536
@@ -95,6 +97,8 @@ class FileSink:
         table = pa.concat_tables(tables, promote_options="default")
         writer = self._writers.get(kind)
         if writer is None:
+            import pyarrow.parquet as pq  # loaded by the first parquet file only (~9 MiB)
+
             writer = pq.ParquetWriter(self._paths[kind], table.schema, compression="zstd", compression_level=6)
             self._writers[kind] = writer
         writer.write_table(table, row_group_size=max(ROW_GROUP_ROWS, table.num_rows))

@@ -49,8 +49,10 @@ def run_command(
 ) -> None:
     """Run the agent in the foreground until SIGTERM/SIGINT (stops within a second)."""
     from cloudtap.agent.config import load_agent_config
+    from cloudtap.agent.lean import keep_pandas_out
     from cloudtap.agent.runner import Agent
 
+    keep_pandas_out()  # this process is only an agent: pyarrow need not load pandas (~50 MiB)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
     )
