@@ -7,10 +7,14 @@ of every hour for 3 minutes.
 
     python bench/analysis/compare_backtest.py --edges 1000 --days 30 --data /tmp/bench-analysis
 
-Timed (median of ``--repeat`` runs, wall clock, store warm): compare of the last hour against the same hour
+Timed (median of ``--repeat`` runs, wall clock and this process's CPU time, store warm): compare of the last hour against the same hour
 yesterday (all edges, endpoint ranking and burst detection of the top 3 of each included), compare of the
-last hour against the 24 h before it, backtest of the backup edge over all history, and backtest of a
-port-only signature (every edge scanned). Results go to ``bench/results/analysis_compare_backtest.json``.
+last hour against the 24 h before it and against all the history before it, backtest of the backup edge and
+of a port-only signature (every edge scanned) over the last day and over all history. Each case also
+records the time spent in ClickHouse (``sql_seconds``) and the number of queries. Results go to
+``bench/results/analysis_compare_backtest.json``, one entry per (edges, days) under ``runs``.
+
+    python bench/analysis/compare_backtest.py --edges 10000 --days 3 --data /tmp/bench-an10k --reuse
 """
 
 from __future__ import annotations
@@ -81,13 +85,15 @@ def day_table(day: int, edges: int, rng: np.random.Generator) -> pa.Table:
     return pa.table(cols)
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:  # noqa: ANN001
-    times, out = [], None
+def timed(fn, repeat: int) -> tuple[float, float, object]:  # noqa: ANN001
+    """(median wall s, median CPU s of this process: chDB's threads included, other jobs not), last result."""
+    times, cpus, out = [], [], None
     for _ in range(repeat):
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        cpus.append(time.process_time() - c)
+    return statistics.median(times), statistics.median(cpus), out
 
 
 def main() -> None:
@@ -122,34 +128,59 @@ def main() -> None:
     iso = lambda s: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s))  # noqa: E731
     last_hour = {"time_from": iso(end - 3600), "time_to": iso(end)}
     results: dict[str, object] = {}
+    edge_sig = Signature(filter={"ip": "10.0.0.1", "port": 873}, condition=parse_condition("bytes>10M"))
+    port_sig = Signature(filter={"port": 873}, condition=parse_condition("z(bytes)>8"))
     cases = {
         "compare_last_hour_vs_yesterday": lambda: compare(store, CompareRequest(**last_hour, baseline="yesterday")),
         "compare_last_hour_vs_previous_24h": lambda: compare(
             store, CompareRequest(**last_hour, baseline_from=iso(end - 3600 - DAY_S), baseline_to=iso(end - 3600))),
-        "backtest_backup_edge_all_history": lambda: backtest(
-            store, Signature(filter={"ip": "10.0.0.1", "port": 873}, condition=parse_condition("bytes>10M"))),
-        "backtest_port_only_all_history": lambda: backtest(
-            store, Signature(filter={"port": 873}, condition=parse_condition("z(bytes)>8"))),
+        "compare_last_hour_vs_all_before": lambda: compare(
+            store, CompareRequest(**last_hour, baseline_from=iso(START_S), baseline_to=iso(end - 3600))),
+        "backtest_backup_edge_last_day": lambda: backtest(store, edge_sig, time_from=iso(end - DAY_S)),
+        "backtest_backup_edge_all_history": lambda: backtest(store, edge_sig),
+        "backtest_port_only_last_day": lambda: backtest(store, port_sig, time_from=iso(end - DAY_S)),
+        "backtest_port_only_all_history": lambda: backtest(store, port_sig),
     }  # fmt: skip
+    sql_log: list[float] = []
+    query_arrow = store.query_arrow
+
+    def counted(sql: str, parameters: dict | None = None) -> pa.Table:
+        t = time.perf_counter()
+        try:
+            return query_arrow(sql, parameters)
+        finally:
+            sql_log.append(time.perf_counter() - t)
+
+    store.query_arrow = counted  # type: ignore[method-assign]
     for name, fn in cases.items():
-        secs, out = timed(fn, args.repeat)
-        detail: dict[str, object] = {"seconds": round(secs, 3)}
+        fn()  # warm
+        sql_log.clear()
+        secs, cpu, out = timed(fn, args.repeat)
+        detail: dict[str, object] = {"seconds": round(secs, 3), "cpu_seconds": round(cpu, 3), "sql_seconds": round(sum(sql_log) / args.repeat, 3),
+                                     "queries": len(sql_log) // args.repeat}  # fmt: skip
         if name.startswith("compare"):
             top = out.edges[0]  # type: ignore[attr-defined]
-            detail.update(top_edge=f"{top.source}->{top.target}:{top.server_port}", edges=out.counts["edges"])  # type: ignore[attr-defined]
+            detail.update(top_edge=f"{top.source}->{top.target}:{top.server_port}", edges=out.counts["edges"],  # type: ignore[attr-defined]
+                          baseline=out.baseline, baseline_table=getattr(out, "baseline_table", None), step_s=out.step_s)  # type: ignore[attr-defined]
         else:
             detail.update(occurrences=out.count, period=out.period.text if out.period else None,  # type: ignore[attr-defined]
                           buckets=out.buckets)  # type: ignore[attr-defined]
         results[name] = detail
         print(name, detail, flush=True)
     store.close()
-    report = {
-        "edges": args.edges, "days": args.days, "edge_1m_rows": rows, "load_seconds": round(load_s, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "results": results,
+    run = {
+        "edges": args.edges, "days": args.days, "edge_1m_rows": rows, "load_seconds": round(load_s, 1) if load_s else None,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "repeat": args.repeat,
+        "date": time.strftime("%Y-%m-%d"), "results": results,
     }  # fmt: skip
+    runs = []
+    if args.out.exists():
+        old = json.loads(args.out.read_text())
+        runs = [r for r in old.get("runs", []) if (r["edges"], r["days"]) != (args.edges, args.days)]
+    report = {"runs": sorted([*runs, run], key=lambda r: (r["edges"], r["days"]))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    print(json.dumps(run, indent=2))
 
 
 if __name__ == "__main__":

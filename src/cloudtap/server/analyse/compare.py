@@ -1,7 +1,8 @@
 """Compare a window with a baseline: the edges and endpoints that changed most, new and vanished edges.
 
 For every edge (and endpoint) the metric is summed per ``step`` bucket in ClickHouse over both windows
-(both widened to whole steps). Per key:
+(both widened to whole steps). An endpoint's bucket is the sum of its edges' (deduplicated) buckets.
+Per key:
 
 * ``abs_change`` = total in A - baseline total scaled to A's length (``expected``);
 * ``rel_change`` = ``abs_change / expected`` (null when the baseline had nothing);
@@ -9,18 +10,27 @@ For every edge (and endpoint) the metric is summed per ``step`` bucket in ClickH
   ``(mean_A - median_B) / sigma_B``, sigma = 1.4826 MAD, else 1.2533 mean |x - median| (null when the
   baseline is flat, e.g. a new edge).
 
-A baseline longer than :data:`MAX_BASELINE_BUCKETS` steps is bucketed by the smallest multiple of
-``step`` that fits (the answer's ``step_s``), which bounds the work per key.
+A is always read at ``step``. A baseline longer than :data:`MAX_BASELINE_BUCKETS` steps is read at a
+coarser bucket over the whole buckets inside it: whole hours from ``edge_1h`` when it spans at least
+:data:`HOURLY_BASELINE_S` (a multiple of 1 h when even hours are too many), else the smallest multiple
+of ``step`` that fits. ``z`` then compares A's mean rate per baseline bucket. This bounds the rows read
+and the work per key.
+
+ClickHouse does the work in one query for edges and endpoints (see
+:mod:`cloudtap.server.analyse.change_stats`): per key the totals and the baseline's exact median, MAD and
+mean absolute deviation (``quantileExact`` over its at most 240 buckets); one row per key comes back.
 
 The ranked lists order by ``|abs_change|`` (``rank_by=abs``), ``|rel_change|`` or ``|z|`` (new and
 vanished keys first for those two). The top ``bursts`` edges and endpoints also get their burst
-intervals inside A (see :mod:`cloudtap.server.analyse.bursts`), measured against their baseline buckets.
+intervals inside A (see :mod:`cloudtap.server.analyse.bursts`) at ``burst_step`` (default ``step``),
+measured against their baseline at that bucket (its last :data:`MAX_BURST_REFERENCE_S` at most).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -32,14 +42,11 @@ from cloudtap.server.analyse._sql import (
     NS,
     Params,
     check_level,
-    ip_text,
     parse_proto,
     proto_name,
-    table,
-    time_where,
 )
-from cloudtap.server.analyse.aggregate import Aggregate
 from cloudtap.server.analyse.bursts import DEFAULT_K, Burst, find_bursts
+from cloudtap.server.analyse.change_stats import Part, StatKey, query_stats
 from cloudtap.server.analyse.errors import AnalysisError
 from cloudtap.server.analyse.labels import id_names, ip_labels, node_id
 from cloudtap.server.analyse.metrics import METRIC_SQL, check_metric
@@ -59,6 +66,10 @@ from cloudtap.server.store.ddl import ident
 RankBy = Literal["abs", "rel", "z"]
 #: Most baseline buckets per key: a longer baseline is read with a coarser step (a multiple of ``step``).
 MAX_BASELINE_BUCKETS = 240
+#: A long baseline spanning at least this is bucketed by whole hours (read from ``edge_1h``).
+HOURLY_BASELINE_S = 12 * 3600
+#: Bursts are measured against (at most) this much of the baseline, the part nearest A: bounded reads.
+MAX_BURST_REFERENCE_S = 86400
 
 
 class CompareRequest(BaseModel):
@@ -75,7 +86,7 @@ class CompareRequest(BaseModel):
     by_port: bool = Field(True, description="edges split by server port and protocol")
     filter: Selector = Field(default_factory=Selector)
     metric: str = Field("bytes", description="bytes, bytes_c2s, bytes_s2c, packets, flows, failed, retrans")
-    step: str = Field("1m", description="bucket of the baseline distribution")
+    step: str = Field("1m", description="bucket of A and of the baseline distribution (coarser for a long baseline)")
     rank_by: RankBy = "abs"
     limit: int = Field(20, ge=1, le=1000)
     bursts: int = Field(3, ge=0, le=20, description="top edges/endpoints that get burst detection")
@@ -116,6 +127,8 @@ class CompareResult(BaseModel):
     metric: str
     step_s: int
     rank_by: str
+    baseline_table: str = Field("", description="edge table the baseline was read from")
+    window_step_s: int = Field(0, description="bucket A is read at (step_s: the baseline's buckets)")
     edges: list[Change]
     endpoints: list[Change]
     new_edges: list[Change]
@@ -124,33 +137,16 @@ class CompareResult(BaseModel):
     elapsed_ms: float
 
 
-@dataclass
-class _Key:
-    expr: str  #: SQL value
-    alias: str
-    column: str | None  #: stored column to filter one key by (None: label only)
-    kind: str  #: ip | int
-
-
-def _edge_keys(level: str, by_port: bool) -> list[_Key]:
+def _keys(level: str, by_port: bool) -> list[StatKey]:
+    """Edge key columns; the ``side`` 0 / 1 ones also make the endpoint key."""
     if level == "ip":
-        keys = [_Key(ip_text("client_ip"), "src", "client_ip", "ip"), _Key(ip_text("server_ip"), "dst", "server_ip", "ip")]
-        keys += [_Key("client_vm_id", "src_vm", None, "int"), _Key("server_vm_id", "dst_vm", None, "int")]
+        keys = [StatKey("client_ip", "src", "ip", 0), StatKey("server_ip", "dst", "ip", 1),
+                StatKey("client_vm_id", "src_vm", "int", 0), StatKey("server_vm_id", "dst_vm", "int", 1)]  # fmt: skip
     else:
-        keys = [_Key(ident(f"client_{level}_id"), "src", f"client_{level}_id", "int"),
-                _Key(ident(f"server_{level}_id"), "dst", f"server_{level}_id", "int")]  # fmt: skip
+        keys = [StatKey(ident(f"client_{level}_id"), "src", "int", 0), StatKey(ident(f"server_{level}_id"), "dst", "int", 1)]
     if by_port:
-        keys += [_Key("server_port", "server_port", "server_port", "int"), _Key("proto", "proto", "proto", "int")]
+        keys += [StatKey("server_port", "server_port", "int"), StatKey("proto", "proto", "int")]
     return keys
-
-
-def _endpoint_keys(level: str) -> list[_Key]:
-    if level == "ip":
-        return [
-            _Key(f"if(_side = 0, {ip_text('client_ip')}, {ip_text('server_ip')})", "src", "ip", "ip"),
-            _Key("if(_side = 0, client_vm_id, server_vm_id)", "src_vm", None, "int"),
-        ]
-    return [_Key(f"if(_side = 0, client_{level}_id, server_{level}_id)", "src", f"{level}_id", "int")]
 
 
 def compare(store: Any, request: CompareRequest, names: NameResolver | None = None,
@@ -169,19 +165,21 @@ def compare(store: Any, request: CompareRequest, names: NameResolver | None = No
         raise AnalysisError("step is required (1s .. 1d)", "step")
     a = _align(resolve_window(request.time_from, request.time_to, now_ns), step_s)
     b = _align(baseline_window(a, request.baseline, request.baseline_from, request.baseline_to, now_ns), step_s)
-    nb = bucket_count(b, step_s)
-    if nb > MAX_BASELINE_BUCKETS:  # long baseline: coarser buckets keep the per-key distribution small
-        step_s *= -(-nb // MAX_BASELINE_BUCKETS)
-        a, b = _align(a, step_s), _align(b, step_s)
-    na, nb = bucket_count(a, step_s), bucket_count(b, step_s)
-    stored, _ = pick_edge_table(store, [a, b], step_s)
-    source = table(store.database, stored)
-    ctx = _Ctx(store, source, stored, a, b, na, nb, step_s, metric, request, names)
-    edges = ctx.stats(_edge_keys(level, request.by_port), endpoint=False)
-    points = ctx.stats(_endpoint_keys(level), endpoint=True)
+    b_step = _baseline_step(b, step_s)
+    if b_step == step_s:
+        stored, _ = pick_edge_table(store, [a, b], step_s)
+        b_stored = stored
+    else:  # long baseline: coarser buckets inside it keep the rows read and the per-key distribution small
+        b = _inside(b, b_step)
+        stored, _ = pick_edge_table(store, [a], step_s)
+        b_stored, _ = pick_edge_table(store, [b], b_step)
+    na, nb = bucket_count(a, step_s), bucket_count(b, b_step)
+    ctx = _Ctx(store, stored, b_stored, a, b, na, nb, step_s, b_step, metric, request, names)
+    edges, points = ctx.stats(_keys(level, request.by_port))
     labels = ctx.labels(level, [edges, points])
-    edge_changes = _Changes.of(edges, level, labels, na, nb, request.by_port)
-    point_changes = _Changes.of(points, level, labels, na, nb, False)
+    spans = (na * step_s, nb * b_step, b_step)
+    edge_changes = _Changes.of(edges, level, labels, *spans, request.by_port)
+    point_changes = _Changes.of(points, level, labels, *spans, False)
     ranked = edge_changes.ranked(request.rank_by, request.limit)
     ranked_points = point_changes.ranked(request.rank_by, request.limit)
     burst_step = parse_step(request.burst_step, "burst_step") or step_s
@@ -195,8 +193,8 @@ def compare(store: Any, request: CompareRequest, names: NameResolver | None = No
         "edges_in_baseline": int((edge_changes.base > 0).sum()),
     }  # fmt: skip
     return CompareResult(
-        window=a.to_json(), baseline=b.to_json(), stored_table=stored, level=level, metric=metric, step_s=step_s,
-        rank_by=request.rank_by, edges=ranked, endpoints=ranked_points, new_edges=edge_changes.listed(1, request.limit),
+        window=a.to_json(), baseline=b.to_json(), stored_table=stored, level=level, metric=metric, step_s=b_step,
+        rank_by=request.rank_by, baseline_table=b_stored, window_step_s=step_s, edges=ranked, endpoints=ranked_points, new_edges=edge_changes.listed(1, request.limit),
         vanished_edges=edge_changes.listed(2, request.limit), counts=counts, elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
     )  # fmt: skip
 
@@ -206,45 +204,47 @@ def _align(w: Window, step_s: int) -> Window:
     return Window(w.start_ns // step * step, -(-w.end_ns // step) * step)
 
 
+def _inside(w: Window, step_s: int) -> Window:
+    """The whole ``step_s`` buckets inside ``w`` (``w`` aligned outwards if none fits)."""
+    step = step_s * NS
+    inner = Window(-(-w.start_ns // step) * step, w.end_ns // step * step)
+    return inner if inner.end_ns > inner.start_ns else _align(w, step_s)
+
+
+def _baseline_step(b: Window, step_s: int) -> int:
+    """Bucket of the baseline: ``step``, or a coarser one when it would have too many buckets."""
+    nb = bucket_count(b, step_s)
+    if nb <= MAX_BASELINE_BUCKETS:
+        return step_s
+    if b.span_ns >= HOURLY_BASELINE_S * NS:
+        hour = step_s * 3600 // math.gcd(step_s, 3600)  # the smallest multiple of both
+        return hour * -(-b.span_ns // (hour * NS * MAX_BASELINE_BUCKETS))
+    return step_s * -(-nb // MAX_BASELINE_BUCKETS)
+
+
 @dataclass
 class _Ctx:
     store: Any
-    source: str
-    stored: str
+    stored: str  #: edge table of A
+    b_stored: str  #: edge table of the baseline
     a: Window
     b: Window
     na: int
     nb: int
-    step_s: int
+    step_s: int  #: A's bucket
+    b_step: int  #: the baseline's bucket
     metric: str
     request: CompareRequest
     names: NameResolver
+    burst_tables: dict[int, str] = field(default_factory=dict)  #: burst step -> edge table
 
-    def _where(self, params: Params) -> list[str]:
-        span = f"(({time_where(self.a.start_ns, self.a.end_ns, params)}) OR ({time_where(self.b.start_ns, self.b.end_ns, params)}))"
-        return [span, *edge_where(self.request.filter, params, self.names, self.a.mid_ns)]
-
-    def stats(self, keys: list[_Key], endpoint: bool) -> pa.Table:
-        """Per key: totals in A and B, baseline median / MAD / mean abs deviation (zeros included)."""
+    def stats(self, keys: list[StatKey]) -> tuple[pa.Table, pa.Table]:
+        """(edges, endpoints): totals in A and B, baseline median / MAD / mean abs deviation (zeros included)."""
         params = Params()
-        source = self.source + (" ARRAY JOIN [0, 1] AS _side" if endpoint else "")
-        agg = Aggregate(source, [(k.expr, k.alias) for k in keys], [(METRIC_SQL[self.metric], "v")],
-                        self._where(params), self.step_s, self.request.dedup)  # fmt: skip
-        a0, a1 = params.bind(self.a.start_ns // NS, "Int64"), params.bind(self.a.end_ns // NS, "Int64")
-        b0, b1 = params.bind(self.b.start_ns // NS, "Int64"), params.bind(self.b.end_ns // NS, "Int64")
-        nb = params.bind(self.nb, "Int64")
-        in_a, in_b = f"bucket >= {a0} AND bucket < {a1}", f"bucket >= {b0} AND bucket < {b1}"
-        aliases = ", ".join(k.alias for k in keys)
-        sql = (
-            f"SELECT {aliases}, a_total, b_total, arrayReduce('quantileExact', _b) AS b_median, "
-            f"arrayMap(x -> abs(x - b_median), _b) AS _dev, arrayReduce('quantileExact', _dev) AS b_mad, "
-            f"arrayAvg(_dev) AS b_meanad FROM ("
-            f"SELECT {aliases}, sumIf(toFloat64(v), {in_a}) AS a_total, sumIf(toFloat64(v), {in_b}) AS b_total, "
-            f"arrayConcat(groupArrayIf(toFloat64(v), {in_b}), "
-            f"arrayWithConstant(toUInt64(greatest({nb} - countIf({in_b}), 0)), toFloat64(0))) AS _b "
-            f"FROM ({agg.sql()}) GROUP BY {aliases})"
-        )
-        return self.store.query_arrow(sql, params.values)
+        where = edge_where(self.request.filter, params, self.names, self.a.mid_ns)
+        a = Part(self.stored, self.a.start_ns, self.a.end_ns, self.step_s)
+        b = Part(self.b_stored, self.b.start_ns, self.b.end_ns, self.b_step)
+        return query_stats(self.store, keys, METRIC_SQL[self.metric], a, b, self.nb, where, params, self.request.dedup)
 
     def labels(self, level: str, parts: list[pa.Table]) -> dict[Any, str]:
         """Key value -> display name."""
@@ -262,29 +262,34 @@ class _Ctx:
     def bursts(self, change: Change, level: str, step_s: int, endpoint: bool) -> list[Burst]:
         """Burst intervals of one edge / endpoint in A, against its baseline buckets."""
         stored = self.stored
-        if step_s != self.step_s:
-            stored, _ = pick_edge_table(self.store, [self.a, self.b], step_s, "burst_step")
+        if step_s != self.step_s or self.b_stored != self.stored:
+            if step_s not in self.burst_tables:
+                self.burst_tables[step_s] = pick_edge_table(self.store, [self.a, self.b], step_s, "burst_step")[0]
+            stored = self.burst_tables[step_s]
 
-        def conds(params: Params) -> list[str]:
+        def conds(params: Params) -> tuple[tuple[str, str] | None, list[str]]:
             def match(side: str, nid: str) -> str:
                 if level == "ip":
                     return f"{side}_ip = {params.ip(nid, 'key')}"
                 return f"{side}_{level}_id = {params.bind(int(nid.split(':', 1)[1]), 'UInt32')}"
 
-            out = [f"({match('client', change.source)} OR {match('server', change.source)})" if endpoint
-                   else match("client", change.source)]  # fmt: skip
+            # an endpoint is either side: two index-friendly scans (see fetch_series), not one OR
+            either = (match("client", change.source), match("server", change.source)) if endpoint else None
+            out = [] if endpoint else [match("client", change.source)]
             if not endpoint and change.target is not None:
                 out.append(match("server", change.target))
             if change.server_port is not None:
                 out.append(f"server_port = {params.bind(change.server_port, 'UInt16')}")
             if change.proto is not None:
                 out.append(f"proto = {params.bind(parse_proto(change.proto), 'UInt8')}")
-            return out + edge_where(self.request.filter, params, self.names, self.a.mid_ns)
+            return either, out + edge_where(self.request.filter, params, self.names, self.a.mid_ns)
 
         series = []
-        for w in (self.a, self.b):
+        reference = Window(max(self.b.start_ns, self.b.end_ns - MAX_BURST_REFERENCE_S * NS), self.b.end_ns)
+        for w in (self.a, reference):
             params = Params()
-            series.append(fetch_series(self.store, stored, w, step_s, conds(params), params, self.request.dedup))
+            either, where = conds(params)
+            series.append(fetch_series(self.store, stored, w, step_s, where, params, self.request.dedup, either))
         a, b = series
         found, _, _ = find_bursts(a.times_s, a.metric(self.metric), step_s, b.metric(self.metric), self.request.burst_k,
                                   min_buckets=self.request.burst_min_buckets, max_bursts=10)
@@ -310,18 +315,21 @@ class _Changes:
     status: np.ndarray  #: 0 changed, 1 new, 2 vanished
 
     @classmethod
-    def of(cls, t: pa.Table, level: str, labels: dict[Any, str], na: int, nb: int, by_port: bool) -> _Changes:
+    def of(cls, t: pa.Table, level: str, labels: dict[Any, str], a_span_s: int, b_span_s: int, b_step_s: int,
+           by_port: bool) -> _Changes:  # fmt: skip
+        """Changes of one stats table (A spans ``a_span_s``; the baseline ``b_span_s`` in ``b_step_s`` buckets)."""
+
         def col(name: str) -> np.ndarray:
             return t[name].to_numpy(zero_copy_only=False).astype(np.float64) if t.num_rows else np.zeros(0)
 
         av, bv, med = col("a_total"), col("b_total"), col("b_median")
         mad, meanad = col("b_mad") * MAD_SCALE, col("b_meanad") * MEAN_AD_SCALE
-        expected = bv * (na / nb)
+        expected = bv * (a_span_s / b_span_s)
         delta = av - expected
         sigma = np.where(mad > 0, mad, np.where(meanad > 0, meanad, np.nan))
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(expected > 0, delta / np.where(expected > 0, expected, 1.0), np.nan)
-            z = (av / na - med) / sigma
+            z = (av * (b_step_s / a_span_s) - med) / sigma  # A's mean rate per baseline bucket
         status = np.where((bv == 0) & (av > 0), 1, np.where((av == 0) & (bv > 0), 2, 0))
         return cls(t, level, labels, by_port, av, bv, expected, delta, rel, z, med, sigma, status)
 

@@ -105,7 +105,19 @@ def edge_where(sel: Selector, params: Params, names: NameResolver, at_ns: int | 
     Raises:
         AnalysisError: a bad address, an unknown name.
     """
+    sides, rest = edge_where_sides(sel, params, names, at_ns)
+    return ([f"({sides[0]} OR {sides[1]})"] if sides else []) + rest
+
+
+def edge_where_sides(sel: Selector, params: Params, names: NameResolver,
+                     at_ns: int | None = None) -> tuple[tuple[str, str] | None, list[str]]:  # fmt: skip
+    """:func:`edge_where` with the subject's two sides apart: ((as client, as server) or None, the rest).
+
+    A query can then read the two sides as two index-friendly scans (the client side by the primary key,
+    the server side by its bloom filter) where one ``OR`` would scan the whole range.
+    """
     where: list[str] = []
+    sides = None
     vm_ids = resolve_ids(names, "vm", sel.vm, at_ns, "vm") if sel.vm else None
     peer_vm_ids = resolve_ids(names, "vm", sel.peer_vm, at_ns, "peer_vm") if sel.peer_vm else None
 
@@ -127,9 +139,7 @@ def edge_where(sel: Selector, params: Params, names: NameResolver, at_ns: int | 
 
     has_subject, has_peer = bool(sel.ip or vm_ids), bool(sel.peer or peer_vm_ids)
     if has_subject or has_peer:
-        as_client = _and(subject("client") + peer("server"))
-        as_server = _and(subject("server") + peer("client"))
-        where.append(f"({as_client} OR {as_server})")
+        sides = (_and(subject("client") + peer("server")), _and(subject("server") + peer("client")))
     for kind in ("project", "host"):
         value = getattr(sel, kind)
         if value:
@@ -143,7 +153,7 @@ def edge_where(sel: Selector, params: Params, names: NameResolver, at_ns: int | 
         where.append(f"server_port = {params.bind(sel.port, 'UInt16')}")
     if sel.proto is not None:
         where.append(f"proto = {params.bind(int(sel.proto), 'UInt8')}")
-    return where
+    return sides, where
 
 
 def subject_side_sql(sel: Selector, params: Params, names: NameResolver, at_ns: int | None = None) -> str | None:

@@ -12,7 +12,7 @@ from cloudtap.server.analyse._sql import NS, Params, table, time_where
 from cloudtap.server.analyse.aggregate import Aggregate
 from cloudtap.server.analyse.metrics import SERIES_COLUMNS, metric_values
 from cloudtap.server.analyse.robust import dense_series
-from cloudtap.server.analyse.selector import Selector, edge_where
+from cloudtap.server.analyse.selector import Selector, edge_where_sides
 from cloudtap.server.analyse.window import Window, bucket_count
 
 
@@ -41,7 +41,7 @@ class Series:
 
 
 def fetch_series(store: Any, stored: str, window: Window, step_s: int, where: list[str], params: Params,
-                 dedup: bool = True) -> Series:  # fmt: skip
+                 dedup: bool = True, either: tuple[str, str] | None = None) -> Series:  # fmt: skip
     """Series of the rows of ``stored`` matching ``where`` over ``window``.
 
     Args:
@@ -52,11 +52,21 @@ def fetch_series(store: Any, stored: str, window: Window, step_s: int, where: li
         where: conditions already bound in ``params`` (the time range is added here).
         params: the bound parameters.
         dedup: count traffic seen by two agents once.
+        either: rows must also match one of these two conditions (e.g. the subject as client, as
+            server); read as two scans glued by ``UNION ALL`` (a row matching both counts once), so each
+            side uses its own index.
     """
     n = bucket_count(window, step_s)
     start_s = window.start_ns // NS // step_s * step_s
     conds = [time_where(window.start_ns, window.end_ns, params), *where]
-    agg = Aggregate(table(store.database, stored), [], [(c, c) for c in SERIES_COLUMNS], conds, step_s, dedup)
+    source = table(store.database, stored)
+    if either is not None:
+        base = " AND ".join(conds)
+        first, second = either
+        source = (f"(SELECT * FROM {source} WHERE {base} AND {first} "
+                  f"UNION ALL SELECT * FROM {source} WHERE {base} AND {second} AND NOT ({first}))")  # fmt: skip
+        conds = []
+    agg = Aggregate(source, [], [(c, c) for c in SERIES_COLUMNS], conds, step_s, dedup)
     data = store.query_arrow(agg.sql(), params.values)
     buckets = data["bucket"].to_numpy() if data.num_rows else np.zeros(0, np.int64)
     sums = {
@@ -70,5 +80,5 @@ def selector_series(store: Any, stored: str, window: Window, step_s: int, select
                     names: NameResolver, dedup: bool = True) -> Series:  # fmt: skip
     """Series of the traffic ``selector`` picks (names resolved in the middle of ``window``)."""
     params = Params()
-    where = edge_where(selector, params, names, window.mid_ns)
-    return fetch_series(store, stored, window, step_s, where, params, dedup)
+    sides, where = edge_where_sides(selector, params, names, window.mid_ns)
+    return fetch_series(store, stored, window, step_s, where, params, dedup, sides)
