@@ -81,6 +81,11 @@ def test_pcap_matches_the_original_capture(found: Findings, stack: Stack, tmp_pa
     import shutil
     import subprocess
 
+    from cloudtap.demo.stack import get_json
+
+    store = get_json(stack.agent_url + "/packets/stats")
+    assert store["stats"]["dropped_packets"] == 0  # the packet store kept every packet (drops are counted)
+
     if not shutil.which("tcpdump") or not shutil.which("editcap"):
         pytest.skip("tcpdump/editcap not installed")
     burst = found.bursts[0]["start"].replace("T", " ").replace("Z", "")

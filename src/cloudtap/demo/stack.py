@@ -123,6 +123,8 @@ def demo_stack(
             "CLOUDTAP_AGENT__PACKETS__ENABLED": "true",
             "CLOUDTAP_AGENT__PACKETS__DIRECTORY": str(out / "packets"),
             "CLOUDTAP_AGENT__PACKETS__MAX_DISK_MIB": "4096",
+            # a replay at full speed writes far faster than live VMs: let blocks queue for the disk
+            "CLOUDTAP_AGENT__PACKETS__MAX_PENDING_MIB": "1024",
             "CLOUDTAP_AGENT__CONTROLLER__URL": url,
             "CLOUDTAP_AGENT__CONTROLLER__HEARTBEAT_S": "1",
             "CLOUDTAP_AGENT__CONTROLLER__CACHE_FILE": str(out / "controller-config.json"),
