@@ -176,46 +176,81 @@ def http_ingest(tables: dict[str, pa.Table], replicas: int, work: Path) -> dict[
             "flow_rows_per_s": flows / wall, "server_cpu_s": cpu, "rows_per_server_cpu_s": rows / cpu}  # fmt: skip
 
 
+def wait_merges(store: Any, database: str, quiet_s: float = 2.0, timeout_s: float = 900.0) -> float:
+    """Wait until no merge has run on ``database`` for ``quiet_s``; returns the seconds waited."""
+    t0 = last_busy = time.perf_counter()
+    while time.perf_counter() - last_busy < quiet_s and time.perf_counter() - t0 < timeout_s:
+        if int(store.command(f"SELECT count() FROM system.merges WHERE database = '{database}'")):
+            last_busy = time.perf_counter()
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
 def storage(
-    tables: dict[str, pa.Table], replicas: int, work: Path, nfcapd_file: Path, kinds: tuple[str, ...] = ()
+    tables: dict[str, pa.Table],
+    replicas: int,
+    work: Path,
+    nfcapd_file: Path,
+    kinds: tuple[str, ...] = (),
+    views: bool = True,
 ) -> dict[str, Any]:
     """Insert ``replicas`` copies in-process, then time the queries and nfdump over the same flows.
 
     ``kinds`` limits what is stored (``("edges_60s",)``: only what the tiered queries read).
+    ``views=False`` drops the materialized views first (insert cost of the raw tables alone; no
+    queries then, the rollups stay empty).
+
+    CPU into storage is the whole process from the first insert until background merges went quiet,
+    less the main thread's time making the replicas; ``insert_cpu_s`` is the part spent inside
+    ``insert()`` (merges overlapping it included).
     """
     from cloudtap.server.query.engine import QueryEngine
     from cloudtap.server.query.model import Query
     from cloudtap.server.store.base import BatchKey
     from cloudtap.server.store.clickhouse import ClickHouseStore
+    from cloudtap.server.store.ddl import VIEWS
 
     path = work / f"chdb-{replicas}"
     shutil.rmtree(path, ignore_errors=True)
     store = ClickHouseStore(f"chdb://{path}", database="bench")
-    fig: dict[str, Any] = {"replicas": replicas, "kinds": list(kinds or tables)}
+    fig: dict[str, Any] = {"replicas": replicas, "kinds": list(kinds or tables), "views": views}
     if kinds:
         tables = {k: t for k, t in tables.items() if k in kinds or k == "flows"}
     try:
         store.migrate()
-        ins_s = cpu_s = 0.0
+        if not views:
+            for name in VIEWS:
+                store.command(f"DROP VIEW IF EXISTS {store.ctx.local(name)}")
+        wait_merges(store, "bench")
+        ins_s = cpu_s = gen_s = 0.0
         rows = 0
+        c_start = _cpu_self()
         for i in range(replicas):
+            g0 = time.thread_time()
             copy = replica(tables, i)
             if kinds:
                 copy = {k: t for k, t in copy.items() if k in kinds}
+            gen_s += time.thread_time() - g0
             c0, t0 = _cpu_self(), time.perf_counter()
             store.insert(copy, BatchKey("bench", i))
             ins_s += time.perf_counter() - t0
             cpu_s += _cpu_self() - c0
             rows += _rows(copy)
+        fig["merge_wait_s"] = wait_merges(store, "bench")
+        all_s = _cpu_self() - c_start - gen_s
         flows = replicas * tables["flows"].num_rows
         fig.update(rows=rows, flow_rows=flows, insert_s=ins_s, rows_per_s=rows / ins_s,
-                   flow_rows_per_s=flows / ins_s, rows_per_cpu_s=rows / cpu_s)  # fmt: skip
+                   flow_rows_per_s=flows / ins_s, insert_cpu_s=cpu_s, rows_per_insert_cpu_s=rows / cpu_s,
+                   storage_cpu_s=all_s, rows_per_cpu_s=rows / all_s, flow_rows_per_cpu_s=flows / all_s)  # fmt: skip
         counts = store.query_arrow(
             "SELECT table, sum(rows) AS n, sum(bytes_on_disk) AS b FROM system.parts "
             "WHERE database = 'bench' AND active GROUP BY table"
         ).to_pylist()
         fig["stored_rows"] = {r["table"]: int(r["n"]) for r in counts}
         fig["disk_mb"] = sum(int(r["b"]) for r in counts) / 1e6
+        fig["active_parts"] = int(store.command("SELECT count() FROM system.parts WHERE database = 'bench' AND active"))
+        if not views:
+            return fig
 
         start = int(pc.min(tables["flows"]["first_ns"]).as_py())
         end = start + replicas * SLICE_S * 10**9
@@ -272,7 +307,8 @@ def report(http: dict[str, Any] | None, runs: list[dict[str, Any]]) -> str:
     lines = []
     if http:
         lines += [
-            f"HTTP end to end ({http['replicas']} x 30 min, agent ServerSink -> `cloudtap server run`, chDB):",
+            f"HTTP end to end ({http['replicas']} x 30 min, agent ServerSink -> `cloudtap server run`, chDB"
+            + (f", measured {http['date']}" if http.get("date") else "") + "):",
             f"  {http['rows']:,} rows ({http['flow_rows']:,} flow records + 1 s / 60 s edges) in "
             f"{http['batches']} batches, {http['wire_mb']:.0f} MB on the wire, {http['wall_s']:.1f} s",
             f"  {http['rows_per_s'] / 1e6:.2f} M rows/s ({http['flow_rows_per_s'] / 1e6:.2f} M flow records/s) wall; "
@@ -283,14 +319,22 @@ def report(http: dict[str, Any] | None, runs: list[dict[str, Any]]) -> str:
         lines += [
             f"Storage alone, {fig['flow_rows'] / 1e6:.1f}M flow records"
             + ("" if "flows" in fig["kinds"] else " (only their 60 s edges stored, what the tiered queries read)")
+            + ("" if fig.get("views", True) else ", materialized views dropped")
             + f" ({fig['rows'] / 1e6:.1f}M rows inserted; "
             f"stored {', '.join(f'{k} {v / 1e6:.1f}M' for k, v in sorted(fig['stored_rows'].items()) if v)}; "
             f"{fig['disk_mb']:.0f} MB):",
             f"  insert {fig['rows_per_s'] / 1e6:.2f} M rows/s wall"
             + (f" ({fig['flow_rows_per_s'] / 1e6:.2f} M flow records/s)" if "flows" in fig["kinds"] else "")
-            + f", {fig['rows_per_cpu_s'] / 1e6:.2f} M rows per CPU-second",
-            f"  {'query':<22} {'cloudtap':>10} {'read from':<32} {'nfdump':>10} {'nfdump/cloudtap':>15}",
+            + (f"; {fig['rows_per_cpu_s'] / 1e6:.2f} M rows per CPU-second inside insert() "
+               f"({fig['date']}: {fig['note']})" if fig.get("note") else
+               f"; {fig['rows_per_cpu_s'] / 1e6:.2f} M rows per CPU-second into storage "
+               f"({fig['storage_cpu_s']:.1f} CPU-s until merges went quiet; "
+               f"{fig['rows_per_insert_cpu_s'] / 1e6:.2f} M per CPU-second inside insert())"),  # fmt: skip
         ]
+        if not fig.get("queries"):
+            lines.append("")
+            continue
+        lines.append(f"  {'query':<22} {'cloudtap':>10} {'read from':<32} {'nfdump':>10} {'nfdump/cloudtap':>15}")
         for name, q in fig["queries"].items():
             nf = q.get("nfdump_s")
             ratio = f"{nf / q['s']:.1f}x" if nf else ""
@@ -307,7 +351,10 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also 100M flow records, all kinds (slow: ~30 min)")
     parser.add_argument("--big-edges", action="store_true",
                         help="also 100M flow records' worth of 60 s edges only (~3 min): the tiered queries")  # fmt: skip
-    parser.add_argument("--http-replicas", type=int, default=10, help="30-min copies sent over HTTP (0: skip)")
+    parser.add_argument("--http-replicas", type=int, default=10,
+                        help="30-min copies sent over HTTP (0: skip, keeping the HTTP figures of --out)")  # fmt: skip
+    parser.add_argument("--no-views", action="store_true",
+                        help="also store the --flows run with the materialized views dropped (insert cost alone)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="work directory (default: a temp dir, removed)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args()
@@ -316,19 +363,32 @@ def main() -> None:
     try:
         tables, nfcapd_file = prepare(work)
         per = tables["flows"].num_rows
-        http = http_ingest(tables, args.http_replicas, work) if args.http_replicas else None
+        http = http_ingest(tables, args.http_replicas, work) if args.http_replicas else _previous_http(args.out)
         _save(args.out, per, http, [])
-        plan: list[tuple[int, tuple[str, ...]]] = [(args.flows, ())]
-        plan += [(100_000_000, ())] if args.big else []
-        plan += [(100_000_000, ("edges_60s",))] if args.big_edges else []
+        plan: list[tuple[int, tuple[str, ...], bool]] = [(args.flows, (), True)]
+        plan += [(args.flows, (), False)] if args.no_views else []
+        plan += [(100_000_000, (), True)] if args.big else []
+        plan += [(100_000_000, ("edges_60s",), True)] if args.big_edges else []
         runs: list[dict[str, Any]] = []
-        for n, kinds in plan:
-            runs.append(storage(tables, max(1, round(n / per)), work, nfcapd_file, kinds))
+        for n, kinds, views in plan:
+            runs.append(storage(tables, max(1, round(n / per)), work, nfcapd_file, kinds, views))
             _save(args.out, per, http, runs)  # figures so far, in case a long run is stopped
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     print(report(http, runs))
+
+
+def _previous_http(out: Path) -> dict[str, Any] | None:
+    """The HTTP figures of an earlier run (kept when this run skips HTTP), with their date."""
+    try:
+        old = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return None
+    http = old.get("http")
+    if http:
+        http.setdefault("date", old.get("date"))
+    return http
 
 
 def _save(out: Path, per: int, http: dict[str, Any] | None, runs: list[dict[str, Any]]) -> None:
