@@ -3,20 +3,25 @@
 Each simulated agent registers with the controller (shared token), heartbeats every ``--heartbeat`` s
 (10 s in production, compressed), keeps a command long-poll open, and ships a batch every ``--ship-every``
 s: real metered records (``cloudtap synth small-cloud`` metered by ``import_tables``: flows and 1 s edges),
-``--rows`` rows of each kind, encoded by ``cloudtap.ship.wire`` with its own agent id and sequence. One
+``--rows`` rows of each kind (default every 10 s; agents flush every 1 s by default, ``--ship-every 1``), encoded by ``cloudtap.ship.wire`` with its own agent id and sequence. One
 controller command (stop) is sent to 20 agents mid-run to time long-poll delivery under load.
 
 Reported: server CPU (psutil on the server pid: cores used), heartbeat latency p50/p99, ingest rows/s,
 command delivery p50/max, and that nothing was lost: rows acknowledged == rows stored (counted in the
 chDB data after the server stopped). Results: ``bench/results/fleet.json``.
 
-Usage: ``python bench/fleet/run.py [--agents 500] [--duration 120] [--heartbeat 2] [--ship-every 10]``
+Also reported: the coalesced inserts (``merged_inserts``: server inserts that held several batches,
+``merged_blocks``: their per-table blocks; see docs/shipping.md).
+
+Usage: ``python bench/fleet/run.py [--agents 500] [--duration 120] [--heartbeat 2] [--ship-every 10]
+[--coalesce-ms 50]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -190,6 +195,11 @@ def stored_rows(data: Path) -> dict[str, int]:
         for kind, table in (("flows", "flow_log"), ("edges_1s", "edge_1s")):
             t = store.query_arrow(f"SELECT count() AS n FROM cloudtap.{table} WHERE startsWith(agent_id, 'sim-')")
             out[kind] = int(t.column("n")[0].as_py())
+        # coalesced inserts: each merged block logs a "~group:<digest>" row (see docs/shipping.md)
+        t = store.query_arrow("SELECT uniqExact(agent_id) AS g, count() AS b FROM cloudtap.ingest_log "
+                              "WHERE startsWith(agent_id, '~group:')")  # fmt: skip
+        out["merged_inserts"] = int(t.column("g")[0].as_py())
+        out["merged_blocks"] = int(t.column("b")[0].as_py())
         return out
     finally:
         store.close()
@@ -200,8 +210,9 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=500)
     ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat period (10 s in production)")
-    ap.add_argument("--ship-every", type=float, default=60.0, help="seconds between one agent's batches (0: no shipping)")
+    ap.add_argument("--ship-every", type=float, default=10.0, help="seconds between one agent's batches (0: no shipping)")
     ap.add_argument("--rows", type=int, default=200, help="rows per kind per batch")
+    ap.add_argument("--coalesce-ms", type=float, default=None, help="server ingest.coalesce_ms (default: the server's)")
     ap.add_argument("--no-commands", dest="commands", action="store_false", help="no command long-polls")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fleet.json")
@@ -214,6 +225,8 @@ def main() -> None:
     status.unlink(missing_ok=True)
     env = {**os.environ, "CLOUDTAP_SERVER__API__STATUS_FILE": str(status), "CLOUDTAP_SERVER__CONTROLLER__TOKEN": TOKEN,
            "CLOUDTAP_SERVER__CONTROLLER__HEARTBEAT_S": str(args.heartbeat)}  # fmt: skip
+    if args.coalesce_ms is not None:
+        env["CLOUDTAP_SERVER__INGEST__COALESCE_MS"] = str(args.coalesce_ms)
     log = open(work / "server.log", "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen([sys.executable, "-m", "cloudtap.cli.main", "server", "run", "--data", str(data),
                                "--port", "0"], env=env, stderr=log, stdout=log, text=True)  # fmt: skip
@@ -228,6 +241,7 @@ def main() -> None:
     cmd_sent: dict[str, float] = {}
     samples: list[dict[str, Any]] = []
     cpu0 = proc.cpu_times()
+    load0 = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     me0 = psutil.Process().cpu_times()
     t0 = time.monotonic()
     stop_at = t0 + args.duration
@@ -247,6 +261,7 @@ def main() -> None:
     server.send_signal(signal.SIGTERM)
     server.wait(60)
     stored = stored_rows(data)
+    merged = {"merged_inserts": stored.pop("merged_inserts"), "merged_blocks": stored.pop("merged_blocks")}
     sent_total = sum(stats.rows_sent.values())
     result = {
         "date": time.strftime("%Y-%m-%d"), "agents": args.agents, "duration_s": round(elapsed, 1),
@@ -255,8 +270,10 @@ def main() -> None:
         "heartbeats": len(stats.hb_ms), "heartbeat_errors": stats.hb_errors,
         "heartbeat_ms_p50": round(pct(stats.hb_ms, 0.5), 2), "heartbeat_ms_p99": round(pct(stats.hb_ms, 0.99), 2),
         "heartbeat_ms_max": round(max(stats.hb_ms, default=0), 2),
-        "batches": stats.batches, "ship_errors": len(stats.ship_errors), "ship_ms_p50": round(pct(stats.ship_ms, 0.5), 2),
+        "batches": stats.batches, "ship_errors": len(stats.ship_errors),
+        "ship_error_kinds": dict(collections.Counter(stats.ship_errors)), "ship_ms_p50": round(pct(stats.ship_ms, 0.5), 2),
         "ship_ms_p99": round(pct(stats.ship_ms, 0.99), 2),
+        "coalesce_ms": args.coalesce_ms, **merged,
         "ingest_rows_per_s": round(sent_total / elapsed, 1), "rows_sent": stats.rows_sent, "rows_stored": stored,
         "lost_rows": {k: stats.rows_sent.get(k, 0) - stored.get(k, 0) for k in stats.rows_sent},
         "nothing_lost": all(stats.rows_sent.get(k, 0) == stored.get(k, 0) for k in stats.rows_sent),
@@ -265,7 +282,7 @@ def main() -> None:
         "command_delivery_ms_p50": round(pct(stats.cmd_ms, 0.5), 1), "command_delivery_ms_max": round(max(stats.cmd_ms, default=0), 1),
         "commands_delivered": len(stats.cmd_ms), "fleet_top_ms_max": round(max((s["fleet_top_ms"] for s in samples), default=0), 1),
         "server_log_lines": len((work / "server.log").read_text().splitlines()),
-        "stale_max_during_run": max((s["stale"] for s in samples), default=0), "machine": {"cpus": os.cpu_count()},
+        "stale_max_during_run": max((s["stale"] for s in samples), default=0), "machine": {"cpus": os.cpu_count(), "loadavg_1m_start": load0, "loadavg_1m_end": round(os.getloadavg()[0], 2)},
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

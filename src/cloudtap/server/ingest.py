@@ -11,7 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from cloudtap.server.ingest_group import PreparedBatch
 from cloudtap.server.store.base import KINDS, BatchKey, FlowStore, InsertResult
+from cloudtap.server.store.clickhouse import prepare_table
 from cloudtap.ship.wire import WireError, decode_batch
 
 
@@ -40,6 +42,11 @@ class Ingestor:
         self.stats = IngestStats()
         self._lock = threading.Lock()
 
+    @property
+    def write_lock(self) -> threading.Lock:
+        """Held around every store write (chDB is one writer per process)."""
+        return self._lock
+
     def ingest_bytes(self, data: bytes, agent_id: str | None = None, seq: int | None = None) -> InsertResult:
         """Decode one wire batch and store it.
 
@@ -60,28 +67,71 @@ class Ingestor:
             self._reject(f"sequence header {seq} does not match the batch's sequence {batch.seq}")
         return self.ingest_tables(batch.tables, BatchKey(batch.agent_id, batch.seq))
 
-    def ingest_tables(self, tables: dict[str, pa.Table], key: BatchKey | None) -> InsertResult:
-        """Store already-decoded tables (``cloudtap import`` path)."""
-        unknown = sorted(set(tables) - set(KINDS))
-        if unknown:
-            self._reject(f"unknown stream kind(s) {unknown}; expected {list(KINDS)}")
-        if self.tagger is not None:
-            try:
-                tables = self.tagger.tag_tables(tables)
-            except Exception as exc:  # never lose a batch to tagging: store it untagged, count and report
-                self.stats.tag_errors += 1
-                self.stats.last_error = f"tagging failed (batch stored untagged): {type(exc).__name__}: {exc}"
+    def prepare_bytes(
+        self, data: bytes, agent_id: str | None = None, seq: int | None = None, tag: bool = True
+    ) -> PreparedBatch:
+        """Decode, tag (unless ``tag`` is false) and check one wire batch without storing it (coalesced path).
+
+        Raises:
+            IngestError: the batch is malformed or does not fit the schema.
+        """
         try:
-            with self._lock:
-                result = self.store.insert(tables, key)
-        except ValueError as exc:  # the store's schema check
+            batch = decode_batch(data)
+        except WireError as exc:
+            self._reject(f"malformed batch: {exc}")
+        if agent_id is not None and agent_id != batch.agent_id:
+            self._reject(f"agent header {agent_id!r} does not match the batch's agent {batch.agent_id!r}")
+        if seq is not None and seq != batch.seq:
+            self._reject(f"sequence header {seq} does not match the batch's sequence {batch.seq}")
+        tables = self._known(batch.tables)
+        if tag:
+            tables = self.tag(tables)
+        try:  # checked here, so one bad batch is refused alone; the store prepares the merged block again
+            for kind, table in tables.items():
+                prepare_table(kind, table)
+        except ValueError as exc:
             self._reject(str(exc))
+        return PreparedBatch(BatchKey(batch.agent_id, batch.seq), tables, data)
+
+    def count(self, result: InsertResult) -> None:
+        """Count one stored (or duplicate) batch."""
         self.stats.batches += 1
         if result.duplicate:
             self.stats.duplicates += 1
         for kind, n in result.rows.items():
             self.stats.rows[kind] = self.stats.rows.get(kind, 0) + n
+
+    def rejected(self, reason: str) -> None:
+        """Count one batch the store refused."""
+        self.stats.rejected += 1
+        self.stats.last_error = reason
+
+    def ingest_tables(self, tables: dict[str, pa.Table], key: BatchKey | None) -> InsertResult:
+        """Store already-decoded tables (``cloudtap import`` path)."""
+        tables = self.tag(self._known(tables))
+        try:
+            with self._lock:
+                result = self.store.insert(tables, key)
+        except ValueError as exc:  # the store's schema check
+            self._reject(str(exc))
+        self.count(result)
         return result
+
+    def _known(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        unknown = sorted(set(tables) - set(KINDS))
+        if unknown:
+            self._reject(f"unknown stream kind(s) {unknown}; expected {list(KINDS)}")
+        return tables
+
+    def tag(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        """Fill the cloud identity ids (when a tagger is set); on failure the tables go on untagged."""
+        if self.tagger is not None:
+            try:
+                return self.tagger.tag_tables(tables)
+            except Exception as exc:  # never lose a batch to tagging: store it untagged, count and report
+                self.stats.tag_errors += 1
+                self.stats.last_error = f"tagging failed (batch stored untagged): {type(exc).__name__}: {exc}"
+        return tables
 
     def _reject(self, reason: str) -> None:  # -> NoReturn
         self.stats.rejected += 1

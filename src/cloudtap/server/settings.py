@@ -46,6 +46,19 @@ class ApiSection(_Section):
     status_file: Path | None = Field(None, description="write the bound URL here once listening")
 
 
+class IngestSection(_Section):
+    """The ingest path: coalescing of agents' batches into few large inserts (see docs/shipping.md)."""
+
+    coalesce_ms: float = Field(
+        50.0, ge=0, le=10_000, description="batches arriving within this window are inserted as one block per table; 0 = one insert per batch"
+    )
+    max_group_batches: int = Field(1000, ge=1, description="at most this many batches in one coalesced insert")
+    max_group_rows: int = Field(2_000_000, ge=1, description="at most this many rows (all kinds) in one coalesced insert")
+    wal_dir: Path | None = Field(
+        None, description="write-ahead files of coalesced inserts; default <chDB data dir>/ingest-wal or /var/lib/cloudtap/"
+    )
+
+
 class ControllerSection(_Section):
     """Agents under the controller: registration, heartbeats, groups, policies (see docs/controller.md)."""
 
@@ -102,6 +115,7 @@ class ServerSettings(_Section):
 
     storage: StorageSection = Field(default_factory=StorageSection)
     api: ApiSection = Field(default_factory=ApiSection)
+    ingest: IngestSection = Field(default_factory=IngestSection)
     inventory: InventorySection = Field(default_factory=InventorySection)
     pcap: PcapSection = Field(default_factory=PcapSection)
     controller: ControllerSection = Field(default_factory=ControllerSection)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from cloudtap.server.api.deps import SettingsDep
+from cloudtap.server.coalesce import Coalescer
 from cloudtap.server.ingest import IngestError, Ingestor
+from cloudtap.server.ingest_group import PreparedBatch
+from cloudtap.server.ingest_wal import GroupWal
+from cloudtap.server.settings import ServerSettings
+from cloudtap.server.store.base import BatchKey
+from cloudtap.ship.wire import WireError, read_header
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -22,11 +29,54 @@ class IngestAck(BaseModel):
     rows: dict[str, int]
 
 
+def wal_directory(settings: ServerSettings, store: object) -> Path:
+    """Write-ahead files of coalesced inserts: ``ingest.wal_dir``, else next to the chDB data, per database."""
+    dsn = str(getattr(store, "dsn", settings.storage.dsn))
+    database = str(getattr(store, "database", settings.storage.database))
+    if settings.ingest.wal_dir is not None:
+        return settings.ingest.wal_dir / database
+    path = dsn[len("chdb://") :] if dsn.startswith("chdb://") else ""
+    if path.startswith("/"):
+        return Path(path) / "ingest-wal" / database
+    return Path("/var/lib/cloudtap/ingest-wal") / database
+
+
+def coalescer(app: FastAPI, settings: ServerSettings) -> Coalescer | None:
+    """The app's coalescer (built on first use); None when ``ingest.coalesce_ms`` is 0."""
+    if settings.ingest.coalesce_ms <= 0:
+        return None
+    found: Coalescer | None = getattr(app.state, "ingest_coalescer", None)
+    if found is None:
+        ingestor: Ingestor = app.state.ingestor
+        wal = GroupWal(wal_directory(settings, app.state.store))
+        found = Coalescer(ingestor, settings.ingest.coalesce_ms / 1000, settings.ingest.max_group_batches,
+                          settings.ingest.max_group_rows, wal)  # fmt: skip
+        app.state.ingest_coalescer = found
+    return found
+
+
+def _pending(ingestor: Ingestor, body: bytes, agent_id: str | None, seq: int | None) -> PreparedBatch:
+    """The batch's key from its frame header (checked against the HTTP headers); decoded later."""
+    try:
+        head = read_header(body)
+    except WireError as exc:
+        ingestor.rejected(f"malformed batch: {exc}")
+        raise IngestError(f"malformed batch: {exc}") from exc
+    if agent_id is not None and agent_id != head.agent_id:
+        ingestor.rejected("agent header mismatch")
+        raise IngestError(f"agent header {agent_id!r} does not match the batch's agent {head.agent_id!r}")
+    if seq is not None and seq != head.seq:
+        ingestor.rejected("sequence header mismatch")
+        raise IngestError(f"sequence header {seq} does not match the batch's sequence {head.seq}")
+    return PreparedBatch(BatchKey(head.agent_id, head.seq), None, body)
+
+
 @router.post(
     "/ingest",
     response_model=IngestAck,
-    responses={400: {"description": "malformed batch, nothing stored"}, 401: {"description": "bad agent token"},
-               413: {"description": "batch too large"}},  # fmt: skip
+    responses={400: {"description": "malformed batch, or data the store refuses; nothing stored"},
+               401: {"description": "bad agent token"}, 413: {"description": "batch too large"},
+               503: {"description": "the store failed; nothing acknowledged, resend the same batch"}},  # fmt: skip
     openapi_extra={"requestBody": {"content": {"application/vnd.cloudtap.batch": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
 )
 async def ingest(
@@ -36,16 +86,28 @@ async def ingest(
     x_cloudtap_seq: Annotated[int | None, Header()] = None,
     x_cloudtap_token: Annotated[str | None, Header()] = None,
 ) -> IngestAck:
-    """Store one batch exactly once (idempotent by agent and sequence number)."""
+    """Store one batch exactly once (idempotent by agent and sequence number).
+
+    Concurrent batches are coalesced (``ingest.coalesce_ms``) into one insert per table; the answer
+    comes once that insert and the batch's ``ingest_log`` row are stored.
+    """
     if settings.api.agent_token and x_cloudtap_token != settings.api.agent_token:
         raise HTTPException(401, "missing or wrong X-Cloudtap-Token")
     body = await request.body()
     if len(body) > settings.api.max_batch_mib << 20:
         raise HTTPException(413, f"batch of {len(body)} bytes is over the {settings.api.max_batch_mib} MiB limit")
     ingestor: Ingestor = request.app.state.ingestor
+    merger = coalescer(request.app, settings)
     try:
-        # decoding + the blocking insert run off the event loop: heartbeats, long-polls and queries go on
-        result = await run_in_threadpool(ingestor.ingest_bytes, body, x_cloudtap_agent, x_cloudtap_seq)
+        # decoding, tagging and the blocking insert run off the event loop: heartbeats, long-polls and queries go on
+        if merger is None:
+            result = await run_in_threadpool(ingestor.ingest_bytes, body, x_cloudtap_agent, x_cloudtap_seq)
+        else:  # only the frame's header is read here; the writer thread decodes, tags and stores
+            result = await merger.submit(_pending(ingestor, body, x_cloudtap_agent, x_cloudtap_seq))
     except IngestError as exc:
         raise HTTPException(400, str(exc)) from exc
+    except Exception as exc:  # the store failed: nothing is acknowledged, the agent resends
+        if merger is None:
+            raise
+        raise HTTPException(503, f"insert failed, resend: {type(exc).__name__}: {exc}") from exc
     return IngestAck(stored=True, duplicate=result.duplicate, rows=result.rows)

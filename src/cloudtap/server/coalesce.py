@@ -1,0 +1,269 @@
+"""Coalescer: batches from many agents, arriving within a few ms, stored as one insert per table.
+
+The HTTP handler reads the frame's header (agent, seq) and awaits :meth:`Coalescer.submit`; the
+one writer thread decodes and checks each batch, tags each merged block once, and stores. The first batch of a group opens a window of ``wait_s``; every batch
+arriving meanwhile joins (up to ``max_batches`` / ``max_rows``); then one writer thread stores the
+group (``ingest_group.insert_group``, write-ahead file first) and answers every waiter. While a group
+is being written the next one fills, so groups grow with the load. A group is immutable once closed:
+if its insert fails, its waiters get the error and the group waits, with its write-ahead file, for
+one of its members to be resent (or for the next start), then is written again as the same group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from cloudtap.server.ingest import IngestError, Ingestor
+from cloudtap.server.ingest_group import PreparedBatch, group_digest, insert_group, logged_keys
+from cloudtap.server.ingest_wal import GroupWal, WalRecord
+from cloudtap.server.store.base import BatchKey, InsertResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Group:
+    """Batches stored together; ``digest`` is set once written ahead (multi-member groups)."""
+
+    members: list[PreparedBatch] = field(default_factory=list)
+    waiters: dict[BatchKey, list[asyncio.Future[InsertResult]]] = field(default_factory=dict)
+    opened: float = 0.0
+    rows: int = 0
+    digest: str | None = None
+    split_from: int | None = None
+    state: str = "open"  #: open, queued, running, failed
+
+
+class Coalescer:
+    """Coalesces concurrent ingest batches (one per event loop; the writer is one thread).
+
+    Args:
+        ingestor: decodes, tags, counts; its store receives the inserts.
+        wait_s: how long the first batch of a group waits for others.
+        max_batches, max_rows: a group closes early when it reaches either.
+        wal: write-ahead files of multi-member groups (None: no crash safety for merged groups; tests).
+    """
+
+    def __init__(
+        self, ingestor: Ingestor, wait_s: float, max_batches: int = 1000, max_rows: int = 2_000_000,
+        wal: GroupWal | None = None,
+    ) -> None:  # fmt: skip
+        self.ingestor = ingestor
+        self.wait_s = wait_s
+        self.max_batches = max_batches
+        self.max_rows = max_rows
+        self.wal = wal
+        self.groups_written = 0  #: inserts done (each one block per table)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="cloudtap-ingest")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._by_key: dict[BatchKey, Group] = {}
+        self._queue: collections.deque[Group] = collections.deque()
+        self._open: Group | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._recovered = False
+        self._ready: asyncio.Future[None] | None = None
+
+    async def submit(self, batch: PreparedBatch) -> InsertResult:
+        """Store ``batch`` with others; returns once it is durable (or raises what refused it).
+
+        Raises:
+            IngestError: the store refused this batch's data (a 4xx).
+            Exception: the insert failed (store unavailable...): a 5xx, the agent resends.
+        """
+        await self._start()
+        assert self._loop is not None and self._wake is not None
+        fut: asyncio.Future[InsertResult] = self._loop.create_future()
+        group = self._by_key.get(batch.key)
+        if group is not None:  # a resend of a batch already in a group: wait for (or retry) that group
+            group.waiters.setdefault(batch.key, []).append(fut)
+            if group.state == "failed":
+                group.state = "queued"
+                self._queue.append(group)
+                self._wake.set()
+            return await fut
+        if self._open is None:
+            self._open = Group(opened=self._loop.time())
+            self._wake.set()
+        group = self._open
+        group.members.append(batch)
+        group.rows += batch.num_rows
+        group.waiters[batch.key] = [fut]
+        self._by_key[batch.key] = group
+        if len(group.members) >= self.max_batches or group.rows >= self.max_rows:
+            self._close_open()
+        return await fut
+
+    def close(self) -> None:
+        """Stop the writer thread (pending groups stay in their write-ahead files)."""
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=True)
+
+    # -- writer ----------------------------------------------------------------------------------
+    async def _start(self) -> None:
+        """Start the writer on this loop; the first start replays the WAL before any submit goes on."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self._ready is not None:
+            await asyncio.shield(self._ready)
+            if self._task is not None and not self._task.done():
+                return
+        self._loop, self._wake = loop, asyncio.Event()
+        self._ready = loop.create_future()
+        self._queue.clear()
+        self._open = None
+        self._by_key = {k: g for k, g in self._by_key.items() if g.state == "failed"}
+        try:
+            if not self._recovered:
+                for group in await loop.run_in_executor(self._executor, self._load_wal):
+                    group.state = "queued"
+                    self._queue.append(group)
+                    for m in group.members:
+                        self._by_key[m.key] = group
+                self._recovered = True
+            self._task = loop.create_task(self._writer())
+        finally:
+            self._ready.set_result(None)
+
+    def _load_wal(self) -> list[Group]:
+        """Groups left in write-ahead files by an earlier run (replayed before anything new)."""
+        groups = []
+        for record in self.wal.pending() if self.wal is not None else []:
+            try:
+                members = [self.ingestor.prepare_bytes(frame, tag=False) for frame in record.frames]
+            except IngestError as exc:  # cannot happen for a frame that was accepted once; keep the file
+                log.error("write-ahead group %s cannot be decoded: %s", record.digest, exc)
+                continue
+            groups.append(Group(members=members, digest=record.digest, split_from=record.split_from))
+        if groups:
+            log.warning("replaying %d coalesced insert(s) left by an earlier run", len(groups))
+        return groups
+
+    def _close_open(self) -> None:
+        if self._open is not None:
+            self._open.state = "queued"
+            self._queue.append(self._open)
+            self._open = None
+            assert self._wake is not None
+            self._wake.set()
+
+    async def _writer(self) -> None:
+        assert self._loop is not None and self._wake is not None
+        loop, wake = self._loop, self._wake
+        while True:
+            if self._queue:
+                await self._run(self._queue.popleft())
+                continue
+            wake.clear()
+            if self._open is not None:
+                delay = self._open.opened + self.wait_s - loop.time()
+                if delay <= 0:
+                    self._close_open()
+                    continue
+                try:
+                    await asyncio.wait_for(wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            await wake.wait()
+
+    async def _run(self, group: Group) -> None:
+        assert self._loop is not None
+        group.state = "running"
+        try:
+            results = await self._loop.run_in_executor(self._executor, self._write, group)
+        except Exception as exc:  # the group stays, with its WAL file, until a member is resent
+            group.state = "failed"
+            self.ingestor.stats.last_error = f"coalesced insert failed: {type(exc).__name__}: {exc}"
+            log.warning("coalesced insert of %d batch(es) failed: %s", len(group.members), exc)
+            for futs in group.waiters.values():
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            group.waiters = {}
+            kept = {m.key for m in group.members}  # batches left out (refused, stored before) start afresh
+            for key in [k for k, g in self._by_key.items() if g is group and k not in kept]:
+                del self._by_key[key]
+            return
+        for key in [m.key for m in group.members] + list(group.waiters):
+            if self._by_key.get(key) is group:
+                del self._by_key[key]
+        for key, futs in group.waiters.items():
+            result = results.get(key) or RuntimeError("batch left out of its group, resend")
+            for i, fut in enumerate(futs):
+                if fut.done():
+                    continue
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                elif i == 0:
+                    fut.set_result(result)
+                else:  # a second request for the same batch is its replay
+                    replay = InsertResult(rows=result.rows, duplicate=True)
+                    self.ingestor.count(replay)
+                    fut.set_result(replay)
+        group.waiters = {}
+
+    def _write(self, group: Group) -> dict[BatchKey, InsertResult | Exception]:
+        """Decode and store one group (writer thread); every member gets a result."""
+        results: dict[BatchKey, InsertResult | Exception] = {}
+        refused: dict[BatchKey, Exception] = {}
+        for m in group.members:  # decoded here, in one thread: the event loop only read the frame header
+            if m.tables is None:
+                try:
+                    m.tables = self.ingestor.prepare_bytes(m.frame, m.key.agent_id, m.key.seq, tag=False).tables
+                except IngestError as exc:  # counted by prepare_bytes
+                    refused[m.key] = exc
+        group.members = [m for m in group.members if m.key not in refused]
+        store = self.ingestor.store
+        with self.ingestor.write_lock:
+            if group.digest is None and len(group.members) > 1:  # new group: leave out batches stored before
+                done = logged_keys(store, [m.key for m in group.members])
+                for m in group.members:
+                    if m.key in done:
+                        results[m.key] = InsertResult(rows=m.rows, duplicate=True)
+                group.members = [m for m in group.members if m.key not in done]
+            if len(group.members) == 1 and group.digest is None:  # alone: the per-batch path, its own token
+                m = group.members[0]
+                try:
+                    results[m.key] = store.insert(self.ingestor.tag(m.tables or {}), m.key)
+                except ValueError as exc:
+                    results[m.key] = IngestError(str(exc))
+            elif group.members:
+                self._write_merged(group, results)
+        self.groups_written += 1
+        for key, result in results.items():
+            if isinstance(result, Exception):
+                self.ingestor.rejected(f"batch {key.agent_id}:{key.seq} refused: {result}")
+            else:
+                self.ingestor.count(result)
+        return {**results, **refused}
+
+    def _write_merged(self, group: Group, results: dict[BatchKey, InsertResult | Exception]) -> None:
+        store = self.ingestor.store
+        if group.digest is None:
+            group.digest = group_digest([m.key for m in group.members])
+            self._write_ahead(group)
+
+        def on_split(index: int) -> None:
+            group.split_from = index
+            self._write_ahead(group)
+
+        outcome = insert_group(store, group.members, group.digest, group.split_from, on_split, self._tag)
+        for key, result in outcome.results.items():
+            results[key] = IngestError(str(result)) if isinstance(result, Exception) else result
+        if self.wal is not None:
+            self.wal.remove(group.digest)
+
+    def _tag(self, kind: str, table: pa.Table) -> pa.Table:
+        return self.ingestor.tag({kind: table})[kind]
+
+    def _write_ahead(self, group: Group) -> None:
+        if self.wal is not None and group.digest is not None:
+            members = [(m.key.agent_id, m.key.seq) for m in group.members]
+            self.wal.write(WalRecord(group.digest, members, [m.frame for m in group.members], group.split_from))
