@@ -107,7 +107,7 @@ def test_baseline_covers_a_warm_agent_process() -> None:
         from cloudtap.agent.warmup import warm_up
         warm_up()
         from cloudtap.agent.guard import read_rss
-        print(json.dumps({"rss": read_rss()}))
+        print(json.dumps({"rss": read_rss(exclude_file_pages=True), "all": read_rss()}))
         """
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba-cache"))}
@@ -115,8 +115,12 @@ def test_baseline_covers_a_warm_agent_process() -> None:
     subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    rss = json.loads(out.stdout.strip().splitlines()[-1])["rss"]
-    assert 0.5 * BASELINE_BYTES < rss <= BASELINE_BYTES, f"warm agent RSS {rss / MIB:.0f} MiB"
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    # what the guard counts (anonymous memory: see RssWatch); library pages vary with the page cache
+    rss = measured["rss"]
+    assert 0.2 * BASELINE_BYTES < rss <= BASELINE_BYTES, (
+        f"warm agent {rss / MIB:.0f} MiB ({measured['all'] / MIB:.0f} RSS)"
+    )
 
 
 # -- PpsLimiter --------------------------------------------------------------------------------------
@@ -270,7 +274,8 @@ def _vm_rss() -> int:
 def test_rss_watch_reports_plausible_rss_including_mapped_pages() -> None:
     rss, over = RssWatch(1 << 20).check()
     assert 30 * MIB < rss < 8 << 30 and over is False
-    assert abs(rss - _vm_rss()) < 16 * MIB
+    assert rss <= _vm_rss() + 4 * MIB  # anonymous + shmem: part of VmRSS
+    assert abs(RssWatch(1 << 20, exclude_file_pages=False).check()[0] - _vm_rss()) < 16 * MIB
     assert RssWatch(64).check()[1] is True  # numpy + numba alone exceed 64 MiB
     with mmap.mmap(-1, 48 * MIB) as ring:  # like a packet ring: pages count once touched
         before = RssWatch(1 << 20).check()[0]

@@ -520,19 +520,22 @@ def read_rss(exclude_file_pages: bool = False) -> int:
 
 
 class RssWatch:
-    """The process's RSS against the memory grant, with hysteresis.
+    """The process's resident memory against the memory grant, with hysteresis.
 
-    RSS, not PSS: RSS is what ``ps``/``top`` and the user's grant talk about and it only moves with
-    what this process maps, whereas PSS also moves when other processes map or unmap the same
-    libraries (between runs of the same warm agent it varied 114-229 MiB as other processes came and went),
-    which would make the watch flap. RSS over-counts shared library pages (~120 MiB file-backed, of
-    which libllvmlite.so 68 MiB), i.e. it errs on the side of the host.
+    Counted: anonymous + shmem pages (``VmRSS - RssFile``), i.e. what the agent itself allocates (heap,
+    numpy/Arrow buffers, flow table, rings). Not counted: clean file-backed pages (shared libraries, a
+    replayed capture): they are shared and reclaimable, and how many of them RSS shows depends on the
+    page cache, not on the agent: the same warm agent measured 217 MiB RSS right after a fresh
+    ``pip install`` (library files fully cached, fault-around maps whole runs of pages) and 131 MiB
+    after ``drop_caches``. PSS is no better (it moves when other processes map the same libraries).
 
-    Over budget when RSS exceeds the grant; back under only below ``(1 - hysteresis)`` of it, so a
+    Over budget when that exceeds the grant; back under only below ``(1 - hysteresis)`` of it, so a
     pause that frees the rings does not flap.
     """
 
-    def __init__(self, max_memory_mib: int, hysteresis: float = 0.05, exclude_file_pages: bool = False) -> None:
+    def __init__(
+        self, max_memory_mib: int, hysteresis: float = 0.05, exclude_file_pages: bool = True
+    ) -> None:
         self.limit_bytes = int(max_memory_mib) * MIB
         self.exclude_file_pages = exclude_file_pages
         self.hysteresis = hysteresis

@@ -101,9 +101,11 @@ class Agent:
         self.output = RecordOutput(self.sink, self.points, self.agent_id, out.edge_intervals_s)
         self.limiter = PpsLimiter(config.limits.max_pps)
         self.governor = CpuGovernor(config.limits.max_cpu_cores)
-        self.breakers = HostBreakers(config.breakers, out.directory if out.directory.exists() else out.directory.parent)
+        self.breakers = HostBreakers(
+            config.breakers, out.directory if out.directory.exists() else out.directory.parent
+        )
         # A replayed capture is mapped into memory: its (shared, reclaimable) file pages are not the agent's.
-        self.rss = RssWatch(config.limits.max_memory_mib, exclude_file_pages=config.capture.mode == "replay")
+        self.rss = RssWatch(config.limits.max_memory_mib)  # anonymous memory: see RssWatch
         self._factory = source_factory or self._default_factory
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -156,7 +158,9 @@ class Agent:
             from cloudtap.ship.spool import Spool
             from cloudtap.ship.transport import HttpTransport
 
-            transport = HttpTransport(out.server_url.rstrip("/") + "/api/v1/ingest", timeout_s=10.0, token=out.server_token)
+            transport = HttpTransport(
+                out.server_url.rstrip("/") + "/api/v1/ingest", timeout_s=10.0, token=out.server_token
+            )
             spool = Spool(out.spool_directory, max_bytes=out.spool_max_mib << 20)
             return ServerSink(self.agent_id, transport, spool, flush_interval_s=out.flush_interval_s)
         return FileSink(out.directory, out.format, out.rotate_s, out.keep_files)
@@ -181,7 +185,9 @@ class Agent:
         if cap.mode == "mirror":
             from cloudtap.capture.mirror import MirrorConfig, MirrorSource
 
-            return MirrorSource(MirrorConfig(kind=cap.mirror_kind, bind=cap.mirror_bind, port=cap.mirror_port))
+            return MirrorSource(
+                MirrorConfig(kind=cap.mirror_kind, bind=cap.mirror_bind, port=cap.mirror_port)
+            )
         from cloudtap.capture.afpacket import AfPacketSource, RingConfig
 
         ring = RingConfig(
@@ -298,7 +304,9 @@ class Agent:
         reasons = self.breakers.check()
         rss, over = self.rss.check()
         if over:
-            reasons.append(f"memory: RSS {rss >> 20} MiB over the {self.config.limits.max_memory_mib} MiB grant")
+            reasons.append(
+                f"memory: RSS {rss >> 20} MiB over the {self.config.limits.max_memory_mib} MiB grant"
+            )
         if reasons != self._paused_by:
             if reasons:
                 log.warning("capture paused: %s", "; ".join(reasons))
@@ -351,15 +359,18 @@ class Agent:
             agent_id=self.agent_id,
             mode=self.config.capture.mode,
             capturing=any(w.capturing for w in self.workers),
-            paused_by=list(self._paused_by) + ([] if self._user_capturing else ["stopped by user"])
+            paused_by=list(self._paused_by)
+            + ([] if self._user_capturing else ["stopped by user"])
             + ([self._policy_pause] if self._policy_pause else []),
             uptime_s=time.monotonic() - self._started,
             interfaces=per_if,
             captured_packets=sum(w.counters.packets for w in self.workers),
             captured_bytes=captured_bytes,
             kernel_drops=sum(s.kernel_drops for s in stats),
-            filter_drops=sum(s.filter_drops for s in stats) + sum(w.pipeline.filtered_out for w in self.workers),
-            duplicates=sum(s.duplicates for s in stats) + sum(w.pipeline.packets_filtered for w in self.workers),
+            filter_drops=sum(s.filter_drops for s in stats)
+            + sum(w.pipeline.filtered_out for w in self.workers),
+            duplicates=sum(s.duplicates for s in stats)
+            + sum(w.pipeline.packets_filtered for w in self.workers),
             pps_limit_drops=sum(w.counters.pps_limit_drops for w in self.workers),
             meter_drops=sum(m.table_full_packets for m in meters),
             active_flows=sum(m.active_flows for m in meters),
@@ -371,7 +382,8 @@ class Agent:
             rss_bytes=self.rss.check()[0],
             load1=float(getattr(sample, "load1", 0.0)) if sample is not None else os.getloadavg()[0],
             breaker_trips=sum(b.trips for b in getattr(self.breakers, "breakers", [])),
-            errors=list(self._errors[-10:]) + [w.counters.last_error for w in self.workers if w.counters.last_error],
+            errors=list(self._errors[-10:])
+            + [w.counters.last_error for w in self.workers if w.counters.last_error],
             replay_done=self._replay_done(),
             ship_pending_batches=self._ship_pending(),
         )
@@ -382,4 +394,3 @@ def _safe(fn: Callable[[str], None], name: str) -> None:
         fn(name)
     except Exception as exc:  # noqa: BLE001 - an interface vanishing mid-call is normal
         log.warning("interface %s: %s", name, exc)
-
