@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from capture_frames import frames_of
 from cloudtap.agent.config import PacketsSection
 from cloudtap.agent.packet_store import PacketQueryTooLarge, PacketStore
 from cloudtap.capture.pcap_file import CaptureFile
@@ -42,19 +43,6 @@ def make_store(tmp_path: Path, **kw: object) -> PacketStore:
     cfg = {"enabled": True, "directory": tmp_path / "packets", "max_disk_mib": 256, "snaplen": SNAP, "block_kib": 256}
     cfg.update(kw)
     return PacketStore(PacketsSection(**cfg))
-
-
-def frames_of(path: Path) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
-    """``(ts_ns, wire_len, frame bytes)`` of every packet of a capture, read by our reader."""
-    ts, wl, data = [], [], []
-    with CaptureFile(path) as cf:
-        for b in cf.batches():
-            ts.append(b.ts_ns.copy())
-            wl.append(b.wire_len.copy())
-            data += [b.data[o : o + c].tobytes() for o, c in zip(b.offset.tolist(), b.cap_len.tolist(), strict=True)]
-    if not ts:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint32), []
-    return np.concatenate(ts), np.concatenate(wl), data
 
 
 def reference(original: Path, bpf: str, lo: int, hi: int, tmp: Path) -> tuple[np.ndarray, np.ndarray, list[bytes]]:

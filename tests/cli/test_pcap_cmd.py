@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server" / "pcap"))
-from pcap_env import frames_of, replay_agent, serve_app, synth, window  # noqa: E402
+from pcap_env import replay_agent, serve_app, synth, window  # noqa: E402
 
+from capture_frames import frames_of  # noqa: E402
 from cloudtap.cli.main import app  # noqa: E402
 from cloudtap.server.pcap import AuditLog, StaticTargets, Target  # noqa: E402
 from cloudtap.server.settings import ServerSettings  # noqa: E402

@@ -15,7 +15,6 @@ import numpy as np
 from cloudtap.agent.config import load_agent_config
 from cloudtap.agent.runner import Agent
 from cloudtap.agent.sinks import MemorySink
-from cloudtap.capture.pcap_file import CaptureFile
 
 SNAP = 256
 
@@ -33,19 +32,6 @@ def tcpdump_split(original: Path, bpf: str, out: Path) -> Path:
     subprocess.run(["tcpdump", "--time-stamp-precision=nano", "-r", str(original), "-w", str(out), bpf],
                    check=True, capture_output=True)  # fmt: skip
     return out
-
-
-def frames_of(path: Path) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
-    """``(ts_ns, wire_len, frame bytes)`` of every packet of a pcap/pcapng."""
-    ts, wl, data = [], [], []
-    with CaptureFile(path) as cf:
-        for b in cf.batches():
-            ts.append(b.ts_ns.copy())
-            wl.append(b.wire_len.copy())
-            data += [b.data[o : o + c].tobytes() for o, c in zip(b.offset.tolist(), b.cap_len.tolist(), strict=True)]
-    if not ts:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint32), []
-    return np.concatenate(ts), np.concatenate(wl), data
 
 
 def window(ts: np.ndarray, wl: np.ndarray, data: list[bytes], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, list[bytes]]:

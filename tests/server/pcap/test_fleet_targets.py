@@ -21,8 +21,9 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
-from pcap_env import frames_of, tcpdump_split
+from pcap_env import tcpdump_split
 
+from capture_frames import frames_of
 from cloudtap.inventory.model import VM, Host, Interface, Network, Project, Region, Snapshot, Subnet
 from cloudtap.inventory.names_store import InventoryNames
 from cloudtap.inventory.store import InventoryStore

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from pcap_env import frames_of, replay_agent, serve_app, synth, tcpdump_split, window
+from pcap_env import replay_agent, serve_app, synth, tcpdump_split, window
 
+from capture_frames import frames_of
 from cloudtap.server.pcap import AuditLog, StaticTargets, Target
 from cloudtap.server.settings import ServerSettings
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from cloudtap.server.analyse.errors import AnalysisError
 from cloudtap.server.query.catalog import PROTO_NAMES
+from cloudtap.server.query.sql import Params as QueryParams
 from cloudtap.server.store.ddl import ident, ip_text_sql
 
 NS = 1_000_000_000
@@ -25,17 +26,8 @@ LEVELS = ("ip", "subnet", "vm", "host", "project")
 FAILED_CLOSE_TYPES = ("syn_unanswered", "server_refused", "half_open")
 
 
-class Params:
-    """Collects bound parameters and returns their ``{name:Type}`` placeholders."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def bind(self, value: Any, ch_type: str) -> str:
-        """Placeholder for ``value`` as ClickHouse ``ch_type``."""
-        name = f"p{len(self.values)}"
-        self.values[name] = value
-        return "{" + name + ":" + ch_type + "}"
+class Params(QueryParams):
+    """The query engine's bound parameters, plus addresses."""
 
     def ip(self, value: str, field: str) -> str:
         """``toIPv6(...)`` of an address (IPv4 as IPv4-mapped)."""

@@ -75,13 +75,14 @@ class CompiledQuery:
     segments: list[Segment] | None = None  #: parts of the range read from other rollups (None: ``table`` only)
 
 
-class _Params:
+class Params:
     """Collects bound parameters; returns their ``{name:Type}`` placeholders."""
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
 
     def bind(self, value: Any, ch_type: str) -> str:
+        """Placeholder for ``value`` as ClickHouse ``ch_type``."""
         name = f"p{len(self.values)}"
         self.values[name] = value
         return "{" + name + ":" + ch_type + "}"
@@ -241,7 +242,7 @@ def _preference(tables: list[StoredTable], query: Query, span_ns: int) -> list[S
 # --- SQL ------------------------------------------------------------------------------------------
 
 
-def _time_where(table: StoredTable, t0: int, t1: int, params: _Params) -> str:
+def _time_where(table: StoredTable, t0: int, t1: int, params: Params) -> str:
     col = ident(table.time_column)
     if table.logical == "flows":
         a, b = params.bind(t0, "Int64"), params.bind(t1, "Int64")
@@ -288,7 +289,7 @@ def _mac_value(value: Any, dim: str) -> int:
     return int(re.sub(r"[:-]", "", text), 16)
 
 
-def _bind_dim_value(dim: Dimension, value: Any, params: _Params) -> str:
+def _bind_dim_value(dim: Dimension, value: Any, params: Params) -> str:
     if dim.kind == "ip":
         return f"toIPv6({params.bind(_ip_value(value, dim.name), 'String')})"
     if dim.kind == "mac":
@@ -301,7 +302,7 @@ def _bind_dim_value(dim: Dimension, value: Any, params: _Params) -> str:
     return params.bind(str(value), "String")
 
 
-def _filter_sql(table: StoredTable, f: Filter, params: _Params) -> str:
+def _filter_sql(table: StoredTable, f: Filter, params: Params) -> str:
     dim = table.dimensions.get(f.dim)
     if dim is None:
         sides = _either_side(table, f.dim)
@@ -332,7 +333,7 @@ def _filter_sql(table: StoredTable, f: Filter, params: _Params) -> str:
     return f"{col} {_SQL_OPS[f.op]} {_bind_dim_value(dim, f.value, params)}"
 
 
-def _either_side_sql(sides: tuple[Dimension, Dimension], f: Filter, params: _Params) -> str:
+def _either_side_sql(sides: tuple[Dimension, Dimension], f: Filter, params: Params) -> str:
     """``vm_id IN (..)``: either side is in; ``vm_id NOT IN (..)`` / ``!=``: neither side is."""
     if f.op not in ("eq", "ne", "in", "not_in"):
         raise QueryError(f"filter {f.dim}: either-side ids take =, !=, a list or not in the list", "filters")
@@ -345,7 +346,7 @@ def _either_side_sql(sides: tuple[Dimension, Dimension], f: Filter, params: _Par
     return "(" + (" AND " if negate else " OR ").join(parts) + ")"
 
 
-def _measure_filter_sql(table: StoredTable, f: Filter, params: _Params) -> str:
+def _measure_filter_sql(table: StoredTable, f: Filter, params: Params) -> str:
     expr = _record_measure(table, f.dim)
     assert expr is not None  # checked by _misfit
 
@@ -436,7 +437,7 @@ def compile_query(
         raise QueryError("time_to must be after time_from", "time_to")
     span = time_to_ns - time_from_ns
     table = table or choose_table(query, span)
-    params = _Params()
+    params = Params()
     source = f"{ident(database)}.{ident(table.name)}"
     limit = query.row_limit
     if query.is_raw or not segments or [(s.table.name, s.time_from_ns, s.time_to_ns) for s in segments] == [
@@ -511,7 +512,7 @@ def compile_query(
 
 
 def _union_source(
-    query: Query, table: StoredTable, segments: Sequence[Segment], database: str, params: _Params
+    query: Query, table: StoredTable, segments: Sequence[Segment], database: str, params: Params
 ) -> str:
     """``(SELECT cols FROM t1 WHERE range AND filters UNION ALL ...)``: one branch per stored table."""
     needed: list[str] = [table.time_column]
@@ -561,7 +562,7 @@ def _order_sql(query: Query, columns: list[OutputColumn], default_time: bool) ->
 
 
 def _compile_raw(
-    query: Query, table: StoredTable, source: str, where: list[str], params: _Params, t0: int, t1: int
+    query: Query, table: StoredTable, source: str, where: list[str], params: Params, t0: int, t1: int
 ) -> CompiledQuery:
     names = list(query.columns) if query.columns else list(table.raw_default)
     columns = [OutputColumn(n, f"_c{i}", "column") for i, n in enumerate(names)]
