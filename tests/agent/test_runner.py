@@ -145,3 +145,4 @@ def test_memory_grant_too_small_is_a_config_error(tmp_path: Path) -> None:
     cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(update={"max_memory_mib": 100})})
     with pytest.raises(ConfigError, match="MiB"):
         Agent(cfg, sink=MemorySink())
+
