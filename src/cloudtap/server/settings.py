@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cloudtap.config_loader import load_layered
 from cloudtap.inventory.connectors.kubernetes import KubernetesConfig
@@ -32,8 +33,33 @@ class StorageSection(_Section):
     )
     database: str = Field("cloudtap", description="ClickHouse database name")
     cluster: str | None = Field(None, description="ClickHouse cluster name: ON CLUSTER DDL, local + Distributed tables")
-    retention_days: int = Field(30, ge=1, description="drop rows this many days after they were ingested")
+    retention_days: float | None = Field(
+        None, gt=0, description="upper bound on every flow/metric table's TTL: no row is kept longer than this many "
+        "days after it was ingested; none = the per-table TTLs (ttl_days) only"
+    )
+    ttl_days: dict[str, float | None] = Field(
+        default_factory=dict, description="TTL per table, days since ingest (null = keep forever); tables not named "
+        "keep their defaults: flow_log 7, edge_1s/endpoint_1s 2, edge_1m/endpoint_1m 30, edge_1h/endpoint_1h 400, "
+        "ingest_log 30"
+    )
     max_disk_gib: float = Field(0, ge=0, description="drop the oldest partitions beyond this size; 0 = no limit")
+    housekeeping_s: float = Field(
+        300.0, gt=0, description="enforce the disk budget this often (seconds); TTLs are applied by ClickHouse merges"
+    )
+
+    @field_validator("ttl_days")
+    @classmethod
+    def _known_tables(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        if value:
+            from cloudtap.server.store.retention import DEFAULT_TTL_DAYS
+
+            unknown = sorted(set(value) - set(DEFAULT_TTL_DAYS))
+            if unknown:
+                raise ValueError(f"unknown table(s) {unknown}; known: {sorted(DEFAULT_TTL_DAYS)}")
+            bad = sorted(k for k, v in value.items() if v is not None and v <= 0)
+            if bad:
+                raise ValueError(f"TTL of {bad} must be positive days or null")
+        return value
 
 
 class ApiSection(_Section):
@@ -44,6 +70,21 @@ class ApiSection(_Section):
     agent_token: str | None = Field(None, description="shared token agents must send (X-Cloudtap-Token); none = open")
     max_batch_mib: int = Field(64, ge=1, description="largest ingest batch accepted")
     status_file: Path | None = Field(None, description="write the bound URL here once listening")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) to serve HTTPS with; needs tls_key (`cloudtap server certs` makes both)"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both (HTTPS) or neither (HTTP)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when the API serves HTTPS."""
+        return self.tls_cert is not None
 
 
 class IngestSection(_Section):
@@ -62,9 +103,17 @@ class IngestSection(_Section):
 class ControllerSection(_Section):
     """Agents under the controller: registration, heartbeats, groups, policies (see docs/controller.md)."""
 
-    token: str | None = Field(None, description="shared registration token; none (and no agent_tokens) = open registration")
+    token: str | None = Field(
+        None, description="shared bootstrap token, only for registration (each agent then gets its own credential); "
+        "none (and no agent_tokens) = open registration, for a lab only (warned at start)"
+    )
     agent_tokens: dict[str, str] = Field(
-        default_factory=dict, description="per-agent tokens: agent name or host name -> token (wins over the shared one)"
+        default_factory=dict, description="per-agent bootstrap tokens: agent name or host name -> token (wins over "
+        "the shared one)"
+    )
+    control_networks: list[str] = Field(
+        default_factory=list, description="CIDRs (or exact host names) an agent's control URL may point to besides "
+        "the address it connects from (NAT, proxies, a management network); other URLs are refused"
     )
     heartbeat_s: float = Field(10.0, gt=0, description="heartbeat period proposed to agents")
     stale_after: int = Field(3, ge=1, description="an agent is stale after this many missed heartbeat periods")
@@ -82,9 +131,6 @@ class PcapSection(_Section):
 
     max_bytes: int = Field(1 << 30, ge=1024, description="largest pcapng one retrieval may return (larger: HTTP 413)")
     agent_timeout_s: float = Field(60.0, gt=0, description="time allowed to each agent to answer")
-    audit_log: Path | None = Field(
-        None, description="JSONL audit log of retrievals; default <chDB data dir>/pcap-audit.jsonl or /var/lib/cloudtap/"
-    )
     spool_directory: Path | None = Field(None, description="where agent answers wait while merging; default: system temp")
 
 
@@ -110,6 +156,56 @@ class InventorySection(_Section):
     kubernetes: list[KubernetesConfig] = Field(default_factory=list, description="Kubernetes clusters")
 
 
+class OidcSection(_Section):
+    """Single sign-on with an OpenID Connect provider (Keycloak, Dex, Keystone federation...)."""
+
+    issuer: str = Field(description="the provider's issuer URL (its /.well-known/openid-configuration is read)")
+    client_id: str = Field(description="this server's client id at the provider")
+    client_secret: str | None = Field(None, description="client secret (confidential client); env override advised")
+    redirect_url: str | None = Field(
+        None, description="public URL of /api/v1/auth/oidc/callback; default from the request's own URL"
+    )
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email", "groups"])
+    username_claim: str = Field("preferred_username", description="claim that names the user")
+    groups_claim: str = Field("groups", description="claim that lists the user's groups")
+    group_roles: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="group -> role bindings, e.g. {net-admins: [{role: admin}], shop-ops: [{role: operator, "
+        "projects: [shop]}]}; a user in no mapped group cannot log in",
+    )
+    ca_file: Path | None = Field(None, description="CA bundle to verify the provider's TLS certificate")
+
+
+class AuthSection(_Section):
+    """Access control (docs/security.md): users, API tokens, browser sessions, single sign-on, audit."""
+
+    enabled: bool = Field(
+        True, description="require credentials on every non-public route; false is refused unless the API "
+        "listens on loopback (development only)"
+    )
+    db_path: Path | None = Field(
+        None, description="users, tokens, sessions (SQLite); default <chDB data dir>/access.sqlite or /var/lib/cloudtap/"
+    )
+    admin_user: str = Field("admin", description="name of the first admin, created at first start")
+    admin_password_file: Path | None = Field(
+        None, description="the first admin's password (else a random one is printed once)"
+    )
+    session_hours: float = Field(8.0, gt=0, le=24 * 30, description="browser session lifetime")
+    token_days: float = Field(90.0, gt=0, le=3650, description="default API token lifetime")
+    cookie_secure: bool | None = Field(None, description="Secure cookies; default: when the API serves TLS")
+    metrics_token: str | None = Field(
+        None, description="static bearer token for Prometheus scrapes of /metrics (else a user token with "
+        "metrics:read)"
+    )
+    max_json_kib: int = Field(1024, ge=16, description="largest JSON request body accepted (ingest has its own)")
+    audit_log: Path | None = Field(
+        None, description="append-only JSONL audit log; default <chDB data dir>/audit.jsonl or /var/lib/cloudtap/"
+    )
+    audit_max_mib: float = Field(64.0, gt=0, description="rotate the audit log at this size")
+    audit_keep: int = Field(20, ge=1, description="rotated audit files kept")
+    oidc: OidcSection | None = Field(None, description="single sign-on; none = local users only")
+
+
 class ServerSettings(_Section):
     """Everything the server reads at start."""
 
@@ -119,6 +215,7 @@ class ServerSettings(_Section):
     inventory: InventorySection = Field(default_factory=InventorySection)
     pcap: PcapSection = Field(default_factory=PcapSection)
     controller: ControllerSection = Field(default_factory=ControllerSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
 
 
 def load_server_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ServerSettings:

@@ -129,3 +129,30 @@ def test_disk_budget_spends_fine_data_before_rollups(open_store: StoreFactory, p
     assert {d.table for d in dropped} == set(RAW)
     assert all(v == 0 for v in _rows(store).values())
     assert store.query_arrow("SELECT count() AS n FROM ingest_log")["n"][0].as_py() == 1  # meta tables stay
+
+
+def test_max_days_caps_data_tables_but_not_the_ingest_log() -> None:
+    policy = RetentionPolicy(ttl_days={"flow_log": 0.5, "edge_1h": None}, max_days=5)
+    days = policy.effective_days()
+    assert days["flow_log"] == 0.5 and days["edge_1s"] == 2  # below the cap
+    assert days["edge_1m"] == days["endpoint_1h"] == days["edge_1h"] == 5  # capped, "forever" included
+    assert days["ingest_log"] == 30
+    assert policy.ttl_seconds()["edge_1h"] == 5 * 86_400
+    assert RetentionPolicy().effective_days()["edge_1h"] == 400
+    with pytest.raises(ValueError, match="max_days"):
+        RetentionPolicy(max_days=0)
+    with pytest.raises(ValueError, match="disk_budget_bytes"):
+        RetentionPolicy(disk_budget_bytes=-1)
+
+
+def test_set_retention_alters_the_live_tables_and_data_bytes_counts_data_only(
+    store: ClickHouseStore, pcaps: Path
+) -> None:
+    assert store.data_bytes() == 0
+    store.insert(batch_of(metered(pcaps, EXAMPLE), "hv-1"), BatchKey("hv-1", 1))
+    data = sum(_partitions(store, t).get(p, 0) for t in RAW for p in _partitions(store, t))
+    assert store.data_bytes() == data > 0  # ingest_log and schema_version not counted
+    statements = store.set_retention(RetentionPolicy(max_days=1))
+    assert len(statements) == len(RAW)  # every data table's TTL changed; ingest_log's did not
+    assert all("toIntervalSecond(86400)" in store.command(f"SHOW CREATE TABLE {t}") for t in RAW)
+    assert store.set_retention(RetentionPolicy(max_days=1)) == []  # nothing left to change

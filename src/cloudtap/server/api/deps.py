@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from cloudtap.server.access.principal import Principal
+from cloudtap.server.access.scope import Scope, scoped
+from cloudtap.server.api.guard import principal_of, scope_of
 from cloudtap.server.settings import ServerSettings
 from cloudtap.server.store.base import FlowStore
 
 
 def get_store(request: Request) -> FlowStore:
-    """The app's flow store."""
-    return request.app.state.store  # type: ignore[no-any-return]
+    """The app's flow store, limited to the caller's project scope (inside every query it runs).
+
+    Fails closed (500) on a route that declared no permission: there is no scope to apply.
+    """
+    return scoped(request.app.state.store, scope_of(request))  # type: ignore[no-any-return]
 
 
 def get_settings(request: Request) -> ServerSettings:
@@ -20,5 +26,26 @@ def get_settings(request: Request) -> ServerSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+def get_scope(request: Request) -> Scope:
+    """The caller's project scope for the route's permission."""
+    return scope_of(request)
+
+
+def get_principal(request: Request) -> Principal:
+    """Who is calling (recorded by the route's guard)."""
+    return principal_of(request)
+
+
+def get_names(request: Request) -> Any:
+    """The inventory's name resolver (``None`` when the inventory is disabled)."""
+    from cloudtap.server.api.routes.inventory import install
+
+    if getattr(request.app.state, "names", None) is None:
+        install(request.app)
+    return getattr(request.app.state, "names", None)
+
+
 StoreDep = Annotated[FlowStore, Depends(get_store)]
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
+ScopeDep = Annotated[Scope, Depends(get_scope)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,13 +1,11 @@
-"""PCAP retrieval: fetch stored packets from the agents, merge them by time into one pcapng, audit it."""
+"""PCAP retrieval: fetch stored packets from the agents, merge them by time into one pcapng."""
 
-from cloudtap.server.pcap.audit import AuditLog, default_audit_path
 from cloudtap.server.pcap.errors import PcapAgentError, PcapError, PcapRequestError, PcapTooLarge
 from cloudtap.server.pcap.merge import MergedCapture
 from cloudtap.server.pcap.retrieval import PcapRequest, retrieve, retrieve_to_file
 from cloudtap.server.pcap.targets import PcapTargets, StaticTargets, Target
 
 __all__ = [
-    "AuditLog",
     "MergedCapture",
     "PcapAgentError",
     "PcapError",
@@ -17,7 +15,6 @@ __all__ = [
     "PcapTooLarge",
     "StaticTargets",
     "Target",
-    "default_audit_path",
     "retrieve",
     "retrieve_to_file",
 ]

@@ -48,8 +48,10 @@ class FlowStore(Protocol):
         """Store one batch (``kind`` -> table), exactly once per ``key``."""
         ...
 
-    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
-        """Run a read-only query (bound ``{name:Type}`` parameters) and return Arrow."""
+    def query_arrow(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> pa.Table:
+        """Run a read-only query (bound ``{name:Type}`` parameters, optional query settings) and return Arrow."""
         ...
 
     def close(self) -> None:

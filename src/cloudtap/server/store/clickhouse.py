@@ -24,7 +24,13 @@ import pyarrow as pa
 from cloudtap.server.store import migrations
 from cloudtap.server.store.base import KINDS, BatchKey, InsertResult
 from cloudtap.server.store.ddl import DERIVED, KIND_TABLES, REQUIRED, TABLES, Column, DdlContext, ident, quote
-from cloudtap.server.store.retention import DroppedPartition, RetentionPolicy, apply_ttl, enforce_disk_budget
+from cloudtap.server.store.retention import (
+    DroppedPartition,
+    RetentionPolicy,
+    apply_ttl,
+    data_bytes,
+    enforce_disk_budget,
+)
 
 #: Settings of every data insert: dependent views deduplicate too, so a crash between a table and its
 #: views heals on replay. ``optimize_on_insert=0``: the views already GROUP BY their whole key, so the
@@ -168,22 +174,35 @@ class ClickHouseStore:
         )
 
     # -- queries ---------------------------------------------------------------------------------
-    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+    def query_arrow(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> pa.Table:
         """Run a read-only query (``SELECT``/``WITH``/``SHOW``/``DESCRIBE``/``EXPLAIN``) and return Arrow.
 
         Addresses come back as 16-byte ``IPv6`` values; select ``ip_text_sql(col)`` (see ``ddl``) or
-        ``IPv6NumToString(col)`` for text. Bind values as ``{name:Type}`` with ``parameters``.
+        ``IPv6NumToString(col)`` for text. Bind values as ``{name:Type}`` with ``parameters``;
+        ``settings`` are query settings (the access layer's ``additional_table_filters``).
         """
         head = sql.lstrip().lower()
         if not head.startswith(_READ_ONLY_START):
             raise ValueError(f"query_arrow runs read-only queries only, got: {sql.strip()[:60]!r}")
-        return self._client.query_arrow(sql, parameters=parameters or {})
+        return self._client.query_arrow(sql, parameters=parameters or {}, settings=settings or None)
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         """Run any statement (admin and tests: ``OPTIMIZE``, ``SYSTEM``...); returns its scalar result."""
         return self._client.command(sql, parameters=parameters or {})
 
     # -- retention -------------------------------------------------------------------------------
+    def set_retention(self, retention: RetentionPolicy) -> list[str]:
+        """Adopt a new policy and bring the tables' TTLs to it now; returns the ``ALTER`` statements run."""
+        self.retention = retention
+        self.ctx = DdlContext(self.database, self.cluster, retention.ttl_seconds())
+        return apply_ttl(self._client, self.ctx)
+
+    def data_bytes(self) -> int:
+        """Bytes on disk of the data tables (what the disk budget counts), on the fullest host."""
+        return data_bytes(self._client, self.ctx)
+
     def enforce_disk_budget(self, budget_bytes: int | None = None) -> list[DroppedPartition]:
         """Drop the oldest partitions while the data exceeds the budget (default: the policy's)."""
         budget = self.retention.disk_budget_bytes if budget_bytes is None else budget_bytes

@@ -5,6 +5,10 @@ imported today lives as long as today's traffic. The disk budget drops whole par
 record time of one table): finest tier first (``flow_log``, ``edge_1s``, ``endpoint_1s``, then the
 1-minute tables, then the hourly rollups), and within a tier the partition whose newest row arrived
 longest ago first.
+
+``RetentionPolicy.max_days`` caps every data table's TTL (the server's ``storage.retention_days``): no
+flow or metric row outlives it, whatever the per-table TTL says. Meta tables (``ingest_log``) keep
+their own TTL: the exactly-once log must outlive the data it deduplicates.
 """
 
 from __future__ import annotations
@@ -35,10 +39,18 @@ _TTL_SECONDS = re.compile(r"TTL .*toIntervalSecond\((\d+)\)")
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """How long rows live (per table, days since ingest) and how much disk the store may use."""
+    """How long rows live (per table, days since ingest) and how much disk the store may use.
+
+    Attributes:
+        ttl_days: TTL per table (days since ingest; ``None`` keeps forever); tables not named keep
+            ``DEFAULT_TTL_DAYS``.
+        disk_budget_bytes: bytes the data tables may use (``None``: no budget).
+        max_days: upper bound on every data table's TTL (``None``: no bound); meta tables are exempt.
+    """
 
     ttl_days: Mapping[str, float | None] = field(default_factory=lambda: dict(DEFAULT_TTL_DAYS))
     disk_budget_bytes: int | None = None
+    max_days: float | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.ttl_days) - {n for n, s in TABLES.items() if s.ttl_column}
@@ -49,10 +61,23 @@ class RetentionPolicy:
         for name, days in self.ttl_days.items():
             if days is not None and days <= 0:
                 raise ValueError(f"retention of {name} must be positive days or None, got {days}")
+        if self.max_days is not None and self.max_days <= 0:
+            raise ValueError(f"max_days must be positive or None, got {self.max_days}")
+        if self.disk_budget_bytes is not None and self.disk_budget_bytes < 0:
+            raise ValueError(f"disk_budget_bytes must be >= 0 or None, got {self.disk_budget_bytes}")
+
+    def effective_days(self) -> dict[str, float | None]:
+        """TTL per table in days after defaults and the ``max_days`` cap."""
+        days = {**DEFAULT_TTL_DAYS, **self.ttl_days}
+        if self.max_days is not None:
+            for name, d in days.items():
+                if TABLES[name].tier != "meta":
+                    days[name] = self.max_days if d is None else min(d, self.max_days)
+        return days
 
     def ttl_seconds(self) -> dict[str, int | None]:
-        """Time to live per table in seconds (tables not named keep the default)."""
-        days = {**DEFAULT_TTL_DAYS, **self.ttl_days}
+        """Time to live per table in seconds (tables not named keep the default; capped by ``max_days``)."""
+        days = self.effective_days()
         return {name: None if d is None else max(1, int(round(d * DAY_S))) for name, d in days.items()}
 
 
@@ -114,6 +139,15 @@ def partition_usage(client: Any, ctx: DdlContext) -> list[tuple[str, str, str, i
     ).result_rows
     by_local = {ctx.local_name(s.name): s.name for s in TABLES.values()}
     return [(h, by_local[t], p, int(b)) for h, t, p, b in rows if t in by_local]
+
+
+def data_bytes(client: Any, ctx: DdlContext) -> int:
+    """Bytes on disk of the data tables (meta tables not counted) on the fullest host."""
+    per_host: dict[str, int] = {}
+    for host, table, _pid, size in partition_usage(client, ctx):
+        if TABLES[table].tier != "meta":
+            per_host[host] = per_host.get(host, 0) + size
+    return max(per_host.values(), default=0)
 
 
 def _partition_ages(client: Any, ctx: DdlContext, spec: TableSpec) -> dict[str, int]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudtap.inventory.names import NameResolver, NoNames
+from cloudtap.server.access.permissions import Permission
 from cloudtap.server.analyse import (
     BacktestRequest,
     BacktestResult,
@@ -34,6 +35,7 @@ from cloudtap.server.analyse import (
 )
 from cloudtap.server.analyse.errors import AnalysisError
 from cloudtap.server.api.deps import StoreDep
+from cloudtap.server.api.guard import require
 from cloudtap.server.api.routes._errors import BAD_JSON, INVALID, ValidationErrorOut, unprocessable_item
 from cloudtap.server.query.errors import QueryError
 
@@ -69,31 +71,31 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise _unprocessable(exc) from exc
 
 
-@router.post("/topology", responses=_422, summary="Nodes and edges at a level")
+@router.post("/topology", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_422, summary="Nodes and edges at a level")
 def topology_route(body: TopologyRequest, request: Request, store: StoreDep) -> Topology:
     """Client -> server edges grouped at ip / subnet / vm / host / project, with their traffic and health."""
     return _call(topology, store, body, _names(request))  # type: ignore[no-any-return]
 
 
-@router.post("/compare", responses=_422, summary="Window vs baseline")
+@router.post("/compare", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_422, summary="Window vs baseline")
 def compare_route(body: CompareRequest, request: Request, store: StoreDep) -> CompareResult:
     """Edges and endpoints ranked by change (absolute, relative, robust z), new and vanished edges, bursts."""
     return _call(compare, store, body, _names(request))  # type: ignore[no-any-return]
 
 
-@router.post("/bursts", responses=_422, summary="Burst intervals of a series")
+@router.post("/bursts", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_422, summary="Burst intervals of a series")
 def bursts_route(body: BurstRequest, request: Request, store: StoreDep) -> BurstResult:
     """Runs of buckets whose robust z-score (median / MAD) exceeds k."""
     return _call(detect_bursts, store, body, _names(request))  # type: ignore[no-any-return]
 
 
-@router.post("/drill", responses=_422, summary="Drill into an edge, IP or VM")
+@router.post("/drill", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_422, summary="Drill into an edge, IP or VM")
 def drill_route(body: DrillRequest, request: Request, store: StoreDep) -> DrillResult:
     """Composition by peer, port, protocol, close type, direction; one-way pushes; failed handshakes."""
     return _call(drill, store, body, _names(request))  # type: ignore[no-any-return]
 
 
-@router.post("/backtest", responses={**_404, **_422}, summary="Scan history for a signature")
+@router.post("/backtest", dependencies=[Depends(require(Permission.FLOWS_READ))], responses={**_404, **_422}, summary="Scan history for a signature")
 def backtest_route(body: BacktestRequest, request: Request, store: StoreDep) -> BacktestResult:
     """Occurrences, count and periodicity of an inline or saved signature."""
     if (body.signature is None) == (body.name is None):
@@ -103,13 +105,13 @@ def backtest_route(body: BacktestRequest, request: Request, store: StoreDep) -> 
                  body.dedup)  # fmt: skip
 
 
-@router.get("/signatures", summary="Saved signatures")
+@router.get("/signatures", dependencies=[Depends(require(Permission.FLOWS_READ))], summary="Saved signatures")
 def list_signatures(store: StoreDep) -> list[Signature]:
     """Every saved signature."""
     return _call(SignatureStore(store).list)  # type: ignore[no-any-return]
 
 
-@router.put("/signatures/{name}", responses=_422, summary="Save a signature")
+@router.put("/signatures/{name}", dependencies=[Depends(require(Permission.SIGNATURES_WRITE))], responses=_422, summary="Save a signature")
 def save_signature(name: str, body: Signature, store: StoreDep) -> Signature:
     """Save (or replace) ``name``; the body's name, when given, must match."""
     if body.name not in (None, name):
@@ -121,20 +123,20 @@ def save_signature(name: str, body: Signature, store: StoreDep) -> Signature:
     return _call(SignatureStore(store).save, sig)  # type: ignore[no-any-return]
 
 
-@router.get("/signatures/{name}", responses={**_404, **INVALID}, summary="A saved signature")
+@router.get("/signatures/{name}", dependencies=[Depends(require(Permission.FLOWS_READ))], responses={**_404, **INVALID}, summary="A saved signature")
 def get_signature(name: str, store: StoreDep) -> Signature:
     """The signature ``name``."""
     return _call(SignatureStore(store).get, name)  # type: ignore[no-any-return]
 
 
-@router.delete("/signatures/{name}", status_code=204, responses={**_404, **INVALID},
+@router.delete("/signatures/{name}", dependencies=[Depends(require(Permission.SIGNATURES_WRITE))], status_code=204, responses={**_404, **INVALID},
                summary="Delete a signature")  # fmt: skip
 def delete_signature(name: str, store: StoreDep) -> None:
     """Forget ``name``."""
     _call(SignatureStore(store).delete, name)
 
 
-@router.post("/signatures/{name}/run", responses={**_404, **_422},
+@router.post("/signatures/{name}/run", dependencies=[Depends(require(Permission.FLOWS_READ))], responses={**_404, **_422},
              summary="Backtest a saved signature")  # fmt: skip
 def run_signature(name: str, request: Request, store: StoreDep, body: RunSignature | None = None) -> BacktestResult:
     """Backtest ``name`` over history (or the given range)."""

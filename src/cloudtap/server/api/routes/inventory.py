@@ -12,11 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi import Query as Param
 
 from cloudtap.inventory.entities import KIND_SPECS
+from cloudtap.inventory.model import Snapshot
 from cloudtap.inventory.service import InventoryService, build_service
+from cloudtap.inventory.visibility import visible
+from cloudtap.server.access.permissions import Permission
+from cloudtap.server.api.guard import require, scope_of
 
 MAX_ITEMS = 100_000
 
@@ -71,6 +75,19 @@ def _service(request: Request) -> InventoryService:
     return service
 
 
+def _visible(request: Request, snapshot: Snapshot) -> Snapshot:
+    """The snapshot cut to the caller's projects (unrestricted callers see it whole)."""
+    scope = scope_of(request)
+    return snapshot if scope.projects is None else visible(snapshot, scope.projects)
+
+
+def _keys(request: Request, snapshot: Snapshot, kind: str) -> set[str] | None:
+    """Keys of ``kind`` the caller may see (None: all)."""
+    if scope_of(request).projects is None:
+        return None
+    return {e.key for e in getattr(_visible(request, snapshot), KIND_SPECS[kind][0])}
+
+
 def _kind(kind: str) -> str:
     if kind not in KIND_SPECS:
         raise HTTPException(404, f"unknown inventory kind {kind!r}; expected one of {', '.join(KIND_SPECS)}")
@@ -92,11 +109,13 @@ def _at(value: str | None) -> int | None:
     return ns
 
 
-@router.get("/status")
+@router.get("/status", dependencies=[Depends(require(Permission.INVENTORY_READ))])
 def status(request: Request) -> dict[str, Any]:
     """Connectors (last success, last error, last change summary), sources, counts, tagging counters."""
     svc = _service(request)
-    snap = svc.inventory.current()
+    snap = _visible(request, svc.inventory.current())
+    if scope_of(request).projects is not None:  # connectors and tagging counters are fleet-wide
+        return {"counts": {kind: len(getattr(snap, attr)) for kind, (attr, _) in KIND_SPECS.items()}}
     return {
         "connectors": [s.as_dict() for s in svc.syncer.status()],
         "sources": svc.inventory.sources(),
@@ -107,7 +126,7 @@ def status(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/sync", responses=_NOT_FOUND)
+@router.post("/sync", dependencies=[Depends(require(Permission.INVENTORY_SYNC))], responses=_NOT_FOUND)
 def sync(request: Request, connector: Annotated[str | None, Param(description="one connector (default: all)")] = None) -> dict[str, Any]:
     """Sync now (all connectors or one) and answer with each one's change summary or error."""
     svc = _service(request)
@@ -124,19 +143,22 @@ def sync(request: Request, connector: Annotated[str | None, Param(description="o
     }  # fmt: skip
 
 
-@router.get("/{kind}/history", responses=_NOT_FOUND)
+@router.get("/{kind}/history", dependencies=[Depends(require(Permission.INVENTORY_READ))], responses=_NOT_FOUND)
 def history(
     request: Request, kind: str, key: Annotated[str, Param(description="the entity's key")]
 ) -> dict[str, Any]:
     """Every validity interval of one entity (all sources), oldest first."""
     svc = _service(request)
     records = svc.inventory.history(_kind(kind), key)
+    allowed = _keys(request, svc.inventory.current(), kind)
+    if allowed is not None and key not in allowed:
+        records = []
     if not records:
         raise HTTPException(404, f"no {kind} with key {key!r} in the inventory history")
     return {"kind": kind, "key": key, "intervals": [r.as_dict() for r in records]}
 
 
-@router.get("/{kind}/names", responses=_NOT_FOUND)
+@router.get("/{kind}/names", dependencies=[Depends(require(Permission.INVENTORY_READ))], responses=_NOT_FOUND)
 def names(
     request: Request,
     kind: str,
@@ -149,10 +171,16 @@ def names(
         wanted = [int(x) for x in ids.split(",") if x.strip()]
     except ValueError:
         raise HTTPException(400, "ids: comma-separated integers") from None
-    return {str(k): v for k, v in svc.names.names(_kind(kind), wanted, _at(at)).items()}
+    found = svc.names.names(_kind(kind), wanted, _at(at))
+    if scope_of(request).projects is not None:
+        view = svc.inventory.view(_at(at))
+        keys = _keys(request, view.snapshot, kind) or set()
+        seen = {view.id_of(kind, k) for k in keys}
+        found = {k: v for k, v in found.items() if k in seen}
+    return {str(k): v for k, v in found.items()}
 
 
-@router.get("/{kind}", responses=_NOT_FOUND)
+@router.get("/{kind}", dependencies=[Depends(require(Permission.INVENTORY_READ))], responses=_NOT_FOUND)
 def list_kind(
     request: Request,
     kind: str,
@@ -167,7 +195,7 @@ def list_kind(
     svc = _service(request)
     view = svc.inventory.view(_at(at))
     items = []
-    for entity in getattr(view.snapshot, KIND_SPECS[_kind(kind)][0]):
+    for entity in getattr(_visible(request, view.snapshot), KIND_SPECS[_kind(kind)][0]):
         label = getattr(entity, "name", None) or getattr(entity, "mac", "")
         if name is not None and not fnmatch.fnmatchcase(str(label), name):
             continue

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi import Query as Param
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from cloudtap.inventory.names import NameResolver
+from cloudtap.server.access.permissions import Permission
 from cloudtap.server.api.deps import StoreDep
+from cloudtap.server.api.guard import require
 from cloudtap.server.api.routes._errors import BAD_JSON, ValidationErrorOut, unprocessable_item
 from cloudtap.server.query.catalog import describe
 from cloudtap.server.query.engine import ARROW_STREAM, QueryEngine, QueryResult
@@ -126,14 +128,14 @@ def _preset(builder: Any, **kwargs: Any) -> Query:
         raise _unprocessable(exc, "query") from exc
 
 
-@router.post("", responses={**_RESPONSES, **BAD_JSON}, response_model=None,
+@router.post("", dependencies=[Depends(require(Permission.FLOWS_READ))], responses={**_RESPONSES, **BAD_JSON}, response_model=None,
              summary="Run a query")  # fmt: skip
 def run_query(query: Query, request: Request, store: StoreDep) -> Response:
     """Filter, group and aggregate flows, edges or endpoints over a time range (see docs/query.md)."""
     return _answer(request, store, query, "body")
 
 
-@router.get("/top", responses=_RESPONSES, response_model=None, summary="Top talkers")
+@router.get("/top", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_RESPONSES, response_model=None, summary="Top talkers")
 def top(
     request: Request,
     store: StoreDep,
@@ -160,7 +162,7 @@ def top(
     return _answer(request, store, query, "query")
 
 
-@router.get("/series", responses=_RESPONSES, response_model=None, summary="Time series")
+@router.get("/series", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_RESPONSES, response_model=None, summary="Time series")
 def series(
     request: Request,
     store: StoreDep,
@@ -189,7 +191,7 @@ def series(
     return _answer(request, store, query, "query")
 
 
-@router.get("/flows", responses=_RESPONSES, response_model=None, summary="Flow records")
+@router.get("/flows", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_RESPONSES, response_model=None, summary="Flow records")
 def flows(
     request: Request,
     store: StoreDep,
@@ -214,7 +216,7 @@ def flows(
     return _answer(request, store, query, "query")
 
 
-@router.get("/catalog", summary="Dimensions and metrics")
+@router.get("/catalog", dependencies=[Depends(require(Permission.FLOWS_READ))], summary="Dimensions and metrics")
 def catalog() -> dict[str, Any]:
     """Every table's dimensions, metrics (unit, allowed aggregations) and stored columns."""
     return describe()
