@@ -31,6 +31,7 @@ def replay_agent(pcap: Path, tmp_path: Path, speed: float | None = None, **limit
         "CLOUDTAP_AGENT__CAPTURE__REPLAY_FILE": str(pcap),
         "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
         "CLOUDTAP_AGENT__CONTROL__PORT": "0",
+        "CLOUDTAP_AGENT__CONTROL__SOCKET": "",  # no Unix socket in /run
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
         # The agent runs inside pytest here: the test process (compiler, other tests) is not the grant.
         "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",

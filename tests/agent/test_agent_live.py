@@ -25,6 +25,7 @@ def live_config(tmp_path: Path, pattern: str, bpf: str | None = None):  # type: 
         "CLOUDTAP_AGENT__CAPTURE__LIBVIRT_DIRS": str([str(tmp_path / "libvirt")]),
         "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
         "CLOUDTAP_AGENT__CONTROL__PORT": "0",
+        "CLOUDTAP_AGENT__CONTROL__SOCKET": "",  # no Unix socket in /run
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
         # The agent runs inside pytest here: the test process (compiler, other tests) is not the grant.
         "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",

@@ -47,6 +47,7 @@ def test_mirror_mode_meters_once_and_counts_duplicates(tmp_path: Path) -> None:
         "CLOUDTAP_AGENT__CAPTURE__MIRROR_BIND": "127.0.0.1",
         "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
         "CLOUDTAP_AGENT__CONTROL__PORT": "0",
+        "CLOUDTAP_AGENT__CONTROL__SOCKET": "",  # no Unix socket in /run
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
         # The agent runs inside pytest here: the test process (compiler, other tests) is not the grant.
         "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
@@ -93,6 +94,7 @@ def test_records_of_ended_flows_leave_a_quiet_live_agent(tmp_path: Path) -> None
         "CLOUDTAP_AGENT__CAPTURE__MIRROR_BIND": "127.0.0.1",
         "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
         "CLOUDTAP_AGENT__CONTROL__PORT": "0",
+        "CLOUDTAP_AGENT__CONTROL__SOCKET": "",  # no Unix socket in /run
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
         "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
         "CLOUDTAP_AGENT__METER__IDLE_TIMEOUT_S": "1",

@@ -10,7 +10,8 @@ import httpx
 import numpy as np
 
 from cloudtap.agent.config import AgentConfig, load_agent_config
-from cloudtap.agent.controller_client import POLICY_PAUSE, ControllerClient, MacSelect
+from cloudtap.agent.config_apply import POLICY_PAUSE, MacSelect
+from cloudtap.agent.controller_client import ControllerClient
 from cloudtap.agent.runner import Agent
 from cloudtap.schema.packet import PACKET_DTYPE
 
@@ -26,6 +27,8 @@ def config(tmp_path: Path, mode: str = "mirror") -> AgentConfig:
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false", "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
         "CLOUDTAP_AGENT__CONTROLLER__URL": "http://controller.test", "CLOUDTAP_AGENT__CONTROLLER__TOKEN": "tok",
         "CLOUDTAP_AGENT__CONTROLLER__CACHE_FILE": str(tmp_path / "cache.json"),
+        "CLOUDTAP_AGENT__CONTROLLER__CREDENTIAL_FILE": str(tmp_path / "credential.json"),
+        "CLOUDTAP_AGENT__CONTROL__SOCKET": "",
     }  # fmt: skip
     return load_agent_config(None, env=env)
 
@@ -76,22 +79,26 @@ def test_mac_select_keeps_selected_inner_macs() -> None:
 
 def test_protocol_register_heartbeat_fetch_and_reregister(tmp_path: Path) -> None:
     calls: list[str] = []
-    state = {"known": True}
+    state: dict[str, Any] = {"issued": 0, "current": None}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(f"{request.method} {request.url.path}")
-        assert request.headers["authorization"] == "Bearer tok"
+        auth = request.headers.get("authorization", "")
+        calls.append(f"{request.method} {request.url.path} {auth.removeprefix('Bearer ')}")
         path = request.url.path
         if path.endswith("/register"):
             body = json.loads(request.content)
             assert body["name"] == "t1" and body["machine_id"] and body["mode"] == "mirror"
-            state["known"] = True
-            return httpx.Response(200, json={"agent_id": "ag-1", "heartbeat_s": 2.0, "group": "g"})
+            if auth not in ("Bearer tok", f"Bearer {state['current']}"):
+                return httpx.Response(401, json={"detail": "unknown or replaced credential"})
+            state["issued"] += 1
+            state["current"] = f"cta_ag-1_s{state['issued']}"
+            return httpx.Response(200, json={"agent_id": "ag-1", "heartbeat_s": 2.0, "group": "g",
+                                             "credential": state["current"], "control_key": f"k{state['issued']}"})  # fmt: skip
+        if auth != f"Bearer {state['current']}":
+            return httpx.Response(401, json={"detail": "unknown or replaced credential"})
         if path.endswith("/heartbeat"):
-            if not state["known"]:
-                return httpx.Response(404, json={"detail": "unknown agent id"})
             report: dict[str, Any] = json.loads(request.content)
-            assert "captured_packets" in report and "interfaces" in report
+            assert "captured_packets" in report and "interfaces" in report and "control_url" in report
             return httpx.Response(200, json={"config_version": 2, "heartbeat_s": 2.0, "server_time": 0})
         if path.endswith("/config"):
             return httpx.Response(200, json={"version": 2, "overlay": {"limits": {"max_pps": 77}}, "policy": {}})
@@ -102,8 +109,21 @@ def test_protocol_register_heartbeat_fetch_and_reregister(tmp_path: Path) -> Non
     client.heartbeat_once()
     assert client.agent_id == "ag-1" and client.heartbeat_s == 2.0
     assert client.applied_version == 2 and agent.limiter.max_pps == 77
-    state["known"] = False  # the server lost its state
+    assert calls[:3] == ["POST /api/v1/agents/register tok", "POST /api/v1/agents/ag-1/heartbeat cta_ag-1_s1",
+                         "GET /api/v1/agents/ag-1/config cta_ag-1_s1"]  # the bootstrap token only registers
+    saved = tmp_path / "credential.json"
+    assert saved.stat().st_mode & 0o777 == 0o600 and json.loads(saved.read_text())["control_key"] == "k1"
+    assert agent.control_keys() == ["k1"]
+    state["current"] = "cta_ag-1_other"  # the server rotated it (another registration) or lost its state
     client.heartbeat_once()
-    assert calls.count("POST /api/v1/agents/register") == 2
-    assert calls.count("GET /api/v1/agents/ag-1/config") == 1  # only when the version changes
+    assert calls[3:] == ["POST /api/v1/agents/ag-1/heartbeat cta_ag-1_s1",  # refused: 401
+                         "POST /api/v1/agents/register tok", "POST /api/v1/agents/ag-1/heartbeat cta_ag-1_s2"]
+    assert agent.control_keys() == ["k2"]
+    again = Agent(config(tmp_path))  # a restart registers with the credential it kept, not the bootstrap token
+    assert again.credentials is not None and again.credentials.credential() == "cta_ag-1_s2"
+    second = ControllerClient(again, transport=httpx.MockTransport(handler))
+    second.register()
+    assert calls[-1] == "POST /api/v1/agents/register cta_ag-1_s2" and again.control_keys() == ["k3"]
+    assert calls.count("GET /api/v1/agents/ag-1/config cta_ag-1_s1") == 1  # only when the version changes
     client.stop()
+    second.stop()

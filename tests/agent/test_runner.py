@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -30,6 +32,7 @@ def replay_config(pcap: Path, tmp_path: Path, **capture: object) -> AgentConfig:
         "CLOUDTAP_AGENT__CAPTURE__REPLAY_FILE": str(pcap),
         "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
         "CLOUDTAP_AGENT__CONTROL__PORT": "0",
+        "CLOUDTAP_AGENT__CONTROL__SOCKET": "",  # no Unix socket in /run
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
         "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
     }
@@ -90,13 +93,19 @@ def _wait_for(path: Path, timeout: float = 30.0) -> str:
 @pytest.mark.slow
 def test_cli_agent_control_and_stop_within_a_second(shared_pcaps: Path, tmp_path: Path) -> None:
     status_file = tmp_path / "url"
+    key = "a-control-key-for-this-test"
+    (tmp_path / "key").write_text(key)
+    sockdir = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))  # Unix socket paths are short
     env = dict(os.environ)
     env.update(
         {
             "CLOUDTAP_AGENT__CONTROL__STATUS_FILE": str(status_file),
+            "CLOUDTAP_AGENT__CONTROL__KEY_FILE": str(tmp_path / "key"),
+            "CLOUDTAP_AGENT__CONTROL__SOCKET": str(sockdir / "agent.sock"),
             "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
         }
     )
+    auth = {"Authorization": f"Bearer {key}"}
     pcap = shared_pcaps / ONE_TCP
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloudtap.cli.main", "agent", "run", "--replay", str(pcap), "--speed", "0.001",
@@ -105,14 +114,17 @@ def test_cli_agent_control_and_stop_within_a_second(shared_pcaps: Path, tmp_path
     )  # fmt: skip
     try:
         url = _wait_for(status_file)
-        status = json.loads(urllib.request.urlopen(url + "/status", timeout=5).read())
+        get = urllib.request.Request(url + "/status", headers=auth)
+        status = json.loads(urllib.request.urlopen(get, timeout=5).read())
         assert status["mode"] == "replay" and status["capturing"]
-        metrics = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-        assert "cloudtap_agent_captured_packets_total" in metrics
-        stop = urllib.request.Request(url + "/capture/stop", method="POST", data=b"")
+        metrics = urllib.request.urlopen(urllib.request.Request(url + "/metrics", headers=auth), timeout=5).read()
+        assert "cloudtap_agent_captured_packets_total" in metrics.decode()
+        stop = urllib.request.Request(url + "/capture/stop", method="POST", data=b"", headers=auth)
         assert json.loads(urllib.request.urlopen(stop, timeout=5).read()) == {"capturing": False}
         time.sleep(0.3)
-        assert not json.loads(urllib.request.urlopen(url + "/status", timeout=5).read())["capturing"]
+        shown = subprocess.run([sys.executable, "-m", "cloudtap.cli.main", "agent", "status", "--json", "--socket",
+                                str(sockdir / "agent.sock")], env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert shown.returncode == 0 and not json.loads(shown.stdout)["capturing"], shown.stderr
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=5)
@@ -121,6 +133,7 @@ def test_cli_agent_control_and_stop_within_a_second(shared_pcaps: Path, tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def test_missing_capture_permission_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:

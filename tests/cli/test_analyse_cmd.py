@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from auth_server import serve, settings_for, token_of
 from typer.testing import CliRunner
 
+from access_helpers import grant
 from cloudtap.cli.main import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server" / "analyse"))
@@ -28,29 +28,28 @@ def adata(tmp_path_factory: pytest.TempPathFactory) -> AnalyseData:
 
 
 @pytest.fixture(scope="module")
-def server(chdb_dsn: str, adata: AnalyseData) -> Iterator[str]:
-    """The API in a thread on the process's chDB path, with the dataset's names."""
-    import uvicorn
-
+def served(
+    chdb_dsn: str, adata: AnalyseData, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(URL, operator token): the API in a thread on the process's chDB path, with the dataset's names."""
     from cloudtap.server.api.app import create_app
-    from cloudtap.server.settings import ServerSettings
 
     store = open_store(chdb_dsn, adata)
-    api = create_app(ServerSettings(), store)
-    srv = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    api.state.names = DictNames({k: v for k, v in adata.inventory.items() if k != "ip"})  # after start-up
+    api = create_app(settings_for(tmp_path_factory.mktemp("analyse-api")), store)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serve(api) as url:
+            names = {k: v for k, v in adata.inventory.items() if k != "ip"}
+            api.state.names = DictNames(names)  # after start-up
+            yield url, token_of(grant(api, "operator"))  # operators may save signatures
     finally:
-        srv.should_exit = True
-        thread.join(10)
         store.close()
+
+
+@pytest.fixture()
+def server(served: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """The served URL, with the operator's token in ``CLOUDTAP_TOKEN``."""
+    monkeypatch.setenv("CLOUDTAP_TOKEN", served[1])
+    return served[0]
 
 
 def cli(*args: str, code: int = 0) -> Any:
@@ -81,6 +80,13 @@ def test_tables_and_saved_signatures(server: str) -> None:
     assert "3 occurrences" in out and "every 60 min ± 1 min" in out and "2026-11-20 03:00:00" in out
     cli("signature", "delete", "cli-backup", "--server", server)
     assert "no saved signature" in cli("signature", "show", "cli-backup", "--server", server, code=2).output
+
+
+def test_without_a_token_says_to_log_in(served: tuple[str, str]) -> None:
+    out = cli("topology", *A, "--server", served[0], code=1).output
+    assert "not logged in" in out and f"cloudtap login --server {served[0]}" in out
+    out = cli("signature", "list", "--server", served[0], "--token", "ct_bad_token", code=1).output
+    assert "not logged in or the token expired" in out
 
 
 def test_errors(server: str, tmp_path: Path) -> None:

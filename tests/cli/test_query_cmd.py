@@ -7,15 +7,16 @@ import io
 import json
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from auth_server import PASSWORD, serve, settings_for, token_of
 from typer.testing import CliRunner
 
+from access_helpers import grant
+from cloudtap.cli.main import app as cli_app
 from cloudtap.cli.query_cmd import query_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server" / "query"))
@@ -128,28 +129,25 @@ def test_catalog_command() -> None:
 
 
 @pytest.fixture()
-def server_url(data_dir: Path) -> Iterator[str]:
-    """The API on loopback, in a thread, over the same data directory."""
-    import uvicorn
-
+def served(data_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """(URL, app): the API on loopback, in a thread, over the same data directory; access control on."""
     from cloudtap.server.api.app import create_app
-    from cloudtap.server.settings import ServerSettings
 
     store = open_test_store(str(data_dir))
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerSettings(), store), host="127.0.0.1", port=0,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    app = create_app(settings_for(tmp_path), store)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serve(app) as url:
+            yield url, app
     finally:
-        server.should_exit = True
-        thread.join(10)
         store.close()
+
+
+@pytest.fixture()
+def server_url(served: tuple[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
+    """The served URL, with a viewer's token in ``CLOUDTAP_TOKEN``."""
+    url, app = served
+    monkeypatch.setenv("CLOUDTAP_TOKEN", token_of(grant(app, "viewer")))
+    return url
 
 
 def test_through_the_server(server_url: str, data_dir: Path) -> None:
@@ -166,6 +164,23 @@ def test_through_the_server(server_url: str, data_dir: Path) -> None:
         "series", "--server", server_url, "--since", "all", "--step", "1h", "--metric", "bytes_rate"
     )
     assert table.exit_code == 0 and "KiB/s" in table.stdout
+
+
+def test_the_server_needs_a_login(served: tuple[str, Any]) -> None:
+    url, app = served
+    refused = invoke("top", "--server", url, "--since", "all")
+    assert (
+        refused.exit_code == 1
+        and f"not logged in to {url}: run `cloudtap login --server {url}`" in refused.output
+    )
+    grant(app, "viewer", name="vic")
+    login = CliRunner().invoke(cli_app, ["login", "--server", url, "--user", "vic"], input=f"{PASSWORD}\n")
+    assert login.exit_code == 0, login.output
+    saved = invoke(
+        "top", "--since", "all", "--group", "server_port", "--format", "json"
+    )  # server and token saved
+    assert saved.exit_code == 0, saved.output
+    assert json.loads(saved.stdout)["columns"] == ["server_port", "bytes"]
 
 
 def test_unreachable_server() -> None:

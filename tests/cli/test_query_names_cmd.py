@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from auth_server import serve, settings_for, token_of
 from typer.testing import CliRunner
 
+from access_helpers import grant
 from cloudtap.cli.query_cmd import query_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server" / "query"))
@@ -94,31 +94,19 @@ def test_unknown_name_exits_2_naming_it(data_dir: Path) -> None:
 
 
 @pytest.fixture()
-def server_url(data_dir: Path) -> Iterator[str]:
-    """The API on loopback over the same data directory (its inventory loads the stored history)."""
-    import uvicorn
-
+def server_url(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The API on loopback over the same data directory (its inventory loads the stored history); a viewer's
+    token in ``CLOUDTAP_TOKEN``."""
     from cloudtap.server.api.app import create_app
-    from cloudtap.server.settings import ServerSettings
     from cloudtap.server.store.clickhouse import open_store
 
     store = open_store(f"chdb://{data_dir}", "cloudtap")
-    settings = ServerSettings.model_validate(
-        {"inventory": {"learn_from_agents": False}, "controller": {"db_path": str(data_dir / "ctl.sqlite")}}
-    )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, store), host="127.0.0.1", port=0,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    app = create_app(settings_for(tmp_path, inventory={"learn_from_agents": False}), store)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serve(app) as url:
+            monkeypatch.setenv("CLOUDTAP_TOKEN", token_of(grant(app, "viewer")))
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(10)
         store.close()
 
 

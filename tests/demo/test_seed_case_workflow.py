@@ -58,8 +58,10 @@ def test_the_retrieved_pcap_holds_the_push_almost_one_way(found: Findings, stack
     assert found.pcap_payload_s2c * 50 < found.pcap_payload_c2s
     import json
 
-    audit = [json.loads(line) for line in (stack.out / "chdb" / "pcap-audit.jsonl").read_text().splitlines()]
-    assert audit[-1]["status"] == 200 and audit[-1]["bytes"] == found.pcap.stat().st_size  # who/what/when
+    audit = [json.loads(line) for line in (stack.out / "chdb" / "audit.jsonl").read_text().splitlines()]
+    pulls = [a for a in audit if a["action"] == "pcap.retrieve"]
+    assert pulls[-1]["status"] == 200 and pulls[-1]["bytes"] == found.pcap.stat().st_size  # who/what/when
+    assert pulls[-1]["actor"] == "admin" and pulls[-1]["outcome"] == "ok"
 
 
 def test_backtest_reports_about_every_hour(found: Findings) -> None:
@@ -81,9 +83,7 @@ def test_pcap_matches_the_original_capture(found: Findings, stack: Stack, tmp_pa
     import shutil
     import subprocess
 
-    from cloudtap.demo.stack import get_json
-
-    store = get_json(stack.agent_url + "/packets/stats")
+    store = stack.agent_json("/packets/stats")
     assert store["stats"]["dropped_packets"] == 0  # the packet store kept every packet (drops are counted)
 
     if not shutil.which("tcpdump") or not shutil.which("editcap"):

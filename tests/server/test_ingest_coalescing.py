@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pyarrow as pa
 import pytest
 
+from access_helpers import grant
 from cloudtap.server.api.app import create_app
 from cloudtap.server.coalesce import Coalescer
 from cloudtap.server.ingest import Ingestor
@@ -55,10 +57,13 @@ class Spy:
         self.inserts: list[tuple[str, str]] = []
         self.fail_insert: Exception | None = None
         self.fail_log: Exception | None = None
+        self.poison: str | None = None  #: fail any insert holding rows of this agent, like a store error
 
     def insert(self, tables: dict[str, pa.Table], key: Any = None) -> Any:
         if self.fail_insert is not None:
             raise self.fail_insert
+        if self.poison is not None and any(self.poison in t.column("agent_id").to_pylist() for t in tables.values()):
+            raise RuntimeError("Code: 1001. DB::Exception: std::out_of_range: vector (STD_EXCEPTION)")
         result = self.store.insert(tables, key)
         self.inserts += [(kind, key.agent_id if key else "") for kind in tables]
         return result
@@ -73,13 +78,17 @@ class Spy:
 
 
 def app_for(spy: Spy, wal: Path, wait_ms: float = 300) -> Any:
-    settings = ServerSettings.model_validate({"ingest": {"coalesce_ms": wait_ms, "wal_dir": str(wal)}})
-    return create_app(settings, spy)  # type: ignore[arg-type]
+    """The server, and an admin token (which may import batches of any agent) in ``app.state.test_auth``."""
+    auth = {"db_path": str(wal.parent / "access.sqlite"), "audit_log": str(wal.parent / "audit.jsonl")}
+    settings = ServerSettings.model_validate({"ingest": {"coalesce_ms": wait_ms, "wal_dir": str(wal)}, "auth": auth})
+    app = create_app(settings, spy)  # type: ignore[arg-type]
+    app.state.test_auth = grant(app, "admin")
+    return app
 
 
 async def post_all(app: Any, frames: list[tuple[str, int, bytes]]) -> list[httpx.Response]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=app.state.test_auth) as client:
         return await asyncio.gather(*(client.post("/api/v1/ingest", content=f, headers={
             "X-Cloudtap-Agent": a, "X-Cloudtap-Seq": str(s)}) for a, s, f in frames))  # fmt: skip
 
@@ -195,3 +204,119 @@ def test_group_replay_is_idempotent_at_the_store(open_store, records, tmp_path: 
     asyncio.run(run([ingestor.prepare_bytes(frame(records, "agent-new", 1))]))  # the file is replayed first
     assert counts(store) == {"flows": 4 * ROWS, "edges_1s": 4 * ROWS, "logged": 4}
     assert list((tmp_path / "wal").glob("*.wal")) == []
+
+
+# --- a bad batch never blocks the others -----------------------------------------------------------------
+
+POISON = "agent-poison"
+
+
+def with_poison(
+    records: dict[str, pa.Table], seq: int, poison: bytes | None = None
+) -> list[tuple[str, int, bytes]]:
+    """AGENTS good batches and one poison (``poison`` frame, else a normal batch of agent-poison), mixed in."""
+    frames = [(f"agent-{i}", seq, frame(records, f"agent-{i}", seq)) for i in range(AGENTS)]
+    frames.insert(AGENTS // 2, (POISON, seq, poison if poison is not None else frame(records, POISON, seq)))
+    return frames
+
+
+def test_a_batch_the_store_fails_on_is_refused_alone(open_store, records, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An insert error that is not a known data error (it used to fail the group: 503 for all, forever)."""
+    spy = Spy(open_store())
+    spy.poison = POISON
+    app = app_for(spy, tmp_path / "wal")
+    frames = with_poison(records, 4)
+    answers = asyncio.run(post_all(app, frames))
+    codes = {a: r.status_code for (a, _, _), r in zip(frames, answers, strict=True)}
+    assert codes == {a: 400 if a == POISON else 200 for a, _, _ in frames}
+    detail = answers[AGENTS // 2].json()["detail"]
+    assert "refused by the store: RuntimeError" in detail and "STD_EXCEPTION" in detail
+    assert counts(spy) == {"flows": AGENTS * ROWS, "edges_1s": AGENTS * ROWS, "logged": AGENTS}
+    stats = app.state.ingestor.stats
+    assert stats.rejected == 1 and stats.rejected_by_reason == {"refused by store": 1}
+    assert list((tmp_path / "wal").rglob("*.wal")) == []  # the group is done, nothing waits
+
+    # everyone resends: the good ones are duplicates, the poison is refused again, nothing is stored twice
+    answers = asyncio.run(post_all(app, frames))
+    assert [r.status_code for r in answers] == [400 if a == POISON else 200 for a, _, _ in frames]
+    assert all(r.json()["duplicate"] for (a, _, _), r in zip(frames, answers, strict=True) if a != POISON)
+    assert counts(spy) == {"flows": AGENTS * ROWS, "edges_1s": AGENTS * ROWS, "logged": AGENTS}
+
+
+def test_a_store_outage_is_not_blamed_on_a_batch(open_store, records, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Errors that say the store is unavailable fail the whole group (503), with nothing refused."""
+    spy = Spy(open_store())
+    app = app_for(spy, tmp_path / "wal")
+    spy.fail_insert = RuntimeError(
+        "Code: 241. DB::Exception: Memory limit (total) exceeded (MEMORY_LIMIT_EXCEEDED)"
+    )
+    frames = with_poison(records, 6)
+    answers = asyncio.run(post_all(app, frames))
+    assert [r.status_code for r in answers] == [503] * len(frames)
+    assert app.state.ingestor.stats.rejected == 0
+    spy.fail_insert = None
+    answers = asyncio.run(post_all(app, frames))
+    assert [r.status_code for r in answers] == [200] * len(frames)
+    assert counts(spy)["logged"] == AGENTS + 1
+
+
+def test_a_batch_that_fails_tagging_is_stored_untagged_alone(open_store, records, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Tagging the merged block fails because of one batch: the others keep their cloud ids."""
+
+    class Tagger:
+        def tag_tables(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+            out = {}
+            for kind, table in tables.items():
+                if POISON in table.column("agent_id").to_pylist():
+                    raise KeyError("an address the inventory chokes on")
+                ids = pa.array([7] * table.num_rows, pa.uint32())
+                out[kind] = table.append_column("client_project_id", ids)
+            return out
+
+    spy = Spy(open_store())
+    app = app_for(spy, tmp_path / "wal")
+    app.state.ingestor.tagger = Tagger()
+    answers = asyncio.run(post_all(app, with_poison(records, 2)))
+    assert [r.status_code for r in answers] == [200] * (AGENTS + 1)
+    db = spy.store.database
+    by_agent = spy.store.query_arrow(
+        f"SELECT agent_id, groupUniqArray(client_project_id) AS ids FROM {db}.flow_log GROUP BY agent_id"
+    ).to_pylist()
+    assert {r["agent_id"]: r["ids"] for r in by_agent} == {
+        **{f"agent-{i}": [7] for i in range(AGENTS)},
+        POISON: [0],
+    }
+    stats = app.state.ingestor.stats
+    assert stats.tag_errors == 2 and f"batch {POISON}:2 stored untagged" in stats.last_error  # flows, edges
+    assert stats.rejected == 0 and counts(spy)["logged"] == AGENTS + 1
+
+
+def test_a_decompression_bomb_in_a_group_is_refused_alone(open_store, records, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Its header passes (the event loop reads only that); the writer refuses it before inflating it."""
+    junk = pa.Array.from_buffers(
+        pa.binary(),
+        1,
+        [None, pa.py_buffer(np.array([0, 64 << 20], np.int32)), pa.py_buffer(np.zeros(64 << 20, np.uint8))],
+    )
+    bomb = encode_batch(POISON, 8, {"flows": pa.table({"flow_id": pa.array([1], pa.uint64()), "junk": junk})})
+    spy = Spy(open_store())
+    app = app_for(spy, tmp_path / "wal")
+    frames = with_poison(records, 8, bomb)
+    answers = asyncio.run(post_all(app, frames))
+    assert [r.status_code for r in answers] == [400 if a == POISON else 200 for a, _, _ in frames]
+    assert "would decode to 64 MiB" in answers[AGENTS // 2].json()["detail"]
+    assert counts(spy) == {"flows": AGENTS * ROWS, "edges_1s": AGENTS * ROWS, "logged": AGENTS}
+    assert app.state.ingestor.stats.rejected_by_reason == {"too large": 1}
+
+
+def test_the_plain_path_refuses_a_batch_the_store_keeps_failing_on(open_store, records, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``coalesce_ms: 0``: tried twice, the store answering queries meanwhile: a 400, not an endless 500."""
+    spy = Spy(open_store())
+    spy.poison = POISON
+    app = app_for(spy, tmp_path / "wal", wait_ms=0)
+    frames = [(POISON, 1, frame(records, POISON, 1)), ("agent-1", 1, frame(records, "agent-1", 1))]
+    answers = asyncio.run(post_all(app, frames))
+    assert [r.status_code for r in answers] == [400, 200]
+    assert "refused by the store: RuntimeError" in answers[0].json()["detail"]
+    assert app.state.ingestor.stats.rejected_by_reason == {"refused by store": 1}
+    assert counts(spy) == {"flows": ROWS, "edges_1s": ROWS, "logged": 1}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from access_helpers import admin_client
 from cloudtap.inventory.connectors.static import load_static
 from cloudtap.inventory.store import InventoryStore
 from cloudtap.inventory.tagging import Tagger
@@ -65,10 +66,12 @@ def test_inventory_api(open_store, tmp_path: Path) -> None:  # type: ignore[no-u
     store = open_store()
     scn, result, inv_path, imported = _synth(tmp_path)
     settings = ServerSettings.model_validate(
-        {"inventory": {"static_file": str(inv_path)}, "controller": {"db_path": str(tmp_path / "ctl.sqlite")}}
-    )
+        {"inventory": {"static_file": str(inv_path)}, "controller": {"db_path": str(tmp_path / "ctl.sqlite")},
+         "auth": {"db_path": str(tmp_path / "access.sqlite"), "audit_log": str(tmp_path / "audit.jsonl")}}
+    )  # fmt: skip
     app = create_app(settings, store)
-    with TestClient(app) as client:
+    assert TestClient(app).get("/api/v1/inventory/vm").status_code == 401
+    with admin_client(app) as client:
         assert app.state.names.ids("project", "shop") == [app.state.inventory.id_of("project", "shop")]
         vms = client.get("/api/v1/inventory/vm", params={"name": "db-*"}).json()
         assert sorted(v["name"] for v in vms["items"]) == ["db-01", "db-02"]

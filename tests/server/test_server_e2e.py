@@ -1,7 +1,8 @@
 """Server end to end, through real processes on loopback: import, agent shipping, kill -9, outage.
 
 Each test starts ``cloudtap server run`` on its own chDB data directory (chDB allows one process per
-path), and agents as ``cloudtap agent run --replay`` processes with the server sink.
+path), with authentication on (the first admin's password from a file, a bootstrap token for agents),
+and agents as ``cloudtap agent run --replay`` processes with the server sink that register first.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from cloudtap.meter import meter_file
 
 ONE_TCP = "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/one_tcp_stream.pcap"
 CLI = [sys.executable, "-m", "cloudtap.cli.main"]
+ADMIN_PASSWORD = "e2e admin password"
+BOOTSTRAP = "e2e-bootstrap-token-0123456789"
+_TOKENS: dict[str, str] = {}
 
 
 def _wait_file(path: Path, timeout_s: float = 60.0) -> str:
@@ -37,9 +41,11 @@ def _wait_file(path: Path, timeout_s: float = 60.0) -> str:
 @contextmanager
 def server_process(data: Path, status: Path, port: int = 0) -> Iterator[subprocess.Popen[str]]:
     status.unlink(missing_ok=True)
-    env = {**os.environ, "CLOUDTAP_SERVER__API__STATUS_FILE": str(status)}
+    password = status.parent / "admin-password"
+    password.write_text(ADMIN_PASSWORD)
+    env = {**os.environ, "CLOUDTAP_SERVER__API__STATUS_FILE": str(status), "CLOUDTAP_SERVER__CONTROLLER__TOKEN": BOOTSTRAP}
     proc = subprocess.Popen(
-        [*CLI, "server", "run", "--data", str(data), "--port", str(port)],
+        [*CLI, "server", "run", "--data", str(data), "--port", str(port), "--admin-password-file", str(password)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -53,11 +59,29 @@ def server_process(data: Path, status: Path, port: int = 0) -> Iterator[subproce
                 proc.kill()
 
 
-def get_json(url: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+def admin_token(url: str) -> str:
+    """An admin API token for the server at ``url`` (the same data directory keeps the same admin)."""
+    body = json.dumps({"username": "admin", "password": ADMIN_PASSWORD, "name": "e2e"}).encode()
+    req = urllib.request.Request(url + "/api/v1/auth/token", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.loads(resp.read())["token"])
+
+
+def get_json(url: str, body: dict | None = None) -> dict:
+    base = url.split("/api/", 1)[0]
+    if base not in _TOKENS:
+        _TOKENS[base] = admin_token(base)
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {_TOKENS[base]}"}
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=30) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def agent_status(tmp_path: Path, name: str) -> dict:
+    """The agent's /status through its Unix socket (local admin: no key)."""
+    from cloudtap.demo.stack import agent_json
+
+    return agent_json(tmp_path / f"agent-{name}.sock", "/status")  # type: ignore[no-any-return]
 
 
 def total_packets(url: str) -> int:
@@ -70,21 +94,21 @@ def total_packets(url: str) -> int:
     return int(answer["rows"][0][0] or 0) if answer["rows"] else 0
 
 
-def stored_rows(url: str) -> dict[str, int]:
-    return get_json(url + "/api/v1/health")["rows"]
-
-
 @pytest.mark.slow
 def test_import_through_the_server_equals_the_meter(shared_pcaps: Path, tmp_path: Path) -> None:
     pcap = shared_pcaps / ONE_TCP
     with server_process(tmp_path / "data", tmp_path / "url") as proc:
         url = _wait_file(tmp_path / "url")
+        token = admin_token(url)
+        refused = subprocess.run([*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True,
+                                 timeout=120, env={**os.environ, "CLOUDTAP_CREDENTIALS": str(tmp_path / "none.yaml")})  # fmt: skip
+        assert refused.returncode != 0 and ("login" in refused.stderr or "401" in refused.stderr)  # credential needed
         done = subprocess.run(
-            [*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True, timeout=120
+            [*CLI, "import", str(pcap), "--server", url, "--token", token], capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr
         again = subprocess.run(
-            [*CLI, "import", str(pcap), "--server", url], capture_output=True, text=True, timeout=120
+            [*CLI, "import", str(pcap), "--server", url, "--token", token], capture_output=True, text=True, timeout=120
         )
         assert again.returncode == 0, again.stderr
         assert total_packets(url) == 36  # imported twice, stored once
@@ -103,6 +127,12 @@ def _agent(
         "CLOUDTAP_AGENT__OUTPUT__FLUSH_INTERVAL_S": "0.2",
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
         "CLOUDTAP_AGENT__CONTROL__STATUS_FILE": str(tmp_path / f"agent-{name}.url"),
+        "CLOUDTAP_AGENT__CONTROL__SOCKET": str(tmp_path / f"agent-{name}.sock"),
+        "CLOUDTAP_AGENT__CONTROLLER__URL": url,
+        "CLOUDTAP_AGENT__CONTROLLER__TOKEN": BOOTSTRAP,
+        "CLOUDTAP_AGENT__CONTROLLER__HEARTBEAT_S": "1",
+        "CLOUDTAP_AGENT__CONTROLLER__CACHE_FILE": str(tmp_path / f"controller-{name}.json"),
+        "CLOUDTAP_AGENT__CONTROLLER__CREDENTIAL_FILE": str(tmp_path / f"credential-{name}.json"),
     }
     return subprocess.Popen(
         [*CLI, "agent", "run", "--replay", str(pcap), "--speed", speed, "--port", "0", *(["--stay"] if stay else [])],
@@ -156,7 +186,7 @@ def test_server_down_two_minutes_agent_spools_and_loses_nothing(cloud_pcap: Path
     with server_process(tmp_path / "data", tmp_path / "url", port) as first:
         url = _wait_file(tmp_path / "url")
         agent = _agent(cloud_pcap, tmp_path, url, "outage", speed="4", stay=True)
-        agent_url = _wait_file(tmp_path / "agent-outage.url")
+        _wait_file(tmp_path / "agent-outage.url")
         time.sleep(5.0)
         before = total_packets(url)
         first.send_signal(signal.SIGKILL)
@@ -164,19 +194,19 @@ def test_server_down_two_minutes_agent_spools_and_loses_nothing(cloud_pcap: Path
     try:
         down_until = time.monotonic() + OUTAGE_S
         seen_pending = 0
-        captured_at_start = get_json(agent_url + "/status")["captured_packets"]
+        captured_at_start = agent_status(tmp_path, "outage")["captured_packets"]
         while time.monotonic() < down_until:
-            status = get_json(agent_url + "/status")
+            status = agent_status(tmp_path, "outage")
             seen_pending = max(seen_pending, status["ship_pending_batches"])
             time.sleep(1.0)
-        status = get_json(agent_url + "/status")
+        status = agent_status(tmp_path, "outage")
         assert status["captured_packets"] > captured_at_start  # it kept capturing through the outage
         assert seen_pending > 0  # ...and spooled what it could not send
         with server_process(tmp_path / "data", tmp_path / "url", port):
             url = _wait_file(tmp_path / "url")
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
-                status = get_json(agent_url + "/status")
+                status = agent_status(tmp_path, "outage")
                 if (
                     status["replay_done"]
                     and status["ship_pending_batches"] == 0

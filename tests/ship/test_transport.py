@@ -72,6 +72,25 @@ def test_http_classification(status: int, body: object, ok: bool, retry: bool, d
     assert (result.ok, result.retry, result.status, result.detail) == (ok, retry, status, detail)
 
 
+def test_http_asks_a_rotating_credential_at_every_send_and_waits_for_one() -> None:
+    seen: list[str] = []
+    current: list[str | None] = [None]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return httpx.Response(200, json={"stored": True, "duplicate": False})
+
+    t = HttpTransport("http://server:8080", token=lambda: current[0], transport=httpx.MockTransport(handler))
+    waiting = t.send("a1", 1, b"x")
+    assert waiting.retry and not waiting.ok and "not registered" in waiting.detail and seen == []  # nothing sent
+    current[0] = "cta_ag-1_one"
+    assert t.send("a1", 1, b"x").ok
+    current[0] = "cta_ag-1_two"  # a new registration rotated it
+    assert t.send("a1", 2, b"x").ok
+    assert seen == ["Bearer cta_ag-1_one", "Bearer cta_ag-1_two"]
+    t.close()
+
+
 def test_http_connection_refused_is_retry() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused

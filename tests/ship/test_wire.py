@@ -7,13 +7,16 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudtap.ship import wire
 from cloudtap.ship.wire import (
     MAGIC,
+    MAX_DECODED_BYTES_PER_KIND,
     PREFIX_BYTES,
     WIRE_VERSION,
     WireError,
@@ -209,3 +212,135 @@ def test_fuzz_ipc_behind_valid_crc_only_raises_wire_error(data: st.DataObject) -
     # Survived: then it is a structurally valid table with the announced row count.
     assert batch.tables["flows"].num_rows == 3
     batch.tables["flows"].validate(full=True)
+
+
+# --- hostile frames: refused before anything is decompressed ------------------------------------------
+
+
+def never_decompress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any decompression in ``decode_batch`` fail the test."""
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError("a section was decompressed")
+
+    monkeypatch.setattr(wire, "_read_ipc", forbidden)
+
+
+def zero_bomb(mib: int) -> bytes:
+    """A frame whose flows section is ~0.1 % of ``mib`` MiB of zeros it decodes to (calloc'd: no RSS here)."""
+    zeros = pa.array(np.zeros((mib << 20) // 8, np.int64))
+    return encode_batch("bomber", 1, {"flows": pa.table({"flow_id": zeros})})
+
+
+def test_versions_and_kinds_are_refused_from_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    never_decompress(monkeypatch)
+    obj, sections = split(SMALL)
+    with pytest.raises(
+        WireError, match=r"schema_version 2 is not supported \(this build reads schema_version 1\)"
+    ) as err:
+        decode_batch(reframe({**obj, "schema_version": 2}, sections))
+    assert err.value.reason == "unsupported version"
+    with pytest.raises(WireError, match="unsupported wire version 2 .this build reads 1") as err:
+        decode_batch(reframe(obj, sections, version=2))
+    assert err.value.reason == "unsupported version"
+    renamed = {**obj, "kinds": [obj["kinds"][0], {**obj["kinds"][1], "kind": "edges_10s"}]}
+    with pytest.raises(WireError, match=r"unknown stream kind\(s\) \['edges_10s'\]") as err:
+        decode_batch(reframe(renamed, sections), kinds=("flows", "edges_1s"))
+    assert err.value.reason == "unknown kind"
+    bomb = zero_bomb(64)  # an unknown kind is refused however much it would decode to
+    with pytest.raises(WireError, match="unknown stream kind"):
+        decode_batch(bomb, kinds=("edges_1s",))
+
+
+def test_a_reader_of_several_schema_versions_accepts_them() -> None:
+    obj, sections = split(SMALL)
+    batch = decode_batch(reframe({**obj, "schema_version": 2}, sections), schema_versions=(1, 2))
+    assert batch.schema_version == 2 and batch.tables["flows"].num_rows == 3
+
+
+def test_decompression_bomb_is_refused_before_decompressing(monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = zero_bomb(300)
+    assert len(bomb) < 1 << 20  # 300 MiB of zeros in ~130 KiB
+    never_decompress(monkeypatch)
+    with pytest.raises(WireError, match=r"would decode to 300 MiB, over its limit of 64 MiB") as err:
+        decode_batch(bomb, max_decoded_bytes=64 << 20)
+    assert err.value.reason == "too large" and "refused before decompressing" in str(err.value)
+
+
+def test_one_huge_row_is_refused_by_the_per_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 MiB in one announced row: far under the per-kind limit, over MAX_ROW_BYTES + the slack."""
+    huge = pa.Array.from_buffers(
+        pa.binary(),
+        1,
+        [None, pa.py_buffer(np.array([0, 8 << 20], np.int32)), pa.py_buffer(np.zeros(8 << 20, np.uint8))],
+    )
+    frame = encode_batch("a", 1, {"flows": pa.table({"flow_id": pa.array([1], pa.uint64()), "junk": huge})})
+    assert 8 << 20 < MAX_DECODED_BYTES_PER_KIND
+    never_decompress(monkeypatch)
+    with pytest.raises(WireError, match=r"would decode to 8 MiB, over its limit of 1\.062 MiB") as err:
+        decode_batch(frame)
+    assert err.value.reason == "too large"
+
+
+def test_a_lying_uncompressed_length_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A buffer announcing 1 TiB behind a few bytes: Arrow would allocate what it announces."""
+    frame = encode_batch("a", 1, {"flows": pa.table({"flow_id": pa.array(np.zeros(65536, np.int64))})})
+    obj, sections = split(frame)
+    announced = struct.pack("<q", 65536 * 8)  # the data buffer's uncompressed-length prefix
+    assert sections[0].count(announced) == 1
+    lying = sections[0].replace(announced, struct.pack("<q", 1 << 40))
+    kinds = [{**obj["kinds"][0], "crc32": zlib.crc32(lying)}]
+    never_decompress(monkeypatch)
+    with pytest.raises(WireError, match="would decode to 1024 GiB") as err:
+        decode_batch(reframe({**obj, "kinds": kinds}, [lying]))
+    assert err.value.reason == "too large"
+
+
+def test_row_count_is_checked_before_decompressing(monkeypatch: pytest.MonkeyPatch) -> None:
+    obj, sections = split(SMALL)
+    never_decompress(monkeypatch)
+    bad_rows = {**obj, "kinds": [{**obj["kinds"][0], "rows": 3_000_000}, obj["kinds"][1]]}
+    with pytest.raises(WireError, match="header announces 3000000 rows, the stream has 3"):
+        decode_batch(reframe(bad_rows, sections))
+
+
+_BOMB_PROBE = """
+import json, re, sys
+import numpy as np, pyarrow as pa
+from cloudtap.ship.wire import WireError, decode_batch, encode_batch
+
+def peak_mib():  # this process's own peak (ru_maxrss would include the parent's, inherited at fork)
+    with open("/proc/self/status") as fh:
+        return int(re.search(r"VmHWM:\\s+(\\d+)", fh.read()).group(1)) >> 10
+
+zeros = pa.array(np.zeros((300 << 20) // 8, np.int64))  # same as zero_bomb(300)
+bomb = encode_batch("bomber", 1, {"flows": pa.table({"flow_id": zeros})})
+del zeros
+out = {"frame": len(bomb), "built": peak_mib()}
+try:
+    decode_batch(bomb, max_decoded_bytes=64 << 20)
+except WireError as exc:
+    out["refused"] = str(exc)
+out["after_refusal"] = peak_mib()
+if "--unlimited" in sys.argv:  # what the server did before: decode it all
+    out["rows"] = decode_batch(bomb, max_decoded_bytes=1 << 40).tables["flows"].num_rows
+    out["after_decoding"] = peak_mib()
+print(json.dumps(out))
+"""
+
+
+def test_decompression_bomb_does_not_grow_the_process() -> None:
+    """Peak RSS of a fresh process: refusing the bomb costs nothing; decoding it would cost its 300 MiB."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux /proc (VmHWM)")
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _BOMB_PROBE, "--unlimited"], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["frame"] < 1 << 20 and "would decode to 300 MiB" in out["refused"]
+    assert out["after_refusal"] - out["built"] < 16  # MiB: nothing was inflated
+    assert out["after_decoding"] - out["after_refusal"] > 250  # the attack is real without the limit

@@ -83,7 +83,10 @@ class OutputSection(_Section):
 
     sink: Literal["file", "server"] = Field("file", description="file: rotated local files; server: ship to server_url")
     server_url: str = Field("http://127.0.0.1:8470", description="server sink: the cloudtap server")
-    server_token: str | None = Field(None, description="server sink: shared agent token (X-Cloudtap-Token)")
+    server_token: str | None = Field(
+        None, description="deprecated: the server sink sends the credential issued at registration; a value here is "
+        "used as controller.token when that is unset"
+    )
     spool_directory: Path = Field(
         Path("/var/lib/cloudtap/spool"), description="server sink: batches wait here while the server is unreachable"
     )
@@ -97,11 +100,20 @@ class OutputSection(_Section):
 
 
 class ControlSection(_Section):
-    """Local control and monitoring endpoint."""
+    """Local control and monitoring endpoint (docs/controller.md: every call but /health needs the control key)."""
 
     listen: str = Field("127.0.0.1", description="address of the control/metrics HTTP endpoint")
     port: int = Field(9477, ge=0, le=65535, description="port (0 = pick a free one)")
     status_file: Path | None = Field(None, description="write the bound address here (for `agent status`)")
+    key_file: Path | None = Field(
+        None, description="file holding a key callers of the TCP endpoint must send as 'Authorization: Bearer' (at "
+        "least 16 characters); under a controller the key it issues works too. Standalone without it, only the "
+        "Unix socket is served"
+    )
+    socket: Path | None = Field(
+        Path("/run/cloudtap/agent.sock"), description="Unix socket for local administration (mode 0600: its owner "
+        "and root only; no key needed); none = off"
+    )
     advertise_url: str | None = Field(
         None,
         description="URL the server uses to reach this endpoint (PCAP retrieval); default: from `listen` and the "
@@ -113,13 +125,20 @@ class ControllerSection(_Section):
     """The central controller (server) this agent registers with; off while ``url`` is empty."""
 
     url: str | None = Field(None, description="controller (cloudtap server) URL, e.g. http://10.0.0.5:8470; none = standalone")
-    token: str | None = Field(None, description="registration token (shared or per-agent), sent as a Bearer token")
+    token: str | None = Field(
+        None, description="bootstrap token (shared or per-agent), only to register: every later call (and shipping) "
+        "uses the agent's own credential"
+    )
     heartbeat_s: float = Field(10.0, gt=0, description="heartbeat period; config changes arrive within one period")
     group: str = Field("default", description="agent group whose config overlay this agent receives")
     host_name: str = Field("", description="host name reported to the controller (default: the system host name)")
     cache_file: Path = Field(
         Path("/var/lib/cloudtap/controller-config.json"),
         description="last config received from the controller; used at start while the controller is unreachable",
+    )
+    credential_file: Path = Field(
+        Path("/var/lib/cloudtap/agent-credential.json"),
+        description="the credential and control key the controller issued at registration (written 0600)",
     )
 
 

@@ -3,29 +3,64 @@
 Deliberately tiny (the standard library's threading HTTP server): the agent must not pull a web
 framework onto every hypervisor. Endpoints:
 
-- ``GET /status``: the :class:`~cloudtap.agent.runner.AgentStatus` as JSON
+- ``GET /health``: ``{"ok": true}``, the only call that needs no key (liveness probes)
+- ``GET /status``: the :class:`~cloudtap.agent.status.AgentStatus` as JSON
 - ``GET /metrics``: Prometheus text format
 - ``POST /capture/start``, ``POST /capture/stop``: applied within one read timeout (~0.1 s)
-- ``POST /shutdown``: stop the agent
+- ``POST /shutdown``: stop the agent so that its service manager starts it again (exit status
+  :data:`~cloudtap.agent.runner.EXIT_RESTART`; see the runner)
 - ``GET /packets?from=&to=&filter=&interface=&max_bytes=``: stored packets as pcapng (see
   :mod:`cloudtap.agent.packet_routes`); ``GET /packets/stats``; ``POST /packets/config`` (JSON)
+
+Who may call: over TCP, a caller sending ``Authorization: Bearer <key>`` with a key the agent accepts
+(compared in constant time): the control key the controller issued at registration (the server sends it
+to fetch packets), or the key of ``control.key_file``. A standalone agent without a key file opens no TCP
+port at all. On the Unix socket (:mod:`cloudtap.agent.control_socket`, mode 0600) no key is needed: the
+file's permissions (and the peer's uid) are the check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
+import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from cloudtap.agent import packet_routes
+from cloudtap.errors import ConfigError
 
 if TYPE_CHECKING:
     from cloudtap.agent.runner import Agent
+
+log = logging.getLogger(__name__)
+Keys = Callable[[], list[str]]
+MIN_KEY_CHARS = 16
+
+
+def read_key_file(path: Path) -> str:
+    """The key in ``control.key_file`` (stripped).
+
+    Raises:
+        ConfigError: unreadable, or shorter than :data:`MIN_KEY_CHARS`.
+    """
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"control.key_file {path}: cannot read it: {exc}") from exc
+    if len(key) < MIN_KEY_CHARS:
+        raise ConfigError(f"control.key_file {path}: the key needs at least {MIN_KEY_CHARS} characters")
+    if mode & 0o077:
+        log.warning("control.key_file %s is readable by group or others: chmod 600 it", path)
+    return key
 
 
 class AgentCollector:
@@ -79,14 +114,58 @@ class AgentCollector:
         yield drops
 
 
-class ControlServer:
-    """Serves the control endpoint in a daemon thread."""
+class ControlKeys:
+    """The keys the TCP endpoint accepts now: the controller's current control key and ``control.key_file``'s.
 
-    def __init__(self, agent: Agent, host: str = "127.0.0.1", port: int = 9477) -> None:
+    Raises:
+        ConfigError: the key file is unreadable or its key too short (at construction: before the agent starts).
+    """
+
+    def __init__(self, key_file: Path | None, credentials: Any = None) -> None:
+        self.file_key = read_key_file(key_file) if key_file is not None else None
+        self.credentials = credentials
+
+    @property
+    def tcp(self) -> bool:
+        """True when a TCP endpoint may open: some key can exist (a controller issues one, or a key file)."""
+        return self.credentials is not None or self.file_key is not None
+
+    def __call__(self) -> list[str]:
+        issued = self.credentials.control_key() if self.credentials is not None else None
+        return [k for k in (issued, self.file_key) if k]
+
+
+def open_endpoints(agent: Agent, keys: ControlKeys) -> tuple[ControlServer | None, Any]:
+    """The TCP endpoint (when a key can exist) and the Unix socket (when configured and possible)."""
+    from cloudtap.agent.control_socket import UnixControlServer
+
+    ctl = agent.config.control
+    tcp = ControlServer(agent, ctl.listen, ctl.port, keys) if keys.tcp else None
+    if tcp is None:
+        log.warning("control: a standalone agent without control.key_file opens no TCP endpoint; use the Unix "
+                    "socket %s", ctl.socket)  # fmt: skip
+    unix = None
+    if ctl.socket is not None:
+        try:
+            unix = UnixControlServer(trusted_handler(agent), ctl.socket)
+        except OSError as exc:
+            log.warning("control: no Unix socket at %s: %s", ctl.socket, exc)
+    return tcp, unix
+
+
+class ControlServer:
+    """Serves the control endpoint over TCP in a daemon thread; every call but ``/health`` needs a key.
+
+    Args:
+        agent: the agent.
+        host: address to listen on.
+        port: port (0: any).
+        keys: the keys accepted now (read at each request: a new registration rotates the controller's).
+    """
+
+    def __init__(self, agent: Agent, host: str = "127.0.0.1", port: int = 9477, keys: Keys | None = None) -> None:
         self.agent = agent
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(AgentCollector(agent))  # type: ignore[arg-type]
-        handler = _make_handler(agent, registry)
+        handler = _make_handler(agent, _registry(agent), keys or list)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -95,8 +174,9 @@ class ControlServer:
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        address = self.httpd.server_address
+        host, port = str(address[0]), int(address[1])
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self) -> None:
         self._thread.start()
@@ -106,7 +186,33 @@ class ControlServer:
         self.httpd.server_close()
 
 
-def _make_handler(agent: Agent, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _registry(agent: Agent) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(agent))  # type: ignore[arg-type]
+    return registry
+
+
+def trusted_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
+    """The handler of the Unix socket: the same endpoints, no key (the socket's permissions are the check)."""
+    return _make_handler(agent, _registry(agent), None)
+
+
+def _refusal(sent: str | None, keys: list[str]) -> str | None:
+    """Why a TCP caller is refused (None: the key is right)."""
+    if not keys:
+        return ("this agent accepts no control key yet (it has not registered with its controller and has no "
+                "control.key_file); use its Unix socket")  # fmt: skip
+    if not sent:
+        return "missing control key: send 'Authorization: Bearer <control key>' (or use the agent's Unix socket as root)"
+    ok = False
+    for key in keys:  # every key compared: the time does not say which one matched
+        ok |= hmac.compare_digest(sent.encode(), key.encode())
+    return None if ok else "wrong control key"
+
+
+def _make_handler(agent: Agent, registry: CollectorRegistry, keys: Keys | None) -> type[BaseHTTPRequestHandler]:
+    """The endpoint's handler; ``keys`` None: trusted transport (the Unix socket), no key checked."""
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "cloudtap-agent"
 
@@ -123,7 +229,30 @@ def _make_handler(agent: Agent, registry: CollectorRegistry) -> type[BaseHTTPReq
         def _json(self, code: int, obj: Any) -> None:
             self._send(code, json.dumps(obj, default=str).encode())
 
+        def _allowed(self) -> bool:
+            """True when the caller may go on; else the 401 is sent."""
+            if keys is None:
+                return True
+            header = self.headers.get("Authorization", "")
+            scheme, _, value = header.partition(" ")
+            reason = _refusal(value.strip() if scheme.lower() == "bearer" else None, keys())
+            if reason is None:
+                return True
+            body = json.dumps({"error": reason}).encode()
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="cloudtap-agent"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return False
+
         def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            if self.path == "/health":
+                self._json(200, {"ok": True})
+                return
+            if not self._allowed():
+                return
             if self.path == "/status":
                 self._json(200, dataclasses.asdict(agent.status()))
             elif self.path == "/metrics":
@@ -134,6 +263,8 @@ def _make_handler(agent: Agent, registry: CollectorRegistry) -> type[BaseHTTPReq
                 self._json(404, {"error": f"no such endpoint: GET {self.path}"})
 
         def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+            if not self._allowed():
+                return
             if self.path == "/capture/start":
                 agent.set_capturing(True)
                 self._json(200, {"capturing": True})
@@ -143,8 +274,10 @@ def _make_handler(agent: Agent, registry: CollectorRegistry) -> type[BaseHTTPReq
             elif self.path == "/packets/config":
                 packet_routes.handle_config(self, agent)
             elif self.path == "/shutdown":
-                self._json(200, {"shutdown": True})
-                agent.shutdown()
+                from cloudtap.agent.runner import EXIT_RESTART
+
+                self._json(200, {"shutdown": True, "exit_status": EXIT_RESTART})
+                agent.shutdown(EXIT_RESTART, "shutdown requested on the control endpoint")
             else:
                 self._json(404, {"error": f"no such endpoint: POST {self.path}"})
 

@@ -1,8 +1,11 @@
 """ControllerClient: the agent's side of the controller (registration, heartbeat, config, commands).
 
-Started by :class:`~cloudtap.agent.runner.Agent` when ``controller.url`` is set. Two daemon threads:
+Started by :class:`~cloudtap.agent.runner.Agent` when ``controller.url`` is set. Registration sends the
+agent's current credential when it holds one (:mod:`cloudtap.agent.credentials`), else the bootstrap token
+(``controller.token``); the answer's new credential and control key are kept at once. Every other call
+sends the credential. Two daemon threads:
 
-- ``controller-heartbeat``: registers (again after a 404), sends the status every ``heartbeat_s``; when
+- ``controller-heartbeat``: registers (again after a 401 or 404), sends the status every ``heartbeat_s``; when
   the answer's ``config_version`` differs from the one in force it fetches ``GET /agents/{id}/config``,
   applies the hot keys at once, lists the restart-required ones in the next heartbeat, and caches the
   document on disk (``controller.cache_file``) so a restart without the server uses it.
@@ -27,16 +30,17 @@ from urllib.parse import urlparse
 
 from cloudtap import __version__
 from cloudtap.agent.config import AgentConfig
+from cloudtap.agent.config_apply import apply_hot, revert
 from cloudtap.errors import CloudtapError, ConfigError
 from cloudtap.server.controller.overlay import changed_keys, effective_config
 
 if TYPE_CHECKING:
+    from cloudtap.agent.credentials import CredentialStore
     from cloudtap.agent.runner import Agent
 
 log = logging.getLogger(__name__)
 
 LONG_POLL_S = 25.0
-POLICY_PAUSE = "policy: no VM on this host is selected by a policy"
 
 
 def machine_id() -> str:
@@ -127,11 +131,19 @@ class ControllerClient:
         self.restart_required: list[str] = []
         self.config_error = ""
         self.last_error = ""
+        self.control_url_error = ""  #: why the server refused the reported control URL
         self.connected = False
         self.commands_done = 0
         headers = {"User-Agent": f"cloudtap-agent/{__version__}"}
-        if self.cfg.token:
-            headers["Authorization"] = f"Bearer {self.cfg.token}"
+        self.bootstrap = self.cfg.token or agent.config.output.server_token  #: only ever sent to register
+        store = getattr(agent, "credentials", None)
+        if store is None:
+            from cloudtap.agent.credentials import credential_store
+
+            store = credential_store(agent.config)
+        if store is None:
+            raise ConfigError("controller.url is not set")
+        self.credentials: CredentialStore = store
         self._hb = httpx.Client(timeout=httpx.Timeout(5.0), headers=headers, transport=transport)
         self._poll = httpx.Client(timeout=httpx.Timeout(5.0, read=LONG_POLL_S + 10), headers=headers, transport=transport)
         self._httpx = httpx
@@ -148,7 +160,7 @@ class ControllerClient:
             self._apply_runtime(self._cached_doc)
             self.applied_version = int(self._cached_doc.get("version") or 0)
             if self.agent.config.policy.active:  # the runner merged the cache: push the policy into the parts
-                _apply_hot(self.agent, self.agent.config, ["policy.active", "policy.bpf", "policy.store_packets"])
+                apply_hot(self.agent, self.agent.config, ["policy.active", "policy.bpf", "policy.store_packets"])
         for name, target in (("controller-heartbeat", self._heartbeat_loop), ("controller-commands", self._command_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -164,10 +176,13 @@ class ControllerClient:
         self._poll.close()
 
     # -- HTTP -----------------------------------------------------------------------------------------
-    def _request(self, client: Any, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; returns the JSON answer. Raises _Refused (4xx) or _Unreachable."""
+    def _request(self, client: Any, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        """One request with ``token`` as the Bearer credential (default: the agent's own); returns the JSON answer.
+        Raises _Refused (4xx) or _Unreachable."""
+        token = token if token is not None or path.endswith("/register") else self.credentials.credential()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            resp = client.request(method, self.url + path, **kwargs)
+            resp = client.request(method, self.url + path, headers=headers, **kwargs)
         except self._httpx.HTTPError as exc:
             raise _Unreachable(f"{type(exc).__name__}: {exc}") from exc
         if resp.status_code >= 500:
@@ -185,8 +200,25 @@ class ControllerClient:
         mode = self.agent.config.capture.mode
         body = {"name": self.agent.agent_id, "hostname": self.host_name, "machine_id": machine_id(),
                 "address": local_address(self.cfg.url or ""), "group": self.cfg.group, "version": __version__,
-                "mode": mode, "heartbeat_s": self.cfg.heartbeat_s}  # fmt: skip
-        answer = self._request(self._hb, "POST", "/agents/register", json=body)
+                "mode": mode, "heartbeat_s": self.cfg.heartbeat_s,
+                "control_url": advertised_control_url(self.agent, self.cfg.url or "")}  # fmt: skip
+        held = self.credentials.credential()
+        try:
+            answer = self._request(self._hb, "POST", "/agents/register", held or self.bootstrap, json=body)
+        except _Refused as exc:
+            if not held or exc.status not in (401, 403):
+                raise
+            log.info("controller: the server no longer takes this agent's credential (%s); using the bootstrap token",
+                     exc)  # fmt: skip
+            self.credentials.clear(held)
+            answer = self._request(self._hb, "POST", "/agents/register", self.bootstrap, json=body)
+        if not answer.get("credential") or not answer.get("control_key"):
+            raise _Refused(502, "the controller issued no credential (a server older than this agent): upgrade it")
+        self.credentials.save(answer)
+        url_error = str(answer.get("control_url_error") or "")
+        if url_error and url_error != self.control_url_error:
+            log.warning("controller: the server refused this agent's control URL: %s", url_error)
+        self.control_url_error = url_error
         self.agent_id = str(answer["agent_id"])
         self.heartbeat_s = float(answer.get("heartbeat_s") or self.cfg.heartbeat_s)
         self._registered.set()
@@ -218,17 +250,23 @@ class ControllerClient:
 
     def heartbeat_once(self) -> dict[str, Any]:
         """Register if needed, send one heartbeat, fetch and apply a new config version."""
-        if self.agent_id is None:
+        if self.agent_id is None or self.credentials.credential() is None:
             self.register()
         try:
             answer = self._request(self._hb, "POST", f"/agents/{self.agent_id}/heartbeat", json=self.report())
         except _Refused as exc:
-            if exc.status == 404:  # the server forgot us (new database): register again
+            if exc.status in (401, 404):  # credential replaced or unknown, or the server forgot us: register again
+                if exc.status == 401:
+                    self.credentials.clear(self.credentials.credential())
                 self.register()
                 answer = self._request(self._hb, "POST", f"/agents/{self.agent_id}/heartbeat", json=self.report())
             else:
                 raise
         self.heartbeat_s = float(answer.get("heartbeat_s") or self.heartbeat_s)
+        url_error = str(answer.get("control_url_error") or "")
+        if url_error and url_error != self.control_url_error:
+            log.warning("controller: the server refused this agent's control URL: %s", url_error)
+        self.control_url_error = url_error
         if int(answer["config_version"]) != self.applied_version:
             doc = self._request(self._hb, "GET", f"/agents/{self.agent_id}/config")
             self.apply(doc)
@@ -306,9 +344,9 @@ class ControllerClient:
             agent = self.agent
             new = document_config(self.base, doc)
             self.restart_required = sorted(k for k, m in changed_keys(self.started, new).items() if m == "restart")
-            running = _revert(new, self.started, self.restart_required)
+            running = revert(new, self.started, self.restart_required)
             hot = [k for k, m in changed_keys(agent.config, running).items() if m == "hot"]
-            _apply_hot(agent, running, hot)
+            apply_hot(agent, running, hot)
             agent.config = running
             if self.restart_required:
                 log.warning("controller: %s need a restart to take effect", ", ".join(self.restart_required))
@@ -334,7 +372,7 @@ class ControllerClient:
         """The client's own state (for the agent's status endpoint and tests)."""
         return {"agent_id": self.agent_id, "connected": self.connected, "applied_version": self.applied_version,
                 "restart_required": self.restart_required, "config_error": self.config_error,
-                "last_error": self.last_error}  # fmt: skip
+                "last_error": self.last_error, "control_url_error": self.control_url_error}  # fmt: skip
 
 
 class _Refused(Exception):
@@ -345,114 +383,3 @@ class _Refused(Exception):
 
 class _Unreachable(Exception):
     pass
-
-
-def _revert(new: AgentConfig, old: AgentConfig, keys: list[str]) -> AgentConfig:
-    """``new`` with the ``keys`` (dotted) set back to their values in ``old``."""
-    if not keys:
-        return new
-    data = new.model_dump(mode="json")
-    before = old.model_dump(mode="json")
-    for key in keys:
-        parts = key.split(".")
-        src: Any = before
-        dst: Any = data
-        for part in parts[:-1]:
-            src, dst = src.get(part, {}), dst.setdefault(part, {})
-        if parts[-1] in src:
-            dst[parts[-1]] = src[parts[-1]]
-        else:
-            dst.pop(parts[-1], None)
-    return AgentConfig.model_validate(data)
-
-
-def _apply_hot(agent: Agent, cfg: AgentConfig, keys: list[str]) -> None:
-    """Push hot-key values into the running agent's parts."""
-    sections = {k.split(".")[0] for k in keys}
-    if {"capture.bpf"} & set(keys) or "policy" in sections:
-        _apply_filter(agent, cfg)
-    if "capture.interfaces" in keys and cfg.capture.mode == "interfaces":
-        _apply_interfaces(agent, agent.config.capture.interfaces, cfg.capture.interfaces)
-    if "policy" in sections and cfg.capture.mode == "interfaces" and cfg.policy.active:
-        _apply_interfaces(agent, [], cfg.policy.interfaces)
-    if "limits.max_pps" in keys:
-        from cloudtap.agent.guard import PpsLimiter
-
-        agent.limiter = PpsLimiter(cfg.limits.max_pps)
-        for w in agent.workers:
-            w._limiter = agent.limiter
-    if "limits.max_cpu_cores" in keys:
-        gov = agent.governor
-        gov.max_cpu_cores = float(cfg.limits.max_cpu_cores)
-        gov.unlimited = gov.max_cpu_cores >= (os.cpu_count() or 1)
-    if "breakers" in sections:
-        from cloudtap.agent.guard import HostBreakers
-
-        agent.breakers = HostBreakers(cfg.breakers, agent.breakers.disk_path)
-    if "output.flush_interval_s" in keys and hasattr(agent.sink, "flush_interval_s"):
-        agent.sink.flush_interval_s = cfg.output.flush_interval_s
-    store = getattr(agent, "packet_store", None)
-    if store is not None and hasattr(store, "configure"):
-        live = {k.split(".", 1)[1]: getattr(cfg.packets, k.split(".", 1)[1]) for k in keys
-                if k.startswith("packets.") and k.count(".") == 1}  # fmt: skip
-        if "policy.store_packets" in keys or ("policy.active" in keys and cfg.policy.active):
-            live["enabled"] = cfg.policy.store_packets if cfg.policy.active else cfg.packets.enabled
-        if live:
-            store.configure(**live)
-    if "policy" in sections:
-        agent.set_policy_pause(POLICY_PAUSE if cfg.policy.active and not cfg.policy.capture else None)
-
-
-def _apply_filter(agent: Agent, cfg: AgentConfig) -> None:
-    """Apply capture.bpf and the policy's selection.
-
-    Ethernet frames (interfaces, replay): one frame filter = capture.bpf AND the policy's BPF (VM MACs and
-    the policies' own filters). Mirror mode hands tunnelled outer packets to the frame filter, where libpcap
-    cannot see the inner MACs: the VM selection runs on the decoded packets' inner MACs instead
-    (:class:`MacSelect`), and the policies' own BPF is not applied there.
-    """
-    from cloudtap.capture.bpf import FrameFilter
-
-    pol = cfg.policy
-    tunnelled = cfg.capture.mode == "mirror"
-    parts = [p for p in (cfg.capture.bpf, pol.bpf if pol.active and not tunnelled else None) if p]
-    expr = " and ".join(f"({p})" for p in parts) if parts else None
-    new = FrameFilter(expr) if expr else None  # a syntax error raises before anything changes
-    if new is not None:
-        for linktype in (1, 228) if tunnelled else (1,):
-            new.program(linktype)  # compile now: a worker thread must never meet a filter error
-    for worker in agent.workers:
-        worker.pipeline.filter = new
-        if not hasattr(worker, "_controller_inner_filter"):
-            worker._controller_inner_filter = worker.pipeline.packet_filter  # type: ignore[attr-defined]
-        inner = worker._controller_inner_filter  # type: ignore[attr-defined]
-        worker.pipeline.packet_filter = MacSelect(pol.macs, inner) if pol.active and tunnelled else inner
-
-
-class MacSelect:
-    """Decoded-packet filter keeping packets whose inner source or destination MAC is selected (vectorised)."""
-
-    def __init__(self, macs: list[str], inner: Any = None) -> None:
-        import numpy as np
-
-        self.mac_texts = sorted({m.lower() for m in macs})
-        self.macs = np.array([int(m.replace(":", ""), 16) for m in self.mac_texts], dtype=np.uint64)
-        self.inner = inner
-        self._np = np
-
-    def __call__(self, frames: Any, packets: Any) -> Any:
-        np = self._np
-        keep = np.isin(packets["src_mac"], self.macs) | np.isin(packets["dst_mac"], self.macs)
-        if self.inner is not None:
-            keep &= self.inner(frames, packets)
-        return keep
-
-
-def _apply_interfaces(agent: Agent, old: list[str], new: list[str]) -> None:
-    for name in sorted(set(new) - set(old)):
-        for worker in agent.workers:
-            worker.with_source(lambda s, n=name: s.add_interface(n) if n not in s.interfaces else None)  # type: ignore[attr-defined]
-    for name in sorted(set(old) - set(new)):
-        for worker in agent.workers:
-            worker.with_source(lambda s, n=name: s.remove_interface(n) if n in s.interfaces else None)  # type: ignore[attr-defined]
-

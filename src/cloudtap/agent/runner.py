@@ -6,7 +6,12 @@ Threads (see docs/architecture.md):
 - ``watcher``: follows VM interfaces over netlink and adds/removes them on the workers' sources.
 - ``housekeeping`` (the caller's thread in :meth:`Agent.run`): once a second checks breakers and
   memory, rotates output, aggregates edge deltas into 1 s / 1 min edges, refreshes the status.
-- ``control``: the HTTP endpoint (``/status``, ``/metrics``, ``POST /capture/start|stop``).
+- ``control`` / ``control-socket``: the HTTP endpoint over TCP (key required) and the Unix socket.
+
+Exit status (``cloudtap agent run``; systemd's ``Restart=on-failure`` restarts on non-zero): 0 when
+asked to stop (SIGTERM from ``systemctl stop``, SIGINT) or when a replay ends; :data:`EXIT_RESTART` (75,
+EX_TEMPFAIL) when ``POST /shutdown`` asks the agent to go (to apply restart-required config, or because
+it is in trouble), so its service manager starts it again; 1 when it cannot start.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from cloudtap.agent.config import AgentConfig
@@ -25,43 +29,15 @@ from cloudtap.agent.guard import CpuGovernor, HostBreakers, PpsLimiter, RssWatch
 from cloudtap.agent.identity import ObservationPoints
 from cloudtap.agent.output import RecordOutput
 from cloudtap.agent.sinks import FileSink, RecordSink
+from cloudtap.agent.status import AgentStatus
 from cloudtap.agent.warmup import warm_up
 from cloudtap.agent.worker import CaptureWorker
 from cloudtap.capture.source import PacketSource
-from cloudtap.errors import CaptureError
+from cloudtap.errors import CaptureError, ConfigError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AgentStatus:
-    """A snapshot of everything the agent reports (status endpoint, metrics, heartbeat later)."""
-
-    agent_id: str
-    mode: str
-    capturing: bool
-    paused_by: list[str]
-    uptime_s: float
-    interfaces: dict[str, dict[str, Any]]
-    captured_packets: int
-    captured_bytes: int
-    kernel_drops: int
-    filter_drops: int
-    duplicates: int
-    pps_limit_drops: int
-    meter_drops: int
-    active_flows: int
-    flow_table_capacity: int
-    records: int
-    record_bytes: int
-    wire_reduction: float
-    cpu_percent: float
-    rss_bytes: int
-    load1: float
-    breaker_trips: int
-    errors: list[str] = field(default_factory=list)
-    replay_done: bool = False  #: replay mode: the file has been read and metered to the end
-    ship_pending_batches: int = 0  #: batches spooled, not yet acknowledged by the server
+#: exit status of an agent asked to stop so that it is started again (EX_TEMPFAIL)
+EXIT_RESTART = 75
 
 
 class Agent:
@@ -73,6 +49,9 @@ class Agent:
         sink: RecordSink | None = None,
         source_factory: Callable[[int], PacketSource] | None = None,
     ) -> None:
+        from cloudtap.agent.control import ControlKeys
+        from cloudtap.agent.credentials import credential_store
+
         self.base_config = config  #: as started; the controller client lays its overlay over this
         if config.controller.url:
             from cloudtap.agent.controller_client import with_cached_config
@@ -80,6 +59,9 @@ class Agent:
             config = with_cached_config(config)  # the last controller config, while the server is unreachable
         self.config = config
         self.agent_id = config.agent_id or socket.gethostname()
+        self.credentials = credential_store(config)  #: what the controller issued (None: standalone)
+        self.control_keys = ControlKeys(config.control.key_file, self.credentials)
+        self.exit_code = 0  #: what ``cloudtap agent run`` exits with (see the module doc)
         self.points = ObservationPoints()
         cap = config.capture
         n_workers = cap.workers if cap.mode == "interfaces" else 1
@@ -116,6 +98,7 @@ class Agent:
         self._watcher: Any = None
         self._watcher_thread: threading.Thread | None = None
         self.control: Any = None
+        self.control_socket: Any = None
         self.workers: list[CaptureWorker] = []
         self._errors: list[str] = []
         live = config.capture.mode != "replay"
@@ -158,8 +141,11 @@ class Agent:
             from cloudtap.ship.spool import Spool
             from cloudtap.ship.transport import HttpTransport
 
+            if self.credentials is None:
+                raise ConfigError("output.sink 'server' needs controller.url: the server takes batches only with the "
+                                  "credential its controller issues at registration")  # fmt: skip
             transport = HttpTransport(
-                out.server_url.rstrip("/") + "/api/v1/ingest", timeout_s=10.0, token=out.server_token
+                out.server_url.rstrip("/") + "/api/v1/ingest", timeout_s=10.0, token=self.credentials.credential
             )
             spool = Spool(out.spool_directory, max_bytes=out.spool_max_mib << 20)
             return ServerSink(self.agent_id, transport, spool, flush_interval_s=out.flush_interval_s)
@@ -227,19 +213,27 @@ class Agent:
             self._watcher_thread.start()
         for worker in self.workers:
             worker.start()
-        from cloudtap.agent.control import ControlServer
+        from cloudtap.agent.control import open_endpoints
 
         ctl = self.config.control
-        self.control = ControlServer(self, ctl.listen, ctl.port)
-        self.control.start()
+        self.control, self.control_socket = open_endpoints(self, self.control_keys)
+        for endpoint in (self.control, self.control_socket):
+            if endpoint is not None:
+                endpoint.start()
         if self.config.controller.url:
             from cloudtap.agent.controller_client import ControllerClient
 
             self.controller = ControllerClient(self)
             self.controller.start()
         if ctl.status_file is not None:
-            ctl.status_file.write_text(self.control.url + "\n", encoding="utf-8")
-        log.info("agent %s started: %s mode, control at %s", self.agent_id, cap.mode, self.control.url)
+            ctl.status_file.write_text(self.control_url + "\n", encoding="utf-8")
+        log.info("agent %s started: %s mode, control at %s", self.agent_id, cap.mode, self.control_url)
+
+    @property
+    def control_url(self) -> str:
+        """The TCP control endpoint's URL, else the Unix socket's (``unix:/path``), else ``""``."""
+        endpoint = self.control or self.control_socket
+        return str(endpoint.url) if endpoint is not None else ""
 
     def run(self) -> None:
         """Start (if needed) and do housekeeping once a second until shut down."""
@@ -266,8 +260,11 @@ class Agent:
     def _replay_done(self) -> bool:
         return self.config.capture.mode == "replay" and all(w.finished.is_set() for w in self.workers)
 
-    def shutdown(self) -> None:
-        """Ask :meth:`run` to stop (signal-safe)."""
+    def shutdown(self, exit_code: int = 0, reason: str = "") -> None:
+        """Ask :meth:`run` to stop (signal-safe); ``exit_code`` is what the process exits with (the highest asked)."""
+        self.exit_code = max(self.exit_code, exit_code)
+        if reason:
+            log.warning("agent %s stopping (exit status %d): %s", self.agent_id, self.exit_code, reason)
         self._stop.set()
 
     def _finish(self) -> None:
@@ -280,8 +277,9 @@ class Agent:
         self.output.flush()
         self.sink.close()
         self.packet_store.close()
-        if self.control is not None:
-            self.control.stop()
+        for endpoint in (self.control, self.control_socket):
+            if endpoint is not None:
+                endpoint.stop()
 
     # -- control --------------------------------------------------------------------------------------
     def set_capturing(self, on: bool) -> None:

@@ -1,4 +1,11 @@
-"""`cloudtap agent ...`: run the agent, and talk to a running one."""
+"""`cloudtap agent ...`: run the agent, and talk to a running one.
+
+``status``, ``start`` and ``stop`` talk to the agent's Unix socket (``--socket``, default
+``/run/cloudtap/agent.sock``: root only, no key) when it exists and no ``--url`` is given; else to its
+TCP control endpoint with a key: ``--key-file`` (a file holding the key, or the agent's credential file),
+by default the agent's credential file ``/var/lib/cloudtap/agent-credential.json`` when readable.
+``run`` exits with the agent's exit status (0 when stopped by a signal; 75 when asked to restart).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,18 @@ from cloudtap.errors import CloudtapError
 
 agent_app = typer.Typer(help="The capture agent that runs on each hypervisor host.", no_args_is_help=True)
 DEFAULT_URL = "http://127.0.0.1:9477"
+DEFAULT_SOCKET = Path("/run/cloudtap/agent.sock")
+DEFAULT_CREDENTIAL = Path("/var/lib/cloudtap/agent-credential.json")
+SocketOpt = Annotated[
+    Path, typer.Option("--socket", help="the agent's Unix socket (used when it exists and no --url)")
+]
+UrlOpt = Annotated[
+    str | None, typer.Option(help=f"agent TCP control endpoint (default {DEFAULT_URL} without a socket)")
+]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="control key file, or the agent's credential file (TCP only)"),
+]
 
 
 def check_raw_socket_permission() -> None:
@@ -76,35 +95,107 @@ def run_command(
     except (CloudtapError, ValueError) as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    signal.signal(signal.SIGTERM, lambda *_: agent.shutdown())
+    signal.signal(signal.SIGTERM, lambda *_: agent.shutdown())  # asked to stop: exit 0, not restarted
     signal.signal(signal.SIGINT, lambda *_: agent.shutdown())
     agent.start()
-    err.print(f"agent [bold]{agent.agent_id}[/] running ({cfg.capture.mode}); control at {agent.control.url}")
+    err.print(
+        f"agent [bold]{agent.agent_id}[/] running ({cfg.capture.mode}); control at {agent.control_url or 'none'}"
+    )
     agent.run()
     status = agent.status()
     err.print(
         f"stopped: {status.captured_packets:,} packets, {status.records:,} records, "
         f"wire reduction {status.wire_reduction:,.0f}:1, kernel drops {status.kernel_drops:,}"
     )
+    if agent.exit_code:
+        raise typer.Exit(agent.exit_code)
 
 
-def _call(url: str, method: str = "GET") -> Any:
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def read_key(path: Path) -> str:
+    """The control key in ``path``: the agent's credential file (JSON, ``control_key``) or a plain key file."""
+    text = path.read_text(encoding="utf-8").strip()
+    if text.startswith("{"):
+        try:
+            return str(json.loads(text)["control_key"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is JSON without a control_key") from exc
+    return text
+
+
+def _key(key_file: Path | None) -> str | None:
+    path = key_file or (DEFAULT_CREDENTIAL if DEFAULT_CREDENTIAL.is_file() else None)
+    if path is None:
+        return None
+    try:
+        return read_key(path)
+    except (OSError, ValueError) as exc:
+        if key_file is None:
+            return None  # the default file is only a convenience
+        Console(stderr=True).print(f"[bold red]error:[/] cannot read the control key: {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _call(path: str, method: str = "GET", url: str | None = None, sock: Path = DEFAULT_SOCKET,
+          key_file: Path | None = None) -> Any:  # fmt: skip
+    """One call to the agent's control endpoint: its Unix socket when there (and no ``url``), else TCP with a key."""
+    err = Console(stderr=True)
+    body = b"" if method == "POST" else None
+    if url is None and sock.exists():
+        from cloudtap.agent.control_socket import UnixHTTPConnection
+
+        conn = UnixHTTPConnection(sock, timeout=3)
+        try:
+            conn.request(method, path, body=body)
+            resp = conn.getresponse()
+            status, data = resp.status, resp.read()
+        except PermissionError as exc:
+            err.print(
+                f"[bold red]error:[/] cannot open {sock}: it is root's (run as root, or give --url and --key-file)"
+            )
+            raise typer.Exit(1) from exc
+        except OSError as exc:
+            err.print(f"[bold red]error:[/] no agent answering on {sock}: {exc}")
+            raise typer.Exit(1) from exc
+        finally:
+            conn.close()
+        return _answer(status, data, str(sock))
+    base = (url or DEFAULT_URL).rstrip("/")
+    key = _key(key_file)
+    req = urllib.request.Request(base + path, method=method, data=body)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(req, timeout=3) as resp:
             return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return _answer(exc.code, exc.read(), base)
     except (urllib.error.URLError, OSError) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] no agent answering at {url}: {exc}")
+        err.print(f"[bold red]error:[/] no agent answering at {base} (nor on {sock}): {exc}")
         raise typer.Exit(1) from exc
+
+
+def _answer(status: int, data: bytes, where: str) -> Any:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = {"error": data.decode(errors="replace")[:300]}
+    if status == 200:
+        return doc
+    reason = doc.get("error", doc) if isinstance(doc, dict) else doc
+    hint = " (give --key-file, or run as root to use the agent's Unix socket)" if status == 401 else ""
+    Console(stderr=True).print(f"[bold red]error:[/] the agent at {where} answered {status}: {reason}{hint}")
+    raise typer.Exit(1)
 
 
 @agent_app.command("status")
 def status_command(
-    url: Annotated[str, typer.Option(help="agent control endpoint")] = DEFAULT_URL,
+    url: UrlOpt = None,
+    sock: SocketOpt = DEFAULT_SOCKET,
+    key_file: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="raw JSON")] = False,
 ) -> None:
     """Show a running agent's counters, interfaces and health."""
-    s = _call(url.rstrip("/") + "/status")
+    s = _call("/status", "GET", url, sock, key_file)
     if as_json:
         typer.echo(json.dumps(s, indent=2))
         return
@@ -136,15 +227,15 @@ def status_command(
 
 
 @agent_app.command("start")
-def start_command(url: Annotated[str, typer.Option(help="agent control endpoint")] = DEFAULT_URL) -> None:
+def start_command(url: UrlOpt = None, sock: SocketOpt = DEFAULT_SOCKET, key_file: KeyOpt = None) -> None:
     """Start capture on a running agent."""
-    typer.echo(json.dumps(_call(url.rstrip("/") + "/capture/start", "POST")))
+    typer.echo(json.dumps(_call("/capture/start", "POST", url, sock, key_file)))
 
 
 @agent_app.command("stop")
-def stop_command(url: Annotated[str, typer.Option(help="agent control endpoint")] = DEFAULT_URL) -> None:
+def stop_command(url: UrlOpt = None, sock: SocketOpt = DEFAULT_SOCKET, key_file: KeyOpt = None) -> None:
     """Stop capture on a running agent (it keeps running and answering)."""
-    typer.echo(json.dumps(_call(url.rstrip("/") + "/capture/stop", "POST")))
+    typer.echo(json.dumps(_call("/capture/stop", "POST", url, sock, key_file)))
 
 
 @agent_app.command("config")

@@ -1,17 +1,15 @@
 """`cloudtap topology | compare | bursts | drill | backtest | signature`: the troubleshooting workflow.
 
-Every command answers through the server API (``--server URL``, default ``$CLOUDTAP_SERVER`` or
-http://127.0.0.1:8470) or reads an embedded data directory directly (``--data DIR``); ``--json``
-prints the API's answer. Exit codes: 0 ok, 2 bad input (the field is named), 1 server or store
-unreachable.
+Every command answers through the server API (``--server URL``, ``--token``, ``--ca``: see
+:mod:`cloudtap.cli.server_options`) or reads an embedded data directory directly (``--data DIR``);
+``--json`` prints the API's answer. Exit codes: 0 ok, 2 bad input (the field is named), 1 server or
+store unreachable, or not logged in.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,16 +19,14 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from cloudtap.cli.http_errors import describe_http_error
-from cloudtap.cli.query_cmd import DEFAULT_SERVER, CliError, open_local_store
+from cloudtap.cli.errors import CliError
+from cloudtap.cli.query_cmd import open_local_store
 from cloudtap.cli.render import human_bytes, make_console
+from cloudtap.cli.server_client import UNREACHABLE_HINT
+from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 
 # --- options shared by the commands -------------------------------------------------------------------
 
-ServerOpt = Annotated[
-    str | None,
-    typer.Option("--server", envvar="CLOUDTAP_SERVER", help=f"server URL (default {DEFAULT_SERVER})"),
-]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="embedded chDB data directory, read directly")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
 SinceOpt = Annotated[str, typer.Option("--since", help="window ending now: 15m, 1h, 2d")]
@@ -77,23 +73,10 @@ def _filter(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def _http(
-    server: str, method: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 120.0
-) -> Any:
-    url = server.rstrip("/") + path
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - user-given server URL
-            raw = resp.read()
-            return json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raise CliError(describe_http_error(exc), 2 if exc.code in (404, 422) else 1) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CliError(
-            f"cannot reach {server}: {reason} (is `cloudtap server run` up? or use --data DIR)"
-        ) from exc
+def _http(remote: Remote, method: str, path: str, body: dict[str, Any] | None = None,
+          timeout_s: float = 120.0) -> Any:  # fmt: skip
+    client = remote.client(timeout_s, hint=f"{UNREACHABLE_HINT} or use --data DIR")
+    return client.call_json(method, path, body)
 
 
 def _local(data: Path, call: Callable[[Any], Any]) -> Any:
@@ -109,18 +92,18 @@ def _local(data: Path, call: Callable[[Any], Any]) -> Any:
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
 
-def _run(server: str | None, data: Path | None, method: str, path: str, body: dict[str, Any] | None,
+def _run(remote: Remote, data: Path | None, method: str, path: str, body: dict[str, Any] | None,
          local: Callable[[Any], Any]) -> Any:  # fmt: skip
     """The answer (JSON-like) from ``--data`` (``local(store)``) or the server."""
-    if server is not None and data is not None:
+    if remote.server is not None and data is not None:
         raise CliError("give --server URL or --data DIR, not both", 2)
     if data is not None:
         return _local(data, local)
-    return _http(server or DEFAULT_SERVER, method, path, body)
+    return _http(remote, method, path, body)
 
 
 def _main(work: Callable[[], Any], as_json: bool, show: Callable[[Any, Console], None]) -> None:
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         answer = work()
     except CliError as exc:
@@ -289,14 +272,15 @@ def topology_command(
     vm: VmOpt = None, ip: IpOpt = None, peer: PeerOpt = None, port: PortOpt = None, proto: ProtoOpt = None,
     project: ProjectOpt = None,
     by_port: Annotated[bool, typer.Option("--by-port", help="one edge per server port")] = False,
-    limit: LimitOpt = 50, server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False,
+    limit: LimitOpt = 50, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
+    data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Nodes and client → server edges at a level, with bytes, flows, failures, retransmissions, RTT."""
     from cloudtap.server.analyse import TopologyRequest, topology
 
     body = {**_window(since, time_from, time_to), "level": level, "by_port": by_port, "limit": limit,
             "filter": _filter(vm=vm, ip=ip, peer=peer, port=port, proto=proto, project=project)}  # fmt: skip
-    _main(lambda: _run(server, data, "POST", "/api/v1/analysis/topology", body,
+    _main(lambda: _run(Remote(server, token, ca), data, "POST", "/api/v1/analysis/topology", body,
                        lambda s: topology(s, _validated(TopologyRequest, body))), as_json, show_topology)  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -311,7 +295,8 @@ def compare_command(
     bursts: Annotated[int, typer.Option(help="top rows that get burst detection")] = 3,
     burst_step: Annotated[str | None, typer.Option("--burst-step", help="1s for second bursts")] = None,
     vm: VmOpt = None, ip: IpOpt = None, port: PortOpt = None, proto: ProtoOpt = None, project: ProjectOpt = None,
-    limit: LimitOpt = 10, server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False,
+    limit: LimitOpt = 10, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
+    data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Window vs baseline: edges and endpoints ranked by change, new / vanished edges, bursts."""
     from cloudtap.server.analyse import CompareRequest, compare
@@ -320,7 +305,7 @@ def compare_command(
                    baseline_to=baseline_to, level=level, metric=metric, step=step, rank_by=rank_by, bursts=bursts,
                    burst_step=burst_step, limit=limit,
                    filter=_filter(vm=vm, ip=ip, port=port, proto=proto, project=project))  # fmt: skip
-    _main(lambda: _run(server, data, "POST", "/api/v1/analysis/compare", body,
+    _main(lambda: _run(Remote(server, token, ca), data, "POST", "/api/v1/analysis/compare", body,
                        lambda s: compare(s, _validated(CompareRequest, body))), as_json, show_compare)  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -330,14 +315,15 @@ def bursts_command(
     step: Annotated[str, typer.Option(help="1s or 1m (or any whole seconds)")] = "1m",
     k: Annotated[float, typer.Option(help="robust z-score threshold")] = 3.5,
     vm: VmOpt = None, ip: IpOpt = None, peer: PeerOpt = None, port: PortOpt = None, proto: ProtoOpt = None,
-    project: ProjectOpt = None, server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False,
+    project: ProjectOpt = None, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
+    data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Burst intervals of selected traffic (median / MAD)."""
     from cloudtap.server.analyse import BurstRequest, detect_bursts
 
     body = {**_window(since, time_from, time_to), "metric": metric, "step": step, "k": k,
             "filter": _filter(vm=vm, ip=ip, peer=peer, port=port, proto=proto, project=project)}  # fmt: skip
-    _main(lambda: _run(server, data, "POST", "/api/v1/analysis/bursts", body,
+    _main(lambda: _run(Remote(server, token, ca), data, "POST", "/api/v1/analysis/bursts", body,
                        lambda s: detect_bursts(s, _validated(BurstRequest, body))), as_json, show_bursts)  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -347,14 +333,15 @@ def drill_command(
     server_ip: Annotated[str | None, typer.Option("--server-ip", help="edge: server IP")] = None,
     port: PortOpt = None, proto: ProtoOpt = None, peer: PeerOpt = None,
     push_ratio: Annotated[float, typer.Option("--push-ratio", help="one-way push: bigger/smaller direction")] = 10.0,
-    limit: LimitOpt = 10, server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False,
+    limit: LimitOpt = 10, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
+    data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Drill into a VM, an IP or an edge: composition, one-way pushes, failed handshakes, top talkers."""
     from cloudtap.server.analyse import DrillRequest, drill
 
     body = {**_window(since, time_from, time_to), "limit": limit, "push_ratio": push_ratio,
             "target": _filter(vm=vm, ip=ip, client_ip=client_ip, server_ip=server_ip, port=port, proto=proto, peer=peer)}  # fmt: skip
-    _main(lambda: _run(server, data, "POST", "/api/v1/analysis/drill", body,
+    _main(lambda: _run(Remote(server, token, ca), data, "POST", "/api/v1/analysis/drill", body,
                        lambda s: drill(s, _validated(DrillRequest, body))), as_json, show_drill)  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -386,7 +373,8 @@ def backtest_command(
     step: StepOpt = "1m", min_buckets: Annotated[int, typer.Option("--min-buckets", min=1)] = 1,
     time_from: FromOpt = None, time_to: ToOpt = None,
     save: Annotated[str | None, typer.Option("--save", help="also save the signature under this name")] = None,
-    limit: LimitOpt = 100, server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False,
+    limit: LimitOpt = 100, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
+    data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Scan all stored history for a signature: occurrences, count, periodicity, next expected."""
     from cloudtap.server.analyse import BacktestRequest, Signature, SignatureStore, backtest
@@ -401,7 +389,7 @@ def backtest_command(
             body["signature"] = _signature(save, when, step, min_buckets,
                                            _filter(vm=vm, ip=ip, peer=peer, port=port, proto=proto))  # fmt: skip
             if save is not None:
-                _run(server, data, "PUT", f"/api/v1/analysis/signatures/{save}", body["signature"],
+                _run(Remote(server, token, ca), data, "PUT", f"/api/v1/analysis/signatures/{save}", body["signature"],
                      lambda s: SignatureStore(s).save(_validated(Signature, body["signature"])))  # type: ignore[arg-type]  # fmt: skip
         body = {k: v for k, v in body.items() if v is not None}
 
@@ -410,7 +398,7 @@ def backtest_command(
             sig = req.signature or SignatureStore(store).get(req.name)  # type: ignore[attr-defined,arg-type]
             return backtest(store, sig, req.time_from, req.time_to, limit=req.limit)  # type: ignore[attr-defined]
 
-        return _run(server, data, "POST", "/api/v1/analysis/backtest", body, local)
+        return _run(Remote(server, token, ca), data, "POST", "/api/v1/analysis/backtest", body, local)
 
     _main(work, as_json, show_backtest)
 
@@ -421,7 +409,8 @@ def signature_save(
     vm: VmOpt = None, ip: IpOpt = None, peer: PeerOpt = None, port: PortOpt = None, proto: ProtoOpt = None,
     step: StepOpt = "1m", min_buckets: Annotated[int, typer.Option("--min-buckets", min=1)] = 1,
     description: Annotated[str, typer.Option(help="free text")] = "",
-    server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False,
+    server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
+    data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Save a signature (filter + --when condition) to run again."""
     from cloudtap.server.analyse import Signature, SignatureStore
@@ -429,14 +418,20 @@ def signature_save(
     def work() -> Any:
         sig = _signature(name, when, step, min_buckets, _filter(vm=vm, ip=ip, peer=peer, port=port, proto=proto),
                          description)  # fmt: skip
-        return _run(server, data, "PUT", f"/api/v1/analysis/signatures/{name}", sig,
+        return _run(Remote(server, token, ca), data, "PUT", f"/api/v1/analysis/signatures/{name}", sig,
                     lambda s: SignatureStore(s).save(_validated(Signature, sig)))  # type: ignore[arg-type]  # fmt: skip
 
     _main(work, as_json, lambda a, c: show_signatures([a], c))
 
 
 @signature_app.command("list")
-def signature_list(server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+def signature_list(
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """List saved signatures."""
     from cloudtap.server.analyse import SignatureStore
 
@@ -444,7 +439,7 @@ def signature_list(server: ServerOpt = None, data: DataOpt = None, as_json: Json
         return [x.model_dump(mode="json") for x in SignatureStore(s).list()]
 
     _main(
-        lambda: _run(server, data, "GET", "/api/v1/analysis/signatures", None, local),
+        lambda: _run(Remote(server, token, ca), data, "GET", "/api/v1/analysis/signatures", None, local),
         as_json,
         show_signatures,
     )
@@ -452,17 +447,24 @@ def signature_list(server: ServerOpt = None, data: DataOpt = None, as_json: Json
 
 @signature_app.command("show")
 def signature_show(
-    name: str, server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False
+    name: str,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show one saved signature."""
     from cloudtap.server.analyse import SignatureStore
 
-    _main(lambda: _run(server, data, "GET", f"/api/v1/analysis/signatures/{name}", None,
+    _main(lambda: _run(Remote(server, token, ca), data, "GET", f"/api/v1/analysis/signatures/{name}", None,
                        lambda s: SignatureStore(s).get(name)), as_json, lambda a, c: show_signatures([a], c))  # fmt: skip
 
 
 @signature_app.command("delete")
-def signature_delete(name: str, server: ServerOpt = None, data: DataOpt = None) -> None:
+def signature_delete(
+    name: str, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None, data: DataOpt = None
+) -> None:
     """Delete a saved signature."""
     from cloudtap.server.analyse import SignatureStore
 
@@ -470,14 +472,15 @@ def signature_delete(name: str, server: ServerOpt = None, data: DataOpt = None) 
         SignatureStore(s).delete(name)
         return {"deleted": name}
 
-    _main(lambda: _run(server, data, "DELETE", f"/api/v1/analysis/signatures/{name}", None, local) or {"deleted": name},
+    _main(lambda: _run(Remote(server, token, ca), data, "DELETE", f"/api/v1/analysis/signatures/{name}", None, local) or {"deleted": name},
           False, lambda a, c: c.print(f"deleted {name}"))  # fmt: skip
 
 
 @signature_app.command("run")
 def signature_run(
     name: str, time_from: FromOpt = None, time_to: ToOpt = None, limit: LimitOpt = 100,
-    server: ServerOpt = None, data: DataOpt = None, as_json: JsonOpt = False,
+    server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
+    data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Backtest a saved signature over all history (or --from/--to)."""
     from cloudtap.server.analyse import SignatureStore, backtest
@@ -485,6 +488,6 @@ def signature_run(
     body = {
         k: v for k, v in {"time_from": time_from, "time_to": time_to, "limit": limit}.items() if v is not None
     }
-    _main(lambda: _run(server, data, "POST", f"/api/v1/analysis/signatures/{name}/run", body,
+    _main(lambda: _run(Remote(server, token, ca), data, "POST", f"/api/v1/analysis/signatures/{name}/run", body,
                        lambda s: backtest(s, SignatureStore(s).get(name), time_from, time_to, limit=limit)),
           as_json, show_backtest)  # fmt: skip

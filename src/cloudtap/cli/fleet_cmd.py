@@ -4,10 +4,7 @@ and fleet administration (capture start/stop, group config, policies)."""
 from __future__ import annotations
 
 import json
-import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,31 +12,29 @@ import typer
 import yaml
 from rich.table import Table
 
-from cloudtap.cli.http_errors import describe_http_error
+from cloudtap.cli.errors import CliError
 from cloudtap.cli.render import human_bytes, make_console
+from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 
-DEFAULT_SERVER = os.environ.get("CLOUDTAP_SERVER", "http://127.0.0.1:8470")
-ServerOpt = Annotated[str, typer.Option("--server", "-s", help="cloudtap server URL (env CLOUDTAP_SERVER)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="raw JSON")]
 
 fleet_app = typer.Typer(help="Agents under the controller: monitoring, diagnosis, start/stop, config, policies.",
                         no_args_is_help=True)  # fmt: skip
 
 
-def api(server: str, path: str, method: str = "GET", body: Any = None) -> Any:
-    """Call the server API; prints the server's reason and exits 1 on failure."""
-    data = json.dumps(body).encode() if body is not None else (b"" if method != "GET" else None)
-    req = urllib.request.Request(server.rstrip("/") + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+def api(
+    remote: Remote, path: str, method: str = "GET", body: Any = None, params: dict[str, Any] | None = None
+) -> Any:
+    """Call the server API; prints the reason and exits 1 on failure."""
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        make_console(stderr=True).print(f"[bold red]error:[/] HTTP {exc.code}: {describe_http_error(exc)}")
+        return remote.client(timeout_s=30).call_json(method, path, body, params)
+    except CliError as exc:
+        make_console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        make_console(stderr=True).print(f"[bold red]error:[/] no server answering at {server}: {exc}")
-        raise typer.Exit(1) from exc
+
+
+def _q(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
 
 
 def _age(seconds: float | None) -> str:
@@ -94,12 +89,14 @@ def top_command(
     by: Annotated[str, typer.Option(help="cpu, memory, bps, pps, shipped_bps, drops, load")] = "cpu",
     window: Annotated[str, typer.Option(help="1m, 5m, 1h")] = "1m",
     limit: Annotated[int, typer.Option(help="rows")] = 20,
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Top agents by CPU, memory, captured bps, drops... over the last minute or hour."""
     rows = api(
-        server, f"/api/v1/fleet/top?{urllib.parse.urlencode({'by': by, 'window': window, 'limit': limit})}"
+        Remote(server, token, ca), "/api/v1/fleet/top", params={"by": by, "window": window, "limit": limit}
     )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -108,9 +105,15 @@ def top_command(
 
 
 @fleet_app.command("hosts")
-def hosts_command(window: str = "1m", server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+def hosts_command(
+    window: str = "1m",
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Hosts by load, with their agents."""
-    rows = api(server, f"/api/v1/fleet/hosts?window={urllib.parse.quote(window)}")
+    rows = api(Remote(server, token, ca), "/api/v1/fleet/hosts", params={"window": window})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -125,9 +128,11 @@ def hosts_command(window: str = "1m", server: ServerOpt = DEFAULT_SERVER, as_jso
 
 
 @fleet_app.command("stale")
-def stale_command(server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+def stale_command(
+    server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None, as_json: JsonOpt = False
+) -> None:
     """Agents that stopped reporting (no heartbeat for 3 periods); exit code 3 when there are any."""
-    rows = api(server, "/api/v1/fleet/stale")
+    rows = api(Remote(server, token, ca), "/api/v1/fleet/stale")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif rows:
@@ -139,9 +144,11 @@ def stale_command(server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) 
 
 
 @fleet_app.command("agents")
-def agents_command(server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+def agents_command(
+    server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None, as_json: JsonOpt = False
+) -> None:
     """Every registered agent."""
-    rows = api(server, "/api/v1/agents")
+    rows = api(Remote(server, token, ca), "/api/v1/agents")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -151,11 +158,13 @@ def agents_command(server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False)
 @fleet_app.command("why")
 def why_command(
     vm: Annotated[str, typer.Option("--vm", help="VM name (or inventory key)")],
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Why is there no data for VM X? Walks the chain and names the first broken link (exit 3 if one is)."""
-    d = api(server, f"/api/v1/diagnose/vm/{urllib.parse.quote(vm, safe='')}")
+    d = api(Remote(server, token, ca), f"/api/v1/diagnose/vm/{_q(vm)}")
     if as_json:
         typer.echo(json.dumps(d, indent=2))
     else:
@@ -182,15 +191,20 @@ def capture_command(
     action: Annotated[str, typer.Argument(help="start or stop")],
     agent: Annotated[str | None, typer.Option(help="agent id, name or host name")] = None,
     group: Annotated[str | None, typer.Option(help="every agent of this group")] = None,
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
 ) -> None:
     """Start or stop capture on an agent or a group (applied within a second)."""
     if (agent is None) == (group is None) or action not in ("start", "stop"):
         make_console(stderr=True).print("[red]give start|stop and exactly one of --agent or --group[/]")
         raise typer.Exit(2)
-    path = f"/api/v1/agents/{urllib.parse.quote(agent, safe='')}/capture/{action}" if agent else \
-        f"/api/v1/groups/{urllib.parse.quote(group or '', safe='')}/capture/{action}"  # fmt: skip
-    typer.echo(json.dumps(api(server, path, "POST")))
+    path = (
+        f"/api/v1/agents/{_q(agent)}/capture/{action}"
+        if agent
+        else f"/api/v1/groups/{_q(group or '')}/capture/{action}"
+    )
+    typer.echo(json.dumps(api(Remote(server, token, ca), path, "POST")))
 
 
 @fleet_app.command("group-config")
@@ -199,30 +213,37 @@ def group_config_command(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="YAML overlay (partial agent config); none: show")
     ] = None,
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
 ) -> None:
     """Show or set a group's config overlay; prints each key's apply mode (hot / restart)."""
+    remote = Remote(server, token, ca)
     if file is None:
-        groups = {g["name"]: g for g in api(server, "/api/v1/groups")}
+        groups = {g["name"]: g for g in api(remote, "/api/v1/groups")}
         typer.echo(yaml.safe_dump(groups.get(group, {"name": group, "overlay": {}}), sort_keys=False))
         return
     overlay = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    typer.echo(json.dumps(api(server, f"/api/v1/groups/{urllib.parse.quote(group, safe='')}/config", "PUT",
-                              {"overlay": overlay}), indent=2))  # fmt: skip
+    typer.echo(
+        json.dumps(api(remote, f"/api/v1/groups/{_q(group)}/config", "PUT", {"overlay": overlay}), indent=2)
+    )
 
 
 @fleet_app.command("policy")
 def policy_command(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="YAML: one policy or a list")] = None,
     delete: Annotated[str | None, typer.Option(help="delete the policy with this name")] = None,
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
 ) -> None:
     """List policies, create/replace them from YAML, or delete one; shows what they compile to."""
+    remote = Remote(server, token, ca)
     if delete:
-        api(server, f"/api/v1/policies/{urllib.parse.quote(delete, safe='')}", "DELETE")
+        api(remote, f"/api/v1/policies/{_q(delete)}", "DELETE")
     if file is not None:
         docs = yaml.safe_load(file.read_text(encoding="utf-8"))
         for doc in docs if isinstance(docs, list) else [docs]:
-            api(server, f"/api/v1/policies/{urllib.parse.quote(str(doc['name']), safe='')}", "PUT", doc)
-    typer.echo(yaml.safe_dump({"policies": api(server, "/api/v1/policies"),
-                               "compiled": api(server, "/api/v1/controller/compiled")}, sort_keys=False))  # fmt: skip
+            api(remote, f"/api/v1/policies/{_q(str(doc['name']))}", "PUT", doc)
+    typer.echo(yaml.safe_dump({"policies": api(remote, "/api/v1/policies"),
+                               "compiled": api(remote, "/api/v1/controller/compiled")}, sort_keys=False))  # fmt: skip

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloudtap.cli.errors import CliError
 from cloudtap.cli.render import make_console
+from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 
-DEFAULT_SERVER = "http://127.0.0.1:8470"
-_SERVER = typer.Option("--server", envvar="CLOUDTAP_SERVER", help=f"server URL (default {DEFAULT_SERVER})")
 _FORMAT = typer.Option("--format", "-f", help="table or json")
 #: Columns shown per kind in table output (after id and name).
 _COLUMNS = {
@@ -33,26 +30,15 @@ _COLUMNS = {
 inventory_app = typer.Typer(help="The cloud inventory: entities, history, connectors.", no_args_is_help=True)
 
 
-def _call(server: str | None, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
-    base = (server or DEFAULT_SERVER).rstrip("/")
-    query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
-    url = f"{base}/api/v1/inventory/{path}" + (f"?{query}" if query else "")
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def _call(remote: Remote, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
     try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("detail", exc.reason)
-        except (ValueError, AttributeError):
-            detail = exc.reason
-        _fail(f"server answered {exc.code}: {detail}")
-    except (urllib.error.URLError, OSError) as exc:
-        _fail(f"cannot reach the server at {base}: {getattr(exc, 'reason', exc)}")
+        return remote.client(timeout_s=120).call_json(method, f"/api/v1/inventory/{path}", params=params)
+    except CliError as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 1) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -70,11 +56,13 @@ def list_command(
     at: Annotated[str | None, typer.Option(help="as it was at this time (ISO 8601, epoch, -1h)")] = None,
     name: Annotated[str | None, typer.Option(help="name filter (* globs)")] = None,
     limit: Annotated[int, typer.Option(help="at most this many")] = 1000,
-    server: Annotated[str | None, _SERVER] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     fmt: Annotated[str, _FORMAT] = "table",
 ) -> None:
     """List the entities of one kind (now, or as they were at --at)."""
-    answer = _call(server, "GET", kind, {"at": at, "name": name, "limit": limit})
+    answer = _call(Remote(server, token, ca), "GET", kind, {"at": at, "name": name, "limit": limit})
     if fmt == "json":
         typer.echo(json.dumps(answer, indent=2))
         return
@@ -94,13 +82,15 @@ def list_command(
 def history_command(
     kind: Annotated[str, typer.Argument(help="entity kind")],
     key: Annotated[str, typer.Argument(help="the entity's key")],
-    server: Annotated[str | None, _SERVER] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     fmt: Annotated[str, _FORMAT] = "table",
 ) -> None:
     """Every validity interval of one entity (a VM that moved host shows one per host)."""
     from cloudtap.server.query.timespec import iso
 
-    answer = _call(server, "GET", f"{kind}/history", {"key": key})
+    answer = _call(Remote(server, token, ca), "GET", f"{kind}/history", {"key": key})
     if fmt == "json":
         typer.echo(json.dumps(answer, indent=2))
         return
@@ -117,10 +107,12 @@ def history_command(
 @inventory_app.command("sync")
 def sync_command(
     connector: Annotated[str | None, typer.Option(help="only this connector")] = None,
-    server: Annotated[str | None, _SERVER] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
 ) -> None:
     """Sync the connectors now; prints what changed, or each failure (exit 1 if any failed)."""
-    answer = _call(server, "POST", "sync", {"connector": connector})
+    answer = _call(Remote(server, token, ca), "POST", "sync", {"connector": connector})
     console = make_console()
     failed = False
     for r in answer["results"]:
@@ -139,13 +131,15 @@ def sync_command(
 
 @inventory_app.command("status")
 def status_command(
-    server: Annotated[str | None, _SERVER] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     fmt: Annotated[str, _FORMAT] = "table",
 ) -> None:
     """Connectors (last success, last error), counts per kind, tagging counters."""
     from cloudtap.server.query.timespec import iso
 
-    answer = _call(server, "GET", "status")
+    answer = _call(Remote(server, token, ca), "GET", "status")
     if fmt == "json":
         typer.echo(json.dumps(answer, indent=2))
         return

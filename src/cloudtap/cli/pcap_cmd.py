@@ -1,8 +1,12 @@
-"""`cloudtap pcap`: retrieve the stored packets of a VM (or of given agents) as one pcapng file."""
+"""`cloudtap pcap`: retrieve the stored packets of a VM (or of registered agents) as one pcapng file.
+
+The server asks only agents it registered, at the addresses they registered, and audits every
+retrieval under the caller's login (``pcap:read`` needed); ``--agent ID[:iface,iface]`` names agents
+by id or name, never by URL.
+"""
 
 from __future__ import annotations
 
-import getpass
 import os
 import time
 from pathlib import Path
@@ -11,16 +15,20 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from cloudtap.cli.errors import CliError
 from cloudtap.cli.render import human_bytes, make_console
+from cloudtap.cli.server_client import ServerError
+from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 
-DEFAULT_SERVER = "http://127.0.0.1:8470"
 EXIT_TOO_LARGE = 3
 
 
 def parse_agent(spec: str) -> dict[str, Any]:
-    """``URL[#iface,iface...]`` -> a target (``{"url", "interfaces"}``)."""
-    url, _, ifaces = spec.partition("#")
-    return {"url": url, "interfaces": [i for i in ifaces.split(",") if i]}
+    """``ID[:iface,iface...]`` -> ``{"agent": ID, "interfaces": [...]}`` (no interfaces: all of them)."""
+    agent, _, ifaces = spec.partition(":")
+    if not agent or "/" in spec:
+        raise CliError(f"--agent {spec!r}: give an agent id or name, optionally :iface,iface (not a URL)", 2)
+    return {"agent": agent, "interfaces": [i for i in ifaces.split(",") if i]}
 
 
 def _progress(console: Any) -> Progress:
@@ -34,68 +42,30 @@ def _progress(console: Any) -> Progress:
     )
 
 
-def _from_server(
-    server: str, body: dict[str, Any], user: str, output: Path, console: Any, quiet: bool
+def download(
+    remote: Remote, body: dict[str, Any], output: Path, console: Any, quiet: bool
 ) -> tuple[int, int]:
-    import httpx
-
-    url = server.rstrip("/") + "/api/v1/pcap"
+    """POST /api/v1/pcap and stream the answer to ``output`` (via ``output.part``): ``(packets, bytes)``."""
     tmp = output.with_name(output.name + ".part")
-    with httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0)) as client:
-        with client.stream("POST", url, json=body, headers={"X-Cloudtap-User": user}) as response:
-            if response.status_code != 200:
-                response.read()
-                try:
-                    detail = response.json().get("detail", response.text)
-                except ValueError:
-                    detail = response.text
-                code = (
-                    EXIT_TOO_LARGE
-                    if response.status_code == 413
-                    else (2 if response.status_code in (400, 404, 422) else 1)
-                )
-                console.print(f"[red]error[/red] (HTTP {response.status_code}): {detail}")
-                raise typer.Exit(code)
-            total = int(response.headers.get("content-length") or 0) or None
-            packets = int(response.headers.get("x-cloudtap-packets") or 0)
-            size = 0
+    size = 0
+    try:
+        with remote.client(timeout_s=600).stream("POST", "/api/v1/pcap", body) as answer:
+            total = answer.length
+            packets = int(answer.headers.get("X-Cloudtap-Packets") or 0)
             with _progress(console) as bar, tmp.open("wb") as f:
                 task = bar.add_task("pcap", total=total, visible=not quiet)
-                for chunk in response.iter_bytes(1 << 20):
+                for chunk in answer.chunks():
                     f.write(chunk)
                     size += len(chunk)
                     bar.update(task, completed=size)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if total is not None and size != total:
         tmp.unlink(missing_ok=True)
-        console.print(f"[red]error[/red]: the transfer stopped after {size} of {total} bytes")
-        raise typer.Exit(1)
+        raise CliError(f"the transfer stopped after {size} of {total} bytes")
     os.replace(tmp, output)
     return packets, size
-
-
-def _local(body: dict[str, Any], output: Path, console: Any, quiet: bool) -> tuple[int, int]:
-    from cloudtap.server.pcap import PcapError, PcapRequest, Target, retrieve_to_file
-    from cloudtap.server.query.errors import QueryError
-    from cloudtap.server.query.timespec import parse_instant
-
-    now = time.time_ns()
-    try:
-        req = PcapRequest(
-            from_ns=parse_instant(body["from"], now, "from"),
-            to_ns=parse_instant(body["to"], now, "to"),
-            targets=[Target(t["url"], tuple(t["interfaces"])) for t in body["targets"]],
-            bpf=body.get("filter"),
-            max_bytes=body.get("max_bytes") or (1 << 30),
-        )
-        with _progress(console) as bar:
-            task = bar.add_task("pcap", total=None, visible=not quiet)
-            return retrieve_to_file(req, output, progress=lambda n: bar.update(task, completed=n))
-    except QueryError as exc:
-        console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from exc
-    except PcapError as exc:
-        console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(EXIT_TOO_LARGE if exc.status == 413 else 1) from exc
 
 
 def pcap_command(
@@ -108,51 +78,36 @@ def pcap_command(
     bpf: Annotated[str | None, typer.Option("--filter", help="tcpdump filter applied on the agents")] = None,
     agent: Annotated[
         list[str] | None,
-        typer.Option("--agent", help="agent control URL[#iface,iface]; repeat for several (instead of --vm)"),
-    ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option("--server", envvar="CLOUDTAP_SERVER", help=f"server URL (default {DEFAULT_SERVER})"),
-    ] = None,
-    user: Annotated[
-        str | None, typer.Option("--user", help="who retrieves (audit log); default: login name")
+        typer.Option(
+            "--agent", help="registered agent id or name[:iface,iface]; repeat for several (instead of --vm)"
+        ),
     ] = None,
     max_bytes: Annotated[
         int | None, typer.Option("--max-bytes", help="size cap of the file (server cap applies)")
     ] = None,
-    local: Annotated[
-        bool, typer.Option("--local", help="fetch from the --agent URLs in this process, no server")
-    ] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """Retrieve stored packets as one pcapng (merged by time, one interface per capture point)."""
+    """Retrieve stored packets as one pcapng (merged by time, one interface per capture point); audited."""
     console = make_console(stderr=True)
-    if not vm and not agent:
-        console.print("[red]error[/red]: give --vm or at least one --agent")
-        raise typer.Exit(2)
-    body: dict[str, Any] = {"from": time_from, "to": time_to, "filter": bpf, "max_bytes": max_bytes}
-    if vm:
-        body["vm"] = vm
-    if agent:
-        body["targets"] = [parse_agent(a) for a in agent]
     started = time.perf_counter()
-    if local:
-        if not agent:
-            console.print("[red]error[/red]: --local needs --agent URLs")
-            raise typer.Exit(2)
-        packets, size = _local(body, output, console, quiet)
-    else:
-        try:
-            who = user or getpass.getuser()
-        except (KeyError, OSError):
-            who = "unknown"
-        import httpx
-
-        try:
-            packets, size = _from_server(server or DEFAULT_SERVER, body, who, output, console, quiet)
-        except httpx.HTTPError as exc:
-            console.print(f"[red]error[/red]: cannot reach the server: {exc}")
-            raise typer.Exit(1) from exc
+    try:
+        if not vm and not agent:
+            raise CliError("give --vm or at least one --agent", 2)
+        body: dict[str, Any] = {"from": time_from, "to": time_to, "filter": bpf, "max_bytes": max_bytes}
+        if vm:
+            body["vm"] = vm
+        if agent:
+            body["agents"] = [parse_agent(a) for a in agent]
+        packets, size = download(Remote(server, token, ca), body, output, console, quiet)
+    except ServerError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_TOO_LARGE if exc.status == 413 else exc.code) from exc
+    except CliError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(exc.code) from exc
     console.print(
         f"wrote {output}: {packets} packets, {human_bytes(size)} in {time.perf_counter() - started:.2f} s"
     )

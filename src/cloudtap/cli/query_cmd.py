@@ -11,8 +11,6 @@ import fcntl
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,8 +19,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cloudtap.cli.http_errors import describe_http_error
+from cloudtap.cli.errors import CliError
 from cloudtap.cli.render import human_bytes, make_console
+from cloudtap.cli.server_client import UNREACHABLE_HINT, ServerClient
+from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 from cloudtap.server.query.errors import QueryError
 from cloudtap.server.query.model import Query
 from cloudtap.server.query.presets import DEFAULT_GROUP, flows_query, series_query, top_query
@@ -30,7 +30,6 @@ from cloudtap.server.query.presets import DEFAULT_GROUP, flows_query, series_que
 if TYPE_CHECKING:  # the engine pulls in the store DDL and the meter: imported when a command runs
     from cloudtap.server.query.engine import QueryResult
 
-DEFAULT_SERVER = "http://127.0.0.1:8470"
 FORMATS = ("table", "json", "csv")
 #: Columns of ``cloudtap query flows`` as a table (all the defaults for json/csv).
 FLOW_TABLE_COLUMNS = (
@@ -42,14 +41,6 @@ query_app = typer.Typer(
     help="Query stored traffic: top talkers, time series, flow records (server API or a local --data directory).",
     no_args_is_help=True,
 )
-
-
-class CliError(Exception):
-    """A failure to report in one line (exit code ``code``)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # --- where the data is ------------------------------------------------------------------------------
@@ -129,35 +120,25 @@ def run_local(data: Path, query: Query) -> QueryResult:
         store.close()
 
 
-def run_remote(server: str, query: Query, timeout_s: float = 60.0) -> QueryResult:
-    """Answer ``query`` through ``POST {server}/api/v1/query`` (Arrow IPC)."""
+def run_remote(client: ServerClient, query: Query) -> QueryResult:
+    """Answer ``query`` through ``POST /api/v1/query`` (Arrow IPC)."""
     from cloudtap.server.query.engine import ARROW_STREAM, QueryResult
 
-    url = server.rstrip("/") + "/api/v1/query"
     body = json.dumps(query.model_dump(mode="json", exclude_none=True)).encode()
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json", "Accept": ARROW_STREAM}, method="POST"
+    answer = client.post_raw(
+        "/api/v1/query", body, {"Content-Type": "application/json", "Accept": ARROW_STREAM}
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - user-given server URL
-            return QueryResult.from_arrow_ipc(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise CliError(describe_http_error(exc), 2 if exc.code == 422 else 1) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CliError(
-            f"cannot reach {server}: {reason} (is `cloudtap server run` up? or use --data DIR)"
-        ) from exc
+    return QueryResult.from_arrow_ipc(answer)
 
 
-def execute(query: Query, server: str | None, data: Path | None) -> QueryResult:
-    """Run ``query`` on ``data`` (embedded) or ``server`` (default :data:`DEFAULT_SERVER`)."""
-    if server is not None and data is not None:
+def execute(query: Query, remote: Remote, data: Path | None) -> QueryResult:
+    """Run ``query`` on ``data`` (embedded) or the server (``--server``, the last login, or the default)."""
+    if remote.server is not None and data is not None:
         raise CliError("give --server URL or --data DIR, not both", 2)
     try:
         if data is not None:
             return run_local(data, query)
-        return run_remote(server or DEFAULT_SERVER, query)
+        return run_remote(remote.client(hint=f"{UNREACHABLE_HINT} or use --data DIR"), query)
     except QueryError as exc:
         raise CliError(str(exc), 2) from exc
 
@@ -288,10 +269,6 @@ def emit(result: QueryResult, fmt: str, title: str, console: Console | None = No
 
 # --- commands ---------------------------------------------------------------------------------------
 
-ServerOpt = Annotated[
-    str | None,
-    typer.Option("--server", envvar="CLOUDTAP_SERVER", help=f"server URL (default {DEFAULT_SERVER})"),
-]
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="embedded chDB data directory, read directly (no server on it)")
 ]
@@ -319,14 +296,14 @@ HostOpt = Annotated[str | None, typer.Option("--host", help="host name(s), eithe
 SubnetOpt = Annotated[str | None, typer.Option("--subnet", help="subnet name(s), either side")]
 
 
-def _run(build: Any, fmt: str, server: str | None, data: Path | None, title: str) -> None:
-    err = Console(stderr=True)
+def _run(build: Any, fmt: str, remote: Remote, data: Path | None, title: str) -> None:
+    err = Console(stderr=True, soft_wrap=True)
     if fmt not in FORMATS:
         err.print(f"[red]error:[/] unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
     try:
         query = build()
-        result = execute(query, server, data)
+        result = execute(query, remote, data)
     except QueryError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
@@ -354,13 +331,15 @@ def top_command(
     host: HostOpt = None,
     subnet: SubnetOpt = None,
     server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Top talkers: the biggest groups (default client -> server:port) by a metric."""
     names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
     _run(lambda: top_query(by, group, since, time_from, time_to, filters or [], limit, table, interval, names),
-         fmt, server, data, f"top {group} by {by}")  # fmt: skip
+         fmt, Remote(server, token, ca), data, f"top {group} by {by}")  # fmt: skip
 
 
 @query_app.command("series")
@@ -382,6 +361,8 @@ def series_command(
     host: HostOpt = None,
     subnet: SubnetOpt = None,
     server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
@@ -389,7 +370,7 @@ def series_command(
     names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
     _run(lambda: series_query(metric, step, since, time_from, time_to, filters or [], group, top, table, interval,
                               names),
-         fmt, server, data, f"{metric} per {step}")  # fmt: skip
+         fmt, Remote(server, token, ca), data, f"{metric} per {step}")  # fmt: skip
 
 
 @query_app.command("flows")
@@ -408,6 +389,8 @@ def flows_command(
     host: HostOpt = None,
     subnet: SubnetOpt = None,
     server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
@@ -416,13 +399,15 @@ def flows_command(
         columns = FLOW_TABLE_COLUMNS
     names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
     _run(lambda: flows_query(since, time_from, time_to, filters or [], limit, columns, order, names),
-         fmt, server, data, "flow records")  # fmt: skip
+         fmt, Remote(server, token, ca), data, "flow records")  # fmt: skip
 
 
 @query_app.command("run")
 def run_command(
     body: Annotated[str, typer.Argument(help="query JSON (as POST /api/v1/query), @FILE, or - for stdin")],
     server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
@@ -437,7 +422,7 @@ def run_command(
         except ValueError as exc:
             raise QueryError(f"not a valid query: {str(exc).splitlines()[-1].strip()}", "query") from None
 
-    _run(build, fmt, server, data, "query")
+    _run(build, fmt, Remote(server, token, ca), data, "query")
 
 
 @query_app.command("catalog")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pyarrow as pa
 import pyarrow.compute as pc
 from rich.console import Console
@@ -26,6 +28,13 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def when(epoch_s: float | None, empty: str = "never") -> str:
+    """Epoch seconds -> ``2026-11-20 10:04 UTC`` (``empty`` for None or 0)."""
+    if not epoch_s:
+        return empty
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def top_flows_table(flows: pa.Table, limit: int = 20, title: str = "Top flows by bytes") -> Table:

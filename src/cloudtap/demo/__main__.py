@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
             f"server {stack.url} (API docs {stack.url}/docs), agent {stack.agent_url}; "
             f"replayed, metered, shipped and stored in {time.monotonic() - started:.0f} s"
         )
+        console.print(
+            f"[green]✓[/] TLS with a private CA ({stack.ca_file}); every route needs a login: user [bold]admin[/], "
+            f"password in {stack.out / 'admin-password'}; the CLI steps below ran `cloudtap login` first"
+        )
         found = walk(stack, console)
         console.print(Panel.fit(f"[bold]Conclusion[/]: {found.conclusion}"))
         if args.keep_running:

@@ -64,9 +64,11 @@ class Walker:
         args = [*args, "--server", self.stack.url]
         if self.console is not None and show:
             self.console.print(f"\n[bold]{title}[/]\n[dim]$ cloudtap {shlex.join(args)}[/]")
-            shown = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=self.timeout_s)
+            shown = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=self.timeout_s,
+                                   env=self.stack.cli_env)  # fmt: skip
             self.console.print(shown.stdout.rstrip() or shown.stderr.rstrip(), highlight=False, markup=False)
-        done = subprocess.run([*CLI, *args, "--json"], capture_output=True, text=True, timeout=self.timeout_s)
+        done = subprocess.run([*CLI, *args, "--json"], capture_output=True, text=True, timeout=self.timeout_s,
+                              env=self.stack.cli_env)  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(
                 f"`cloudtap {shlex.join(args)} --json` failed ({done.returncode}): {done.stderr.strip()}"
@@ -140,13 +142,15 @@ def walk(stack: Stack, console: Console | None = None) -> Findings:
     p_from = datetime.fromisoformat(burst["start"].replace("Z", "+00:00")) if burst else incident
     p_to = p_from + timedelta(minutes=1)
     found.pcap = stack.out / "incident.pcapng"
-    args = ["pcap", "--vm", client, "--from", _iso(p_from), "--to", _iso(p_to), "--filter",
+    vm = top.get("source_name") or client  # the VM's name, as a user would type it
+    args = ["pcap", "--vm", vm, "--from", _iso(p_from), "--to", _iso(p_to), "--filter",
             f"host {server} and port {port}", "-o", str(found.pcap), "--quiet"]  # fmt: skip
     if console is not None:
         console.print(
             f"\n[bold]4. The packets of the burst's first minute[/]\n[dim]$ cloudtap {shlex.join([*args, '--server', stack.url])}[/]"
         )
-    done = subprocess.run([*CLI, *args, "--server", stack.url], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*CLI, *args, "--server", stack.url], capture_output=True, text=True, timeout=300,
+                          env=stack.cli_env)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(
             f"cloudtap pcap failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
@@ -164,7 +168,7 @@ def walk(stack: Stack, console: Console | None = None) -> Findings:
     period = bt.get("period") or {}
     w.say(
         f"{bt.get('count', len(bt.get('occurrences', [])))} occurrences; {period.get('text', 'no period')}"
-        + (f"; next expected {period['next']}" if period.get("next") else "")
+        + (f"; next expected {period['next_expected']}" if period.get("next_expected") else "")
     )
 
     found.conclusion = (

@@ -7,6 +7,11 @@ group (``ingest_group.insert_group``, write-ahead file first) and answers every 
 is being written the next one fills, so groups grow with the load. A group is immutable once closed:
 if its insert fails, its waiters get the error and the group waits, with its write-ahead file, for
 one of its members to be resent (or for the next start), then is written again as the same group.
+
+A bad batch never holds the others back: one that cannot be decoded is left out (400, or 503 alone
+when memory ran out); one whose tagging fails goes in untagged alone; one the store refuses is
+found by splitting the group (``insert_group``) and refused alone (400). Only an error that says
+the store is unavailable (``ingest_group.store_unavailable``) fails the whole group (503).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from cloudtap.server.ingest import IngestError, Ingestor
-from cloudtap.server.ingest_group import PreparedBatch, group_digest, insert_group, logged_keys
+from cloudtap.server.ingest_group import PreparedBatch, group_digest, insert_alone, insert_group, logged_keys
 from cloudtap.server.ingest_wal import GroupWal, WalRecord
 from cloudtap.server.store.base import BatchKey, InsertResult
 
@@ -212,14 +217,7 @@ class Coalescer:
     def _write(self, group: Group) -> dict[BatchKey, InsertResult | Exception]:
         """Decode and store one group (writer thread); every member gets a result."""
         results: dict[BatchKey, InsertResult | Exception] = {}
-        refused: dict[BatchKey, Exception] = {}
-        for m in group.members:  # decoded here, in one thread: the event loop only read the frame header
-            if m.tables is None:
-                try:
-                    m.tables = self.ingestor.prepare_bytes(m.frame, m.key.agent_id, m.key.seq, tag=False).tables
-                except IngestError as exc:  # counted by prepare_bytes
-                    refused[m.key] = exc
-        group.members = [m for m in group.members if m.key not in refused]
+        left_out = self._decode_members(group)
         store = self.ingestor.store
         with self.ingestor.write_lock:
             if group.digest is None and len(group.members) > 1:  # new group: leave out batches stored before
@@ -230,19 +228,40 @@ class Coalescer:
                 group.members = [m for m in group.members if m.key not in done]
             if len(group.members) == 1 and group.digest is None:  # alone: the per-batch path, its own token
                 m = group.members[0]
-                try:
-                    results[m.key] = store.insert(self.ingestor.tag(m.tables or {}), m.key)
-                except ValueError as exc:
-                    results[m.key] = IngestError(str(exc))
+                alone = insert_alone(store, m.key, self.ingestor.tag(m.tables or {}))
+                results[m.key] = _refusal(alone) if isinstance(alone, Exception) else alone
             elif group.members:
                 self._write_merged(group, results)
         self.groups_written += 1
         for key, result in results.items():
-            if isinstance(result, Exception):
-                self.ingestor.rejected(f"batch {key.agent_id}:{key.seq} refused: {result}")
-            else:
+            if isinstance(result, IngestError):
+                self.ingestor.rejected(result.reason, f"batch {key.agent_id}:{key.seq} refused: {result}")
+            elif not isinstance(result, Exception):
                 self.ingestor.count(result)
-        return {**results, **refused}
+        return {**results, **left_out}
+
+    def _decode_members(self, group: Group) -> dict[BatchKey, Exception]:
+        """Decode the members not decoded yet; those that fail are left out of the group, each with its error.
+
+        Decoded here, in one thread: the event loop only read the frame headers.
+        """
+        left_out: dict[BatchKey, Exception] = {}
+        for m in group.members:
+            if m.tables is not None:
+                continue
+            try:
+                m.tables = self.ingestor.prepare_bytes(m.frame, m.key.agent_id, m.key.seq, tag=False).tables
+            except IngestError as exc:  # counted by prepare_bytes
+                left_out[m.key] = exc
+            except MemoryError as exc:  # not the batch's fault: it alone is answered 503 and resent
+                log.warning("batch %s:%d left out of its group: %r", m.key.agent_id, m.key.seq, exc)
+                left_out[m.key] = exc
+            except Exception as exc:  # an unexpected reader error: refuse this batch, not its group
+                detail = f"malformed batch: cannot be read: {type(exc).__name__}: {exc}"
+                self.ingestor.rejected("malformed", detail)
+                left_out[m.key] = IngestError(detail, "malformed")
+        group.members = [m for m in group.members if m.key not in left_out]
+        return left_out
 
     def _write_merged(self, group: Group, results: dict[BatchKey, InsertResult | Exception]) -> None:
         store = self.ingestor.store
@@ -254,16 +273,30 @@ class Coalescer:
             group.split_from = index
             self._write_ahead(group)
 
-        outcome = insert_group(store, group.members, group.digest, group.split_from, on_split, self._tag)
+        def on_tag_error(key: BatchKey, exc: Exception) -> None:
+            self.ingestor.tag_failed(exc, f"batch {key.agent_id}:{key.seq}")
+
+        members, digest = group.members, group.digest
+        outcome = insert_group(store, members, digest, group.split_from, on_split, self._tag, on_tag_error)
         for key, result in outcome.results.items():
-            results[key] = IngestError(str(result)) if isinstance(result, Exception) else result
+            results[key] = _refusal(result) if isinstance(result, Exception) else result
         if self.wal is not None:
             self.wal.remove(group.digest)
 
     def _tag(self, kind: str, table: pa.Table) -> pa.Table:
-        return self.ingestor.tag({kind: table})[kind]
+        """Cloud ids of one table; raises when tagging fails (``insert_group`` isolates who is at fault)."""
+        tagger = self.ingestor.tagger
+        if tagger is None:
+            return table
+        tagged: pa.Table = tagger.tag_tables({kind: table})[kind]
+        return tagged
 
     def _write_ahead(self, group: Group) -> None:
         if self.wal is not None and group.digest is not None:
             members = [(m.key.agent_id, m.key.seq) for m in group.members]
             self.wal.write(WalRecord(group.digest, members, [m.frame for m in group.members], group.split_from))
+
+
+def _refusal(error: Exception) -> IngestError:
+    """A batch the store refused (its data): a 400 for its agent."""
+    return IngestError(str(error), "refused by store")

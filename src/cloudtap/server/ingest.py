@@ -7,30 +7,43 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 
-from cloudtap.server.ingest_group import PreparedBatch
+from cloudtap.server.ingest_group import PreparedBatch, insert_alone
 from cloudtap.server.store.base import KINDS, BatchKey, FlowStore, InsertResult
 from cloudtap.server.store.clickhouse import prepare_table
-from cloudtap.ship.wire import WireError, decode_batch
+from cloudtap.ship.wire import BatchHeader, WireBatch, WireError, check_readable, decode_batch, read_header
 
 
 class IngestError(ValueError):
-    """A batch that can never be stored (malformed, unknown kind, wrong columns): a 4xx, not a retry."""
+    """A batch that can never be stored (malformed, unknown kind, wrong columns): a 4xx, not a retry.
+
+    ``reason`` names the kind of refusal in a few words (the key of ``IngestStats.rejected_by_reason``).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid data") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
 class IngestStats:
-    """Counters of the ingest path."""
+    """Counters of the ingest path.
+
+    Refusal reasons: the wire's (``malformed``, ``unsupported version``, ``unknown kind``, ``too large``),
+    ``agent mismatch``, ``sequence mismatch``, ``bad columns`` (does not fit the store's columns),
+    ``refused by store`` (the store rejected the data on insert).
+    """
 
     batches: int = 0
     duplicates: int = 0
     rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  #: refusals per reason
     rows: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
-    tag_errors: int = 0  #: batches stored untagged because tagging failed (see last_error)
+    tag_errors: int = 0  #: batches (or coalesced members) stored untagged because tagging failed
 
 
 class Ingestor:
@@ -41,11 +54,27 @@ class Ingestor:
         self.tagger = tagger  #: fills cloud identity ids before insert (``cloudtap.inventory.tagging.Tagger``)
         self.stats = IngestStats()
         self._lock = threading.Lock()
+        self._counting = threading.Lock()  # the event loop and the writer thread both count
 
     @property
     def write_lock(self) -> threading.Lock:
         """Held around every store write (chDB is one writer per process)."""
         return self._lock
+
+    def check_header(self, data: bytes, agent_id: str | None = None, seq: int | None = None) -> BatchHeader:
+        """Read a frame's header and refuse what this server cannot store, before anything is decoded.
+
+        Raises:
+            IngestError: malformed header, unsupported wire or schema version, unknown kind, or a header
+                that disagrees with ``agent_id`` / ``seq`` (from HTTP headers); counted.
+        """
+        try:
+            head = read_header(data)
+            check_readable(head, KINDS)
+        except WireError as exc:
+            self._reject(exc.reason, f"malformed batch: {exc}" if exc.reason == "malformed" else str(exc))
+        self._check_key(head.agent_id, head.seq, agent_id, seq)
+        return head
 
     def ingest_bytes(self, data: bytes, agent_id: str | None = None, seq: int | None = None) -> InsertResult:
         """Decode one wire batch and store it.
@@ -57,14 +86,7 @@ class Ingestor:
         Raises:
             IngestError: the batch is malformed or does not fit the schema; nothing was stored.
         """
-        try:
-            batch = decode_batch(data)
-        except WireError as exc:
-            self._reject(f"malformed batch: {exc}")
-        if agent_id is not None and agent_id != batch.agent_id:
-            self._reject(f"agent header {agent_id!r} does not match the batch's agent {batch.agent_id!r}")
-        if seq is not None and seq != batch.seq:
-            self._reject(f"sequence header {seq} does not match the batch's sequence {batch.seq}")
+        batch = self._decode(data, agent_id, seq)
         return self.ingest_tables(batch.tables, BatchKey(batch.agent_id, batch.seq))
 
     def prepare_bytes(
@@ -75,65 +97,84 @@ class Ingestor:
         Raises:
             IngestError: the batch is malformed or does not fit the schema.
         """
-        try:
-            batch = decode_batch(data)
-        except WireError as exc:
-            self._reject(f"malformed batch: {exc}")
-        if agent_id is not None and agent_id != batch.agent_id:
-            self._reject(f"agent header {agent_id!r} does not match the batch's agent {batch.agent_id!r}")
-        if seq is not None and seq != batch.seq:
-            self._reject(f"sequence header {seq} does not match the batch's sequence {batch.seq}")
+        batch = self._decode(data, agent_id, seq)
         tables = self._known(batch.tables)
         if tag:
             tables = self.tag(tables)
         try:  # checked here, so one bad batch is refused alone; the store prepares the merged block again
             for kind, table in tables.items():
                 prepare_table(kind, table)
-        except ValueError as exc:
-            self._reject(str(exc))
-        return PreparedBatch(BatchKey(batch.agent_id, batch.seq), tables, data)
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            self._reject("bad columns", str(exc))
+        return PreparedBatch(BatchKey(batch.agent_id, batch.seq), tables, data, sum(batch.rows.values()))
+
+    def _decode(self, data: bytes, agent_id: str | None, seq: int | None) -> WireBatch:
+        try:  # unknown kinds, versions and decoded sizes are refused before anything is decompressed
+            batch = decode_batch(data, KINDS)
+        except WireError as exc:
+            self._reject(exc.reason, f"malformed batch: {exc}" if exc.reason == "malformed" else str(exc))
+        self._check_key(batch.agent_id, batch.seq, agent_id, seq)
+        return batch
+
+    def _check_key(self, found_agent: str, found_seq: int, agent_id: str | None, seq: int | None) -> None:
+        if agent_id is not None and agent_id != found_agent:
+            detail = f"agent header {agent_id!r} does not match the batch's agent {found_agent!r}"
+            self._reject("agent mismatch", detail)
+        if seq is not None and seq != found_seq:
+            detail = f"sequence header {seq} does not match the batch's sequence {found_seq}"
+            self._reject("sequence mismatch", detail)
 
     def count(self, result: InsertResult) -> None:
         """Count one stored (or duplicate) batch."""
-        self.stats.batches += 1
-        if result.duplicate:
-            self.stats.duplicates += 1
-        for kind, n in result.rows.items():
-            self.stats.rows[kind] = self.stats.rows.get(kind, 0) + n
+        with self._counting:
+            self.stats.batches += 1
+            if result.duplicate:
+                self.stats.duplicates += 1
+            for kind, n in result.rows.items():
+                self.stats.rows[kind] = self.stats.rows.get(kind, 0) + n
 
-    def rejected(self, reason: str) -> None:
-        """Count one batch the store refused."""
-        self.stats.rejected += 1
-        self.stats.last_error = reason
+    def rejected(self, reason: str, detail: str = "") -> None:
+        """Count one batch refused for ``reason`` (a few words); ``detail`` is kept as the last error."""
+        with self._counting:
+            self.stats.rejected += 1
+            self.stats.rejected_by_reason[reason] = self.stats.rejected_by_reason.get(reason, 0) + 1
+            self.stats.last_error = detail or reason
 
     def ingest_tables(self, tables: dict[str, pa.Table], key: BatchKey | None) -> InsertResult:
         """Store already-decoded tables (``cloudtap import`` path)."""
         tables = self.tag(self._known(tables))
-        try:
-            with self._lock:
-                result = self.store.insert(tables, key)
-        except ValueError as exc:  # the store's schema check
-            self._reject(str(exc))
+        with self._lock:  # with a key, an error the store repeats while it answers is the data's
+            try:
+                result = self.store.insert(tables) if key is None else insert_alone(self.store, key, tables)
+            except ValueError as exc:  # the store's schema check
+                result = exc
+        if isinstance(result, ValueError):
+            self._reject("refused by store", str(result))
         self.count(result)
         return result
 
     def _known(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
         unknown = sorted(set(tables) - set(KINDS))
         if unknown:
-            self._reject(f"unknown stream kind(s) {unknown}; expected {list(KINDS)}")
+            self._reject("unknown kind", f"unknown stream kind(s) {unknown}; expected {list(KINDS)}")
         return tables
 
     def tag(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
         """Fill the cloud identity ids (when a tagger is set); on failure the tables go on untagged."""
         if self.tagger is not None:
             try:
-                return self.tagger.tag_tables(tables)
+                tagged: dict[str, pa.Table] = self.tagger.tag_tables(tables)
+                return tagged
             except Exception as exc:  # never lose a batch to tagging: store it untagged, count and report
-                self.stats.tag_errors += 1
-                self.stats.last_error = f"tagging failed (batch stored untagged): {type(exc).__name__}: {exc}"
+                self.tag_failed(exc)
         return tables
 
-    def _reject(self, reason: str) -> None:  # -> NoReturn
-        self.stats.rejected += 1
-        self.stats.last_error = reason
-        raise IngestError(reason)
+    def tag_failed(self, exc: Exception, what: str = "batch") -> None:
+        """Count tables stored untagged because tagging raised ``exc``."""
+        with self._counting:
+            self.stats.tag_errors += 1
+            self.stats.last_error = f"tagging failed ({what} stored untagged): {type(exc).__name__}: {exc}"
+
+    def _reject(self, reason: str, detail: str) -> NoReturn:
+        self.rejected(reason, detail)
+        raise IngestError(detail, reason)

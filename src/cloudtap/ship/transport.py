@@ -65,13 +65,18 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """POSTs batches to the server's ingest endpoint over one keep-alive connection pool."""
+    """POSTs batches to the server's ingest endpoint over one keep-alive connection pool.
+
+    The server takes a batch only with ``Authorization: Bearer <credential>``: an agent's own credential
+    (issued at registration, rotated at each one: hence a callable, asked at every send) whose agent
+    name the batch carries, or an admin user's API token (``cloudtap import``).
+    """
 
     def __init__(
         self,
         url: str,
         timeout_s: float = 10.0,
-        token: str | None = None,
+        token: str | Callable[[], str | None] | None = None,
         transport: Any = None,
     ) -> None:
         """Create the client.
@@ -79,7 +84,8 @@ class HttpTransport:
         Args:
             url: server base URL (``http://host:8080``) or the full ingest URL (ending in ``/api/v1/ingest``).
             timeout_s: connect/read/write timeout of one request.
-            token: bearer token sent as ``Authorization: Bearer <token>``.
+            token: sent as ``Authorization: Bearer <token>``; a callable is asked at every send, and while it
+                answers None (not registered yet) nothing is sent: the batch is retried later.
             transport: an ``httpx.BaseTransport`` to use instead of the network (tests).
         """
         import httpx
@@ -88,8 +94,7 @@ class HttpTransport:
             raise ConfigError(f"server url must start with http:// or https://, got {url!r}")
         self.url = url if url.rstrip("/").endswith(INGEST_PATH) else url.rstrip("/") + INGEST_PATH
         headers = {"Content-Type": CONTENT_TYPE, "User-Agent": "cloudtap-agent"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        self._token = token
         self._httpx = httpx
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
@@ -108,10 +113,14 @@ class HttpTransport:
         Returns:
             The classified answer; connection errors and timeouts are ``retry``.
         """
+        headers = {AGENT_HEADER: agent_id, SEQ_HEADER: str(seq)}
+        token = self._token() if callable(self._token) else self._token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif callable(self._token):
+            return SendResult(False, True, 0, "no credential yet: the agent has not registered with its controller")
         try:
-            response = self._client.post(
-                self.url, content=data, headers={AGENT_HEADER: agent_id, SEQ_HEADER: str(seq)}
-            )
+            response = self._client.post(self.url, content=data, headers=headers)
         except self._httpx.HTTPError as exc:
             return SendResult(False, True, 0, f"{type(exc).__name__}: {exc}")
         detail = _detail(response)

@@ -14,7 +14,9 @@ One batch is a frame::
 The header is ``{"agent_id", "seq", "created_ns", "schema_version", "codec": "zstd", "kinds": [{"kind",
 "rows", "bytes", "crc32"}, ...]}``. Every byte of the frame is covered by a length and a CRC-32, so a
 truncated or bit-flipped frame is always rejected with :class:`WireError`; it is never decoded into
-different rows.
+different rows. A hostile frame cannot make the reader allocate much either: kinds and versions are
+checked before anything is decompressed, and each section's decoded size is read from its Arrow
+metadata (the uncompressed length ahead of every buffer) and capped before a byte is inflated.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import re
 import struct
 import time
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
@@ -34,12 +38,21 @@ MAGIC = b"CTAP"
 WIRE_VERSION = 1
 #: Version of the record columns (bumped when agents change what a kind's columns mean).
 SCHEMA_VERSION = 1
+#: Column versions this build decodes (:func:`check_readable`).
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
 CODEC = "zstd"
 #: Streams the server stores; other ``edges_<N>s`` intervals are accepted too (see :func:`check_kind`).
 KNOWN_KINDS = ("flows", "edges_1s", "edges_60s")
 MAX_HEADER_BYTES = 1 << 20
 MAX_KINDS = 64
 MAX_AGENT_ID = 256
+#: Most bytes one kind's section may decode to (Arrow buffers after zstd), however small it is compressed.
+MAX_DECODED_BYTES_PER_KIND = 512 << 20
+#: ... and at most this much per announced row (all columns), plus ``DECODE_SLACK_BYTES`` per section.
+MAX_ROW_BYTES = 64 << 10
+DECODE_SLACK_BYTES = 1 << 20
+#: Largest Arrow message metadata (schema or batch description) in a section.
+MAX_METADATA_BYTES = 1 << 20
 
 _PREFIX = struct.Struct("<4sHHII")
 PREFIX_BYTES = _PREFIX.size
@@ -50,7 +63,14 @@ _CHUNK_ROWS = 65536
 
 
 class WireError(ValueError):
-    """A batch frame cannot be decoded; the message says exactly why."""
+    """A batch frame cannot be decoded; the message says exactly why, ``reason`` in a few words (a counter).
+
+    Reasons: ``malformed``, ``unsupported version``, ``unknown kind``, ``too large``.
+    """
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -109,7 +129,7 @@ def check_kind(kind: str) -> str:
         WireError: the name is not a stream kind.
     """
     if not isinstance(kind, str) or not _KIND_RE.match(kind):
-        raise WireError(f"kind unknown: {kind!r} (expected flows or edges_<seconds>s)")
+        raise WireError(f"kind unknown: {kind!r} (expected flows or edges_<seconds>s)", "unknown kind")
     return kind
 
 
@@ -190,7 +210,9 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
     if magic != MAGIC:
         raise WireError(f"bad magic {magic!r} (expected {MAGIC!r})")
     if version != WIRE_VERSION:
-        raise WireError(f"unsupported wire version {version} (this build reads {WIRE_VERSION})")
+        raise WireError(
+            f"unsupported wire version {version} (this build reads {WIRE_VERSION})", "unsupported version"
+        )
     if flags != 0:
         raise WireError(f"unsupported flags 0x{flags:04x} (this build knows none)")
     if header_len > MAX_HEADER_BYTES:
@@ -244,18 +266,54 @@ def _int_field(obj: dict[str, object], name: str) -> int:
     return value
 
 
-def decode_batch(data: bytes | bytearray | memoryview) -> WireBatch:
-    """Decode a frame into its tables, checking every length, CRC and row count.
+def check_readable(
+    header: BatchHeader,
+    kinds: Collection[str] | None = None,
+    schema_versions: Collection[int] = READABLE_SCHEMA_VERSIONS,
+) -> None:
+    """Refuse a frame this reader cannot use, from its header alone (before anything is decompressed).
+
+    Args:
+        header: from :func:`read_header`.
+        kinds: kinds the reader stores (None: any that passes :func:`check_kind`).
+        schema_versions: column versions the reader understands.
+    Raises:
+        WireError: unsupported ``schema_version`` or a kind outside ``kinds``.
+    """
+    if header.schema_version not in schema_versions:
+        readable = ", ".join(str(v) for v in sorted(schema_versions))
+        raise WireError(
+            f"schema_version {header.schema_version} is not supported (this build reads schema_version "
+            f"{readable}): upgrade the server or run an agent of the same release",
+            "unsupported version",
+        )
+    unknown = [k.kind for k in header.kinds if kinds is not None and k.kind not in kinds]
+    if unknown:
+        raise WireError(f"unknown stream kind(s) {unknown}; expected {sorted(kinds or ())}", "unknown kind")
+
+
+def decode_batch(
+    data: bytes | bytearray | memoryview,
+    kinds: Collection[str] | None = None,
+    schema_versions: Collection[int] = READABLE_SCHEMA_VERSIONS,
+    max_decoded_bytes: int = MAX_DECODED_BYTES_PER_KIND,
+) -> WireBatch:
+    """Decode a frame into its tables, checking every length, CRC, row count and decoded size.
 
     Args:
         data: one complete frame.
+        kinds, schema_versions: see :func:`check_readable` (checked first).
+        max_decoded_bytes: most bytes one kind may decode to; a kind may also use at most
+            ``MAX_ROW_BYTES`` per announced row (+ ``DECODE_SLACK_BYTES``). Both are checked from the
+            Arrow metadata of every section before any section is decompressed.
     Returns:
         The batch.
     Raises:
         WireError: bad magic, unsupported version, truncated, trailing bytes, CRC or row-count mismatch,
-            unknown kind, corrupt Arrow IPC.
+            unknown kind, decoded size over the limits, corrupt Arrow IPC.
     """
     header = read_header(data)
+    check_readable(header, kinds, schema_versions)
     view = memoryview(data)
     expected = header.frame_bytes
     if len(view) < expected:
@@ -263,19 +321,23 @@ def decode_batch(data: bytes | bytearray | memoryview) -> WireBatch:
     if len(view) > expected:
         raise WireError(f"{len(view) - expected} trailing bytes after the frame ({expected} bytes)")
     buffer = pa.py_buffer(data)
-    tables: dict[str, pa.Table] = {}
+    sections: list[tuple[KindEntry, pa.Buffer]] = []
     offset = header.header_bytes
-    for entry in header.kinds:
-        section = view[offset : offset + entry.bytes]
-        if zlib.crc32(section) != entry.crc32:
+    for entry in header.kinds:  # every section is checked before any is decompressed
+        if zlib.crc32(view[offset : offset + entry.bytes]) != entry.crc32:
             raise WireError(f"kind {entry.kind!r}: section CRC-32 mismatch (corrupt payload)")
-        table = _read_ipc(buffer.slice(offset, entry.bytes), entry.kind)
+        section = buffer.slice(offset, entry.bytes)
+        _check_decoded_size(entry, section, max_decoded_bytes)
+        sections.append((entry, section))
+        offset += entry.bytes
+    tables: dict[str, pa.Table] = {}
+    for entry, section in sections:
+        table = _read_ipc(section, entry.kind)
         if table.num_rows != entry.rows:
             raise WireError(
                 f"kind {entry.kind!r}: header announces {entry.rows} rows, the stream has {table.num_rows}"
             )
         tables[entry.kind] = table
-        offset += entry.bytes
     return WireBatch(
         header.agent_id,
         header.seq,
@@ -287,6 +349,26 @@ def decode_batch(data: bytes | bytearray | memoryview) -> WireBatch:
     )
 
 
+def _check_decoded_size(entry: KindEntry, section: pa.Buffer, max_decoded_bytes: int) -> None:
+    rows, decoded = _measure_ipc(section, entry.kind)
+    if rows != entry.rows:
+        raise WireError(f"kind {entry.kind!r}: header announces {entry.rows} rows, the stream has {rows}")
+    limit = min(max_decoded_bytes, entry.rows * MAX_ROW_BYTES + DECODE_SLACK_BYTES)
+    if decoded > limit:
+        raise WireError(
+            f"kind {entry.kind!r}: {_size(entry.bytes)} would decode to {_size(decoded)}, over its limit of "
+            f"{_size(limit)} ({_size(max_decoded_bytes)} per kind, {_size(MAX_ROW_BYTES)} per announced row "
+            f"+ {_size(DECODE_SLACK_BYTES)}); refused before decompressing",
+            "too large",
+        )
+
+
+def _size(n: int) -> str:
+    """``n`` bytes for a reader: 632 bytes, 64 KiB, 300 MiB, 1.5 GiB."""
+    unit = max((u for u in range(4) if n >= 1 << (10 * u)), default=0)
+    return f"{n} bytes" if unit == 0 else f"{n / (1 << (10 * unit)):.4g} {('KiB', 'MiB', 'GiB')[unit - 1]}"
+
+
 def _read_ipc(buffer: pa.Buffer, kind: str) -> pa.Table:
     try:
         with ipc.open_stream(buffer) as reader:
@@ -295,3 +377,93 @@ def _read_ipc(buffer: pa.Buffer, kind: str) -> pa.Table:
     except (pa.ArrowException, OSError, ValueError, IndexError, KeyError, TypeError) as exc:
         raise WireError(f"kind {kind!r}: corrupt Arrow IPC stream: {exc}") from None
     return table
+
+
+# -- decoded size from the Arrow metadata (FlatBuffers, read by hand: nothing is decompressed) --------
+_I32, _U32, _U16, _I64 = (struct.Struct(f"<{c}") for c in "iIHq")
+_BATCH_MESSAGES = ("record batch", "dictionary batch")
+
+
+def _measure_ipc(section: pa.Buffer, kind: str) -> tuple[int, int]:
+    """Rows and decoded bytes of one kind's Arrow IPC stream, read from its message metadata alone."""
+    rows = decoded = messages = 0
+    try:
+        reader = ipc.MessageReader.open_stream(section)
+        for message in iter(reader.read_next_message, None):  # ends when it raises StopIteration
+            if message.metadata.size > MAX_METADATA_BYTES:
+                raise WireError(
+                    f"kind {kind!r}: Arrow metadata of {message.metadata.size} bytes (at most "
+                    f"{MAX_METADATA_BYTES})",
+                    "too large",
+                )
+            if (messages == 0) != (message.type == "schema"):
+                raise ValueError(f"{message.type} message at position {messages} (one schema comes first)")
+            messages += 1
+            if message.type in _BATCH_MESSAGES:
+                body = message.body if message.body is not None else pa.py_buffer(b"")
+                n, size = _batch_size(message.metadata.to_pybytes(), body, message.type == "dictionary batch")
+                rows += n if message.type == "record batch" else 0
+                decoded += size
+        if not messages:
+            raise ValueError("no schema message")
+    except WireError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, IndexError, KeyError, TypeError, struct.error) as exc:
+        raise WireError(f"kind {kind!r}: corrupt Arrow IPC stream: {exc}") from None
+    return rows, decoded
+
+
+def _batch_size(meta: bytes, body: pa.Buffer, dictionary: bool) -> tuple[int, int]:
+    """Rows and decoded bytes of one (dictionary) record batch message (Arrow ``Message.fbs``)."""
+    header = _fb_table(meta, _fb_field(meta, _fb_table(meta, 0), 2))  # Message.header
+    if dictionary:
+        header = _fb_table(meta, _fb_field(meta, header, 1))  # DictionaryBatch.data
+    length_at = _fb_field(meta, header, 0)  # RecordBatch.length
+    buffers_at = _fb_field(meta, header, 2)  # RecordBatch.buffers
+    rows = 0 if length_at is None else _fb_read(_I64, meta, length_at)
+    if rows < 0:
+        raise ValueError(f"record batch of {rows} rows")
+    if buffers_at is None:
+        return rows, 0
+    vector = buffers_at + _fb_read(_U32, meta, buffers_at)  # [struct Buffer {offset: long, length: long}]
+    count = _fb_read(_U32, meta, vector)
+    if vector + 4 + 16 * count > len(meta):
+        raise ValueError("record batch metadata lists more buffers than it holds")
+    spans = np.frombuffer(meta, "<i8", 2 * count, vector + 4).reshape(count, 2)
+    starts, lengths = spans[spans[:, 1] != 0].T
+    if (starts < 0).any() or (lengths < 0).any() or (starts > body.size - lengths).any():
+        raise ValueError("record batch buffer outside its message body")
+    if _fb_field(meta, header, 3) is None:  # RecordBatch.compression absent: stored as is
+        return rows, int(lengths.sum())
+    if (lengths < 8).any():
+        raise ValueError("compressed buffer shorter than its length prefix")
+    raw = np.frombuffer(body, np.uint8)
+    declared = raw[starts[:, None] + np.arange(8)].copy().view("<i8")[:, 0]  # each buffer's inflated size
+    if (declared < -1).any():
+        raise ValueError("negative uncompressed buffer length")
+    sizes = np.where(declared == -1, lengths - 8, np.minimum(declared, 1 << 40))  # no int64 overflow
+    return rows, int(sizes.sum())
+
+
+def _fb_read(fmt: struct.Struct, meta: bytes, pos: int) -> int:
+    if not 0 <= pos <= len(meta) - fmt.size:
+        raise ValueError("Arrow metadata offset out of bounds")
+    value: int = fmt.unpack_from(meta, pos)[0]
+    return value
+
+
+def _fb_table(meta: bytes, ref: int | None) -> tuple[int, int]:
+    """(table, vtable) positions of the table the uoffset at ``ref`` points to."""
+    if ref is None:
+        raise ValueError("Arrow message without its batch description")
+    pos = ref + _fb_read(_U32, meta, ref)
+    return pos, pos - _fb_read(_I32, meta, pos)
+
+
+def _fb_field(meta: bytes, table: tuple[int, int], index: int) -> int | None:
+    """Position of field ``index`` of ``table`` (None: absent, i.e. default)."""
+    pos, vtable = table
+    if 4 + 2 * index >= _fb_read(_U16, meta, vtable):
+        return None
+    offset = _fb_read(_U16, meta, vtable + 4 + 2 * index)
+    return pos + offset if offset else None

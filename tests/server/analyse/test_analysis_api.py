@@ -9,6 +9,7 @@ import pytest
 from analysedata import AnalyseData, DictNames
 from fastapi.testclient import TestClient
 
+from access_helpers import admin_client, grant
 from cloudtap.server.api.app import create_app
 from cloudtap.server.settings import ServerSettings
 
@@ -17,9 +18,13 @@ API = "/api/v1/analysis"
 
 
 @pytest.fixture(scope="module")
-def client(astore: Any, names: DictNames) -> Iterator[TestClient]:
-    app = create_app(ServerSettings(), astore)
-    with TestClient(app) as c:
+def client(astore: Any, names: DictNames, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    tmp = tmp_path_factory.mktemp("analysis-api")
+    settings = ServerSettings.model_validate(
+        {"auth": {"db_path": str(tmp / "access.sqlite"), "audit_log": str(tmp / "audit.jsonl")}}
+    )
+    app = create_app(settings, astore)
+    with admin_client(app) as c:
         app.state.names = names  # after start-up: the inventory router's lifespan sets its own resolver
         yield c
 
@@ -69,6 +74,20 @@ def test_bad_input_is_422_naming_the_field(client: TestClient, path: str, body: 
     r = client.post(f"{API}/{path}", json=body)
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][-1] == field
+
+
+def test_analysis_needs_flows_read_and_signatures_write(client: TestClient) -> None:
+    app = client.app
+    sig = {"filter": {"vm": "db-01"}, "condition": {"metric": "bytes", "op": "gt", "threshold": 5e6}}
+    anonymous = TestClient(app)  # type: ignore[arg-type]
+    assert anonymous.post(f"{API}/topology", json={**A, "level": "vm"}).status_code == 401
+    viewer = grant(app, "viewer")
+    assert anonymous.post(f"{API}/topology", json={**A, "level": "vm"}, headers=viewer).status_code == 200
+    assert anonymous.put(f"{API}/signatures/viewer-sig", json=sig, headers=viewer).status_code == 403
+    assert anonymous.delete(f"{API}/signatures/viewer-sig", headers=viewer).status_code == 403
+    operator = grant(app, "operator")
+    assert anonymous.put(f"{API}/signatures/operator-sig", json=sig, headers=operator).status_code == 200
+    assert anonymous.delete(f"{API}/signatures/operator-sig", headers=operator).status_code == 204
 
 
 def test_schema_errors_are_422(client: TestClient) -> None:

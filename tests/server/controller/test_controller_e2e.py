@@ -103,7 +103,12 @@ class Fleet:
                "CLOUDTAP_SERVER__CONTROLLER__TOKEN": TOKEN, "CLOUDTAP_SERVER__CONTROLLER__HEARTBEAT_S": str(HB),
                "CLOUDTAP_SERVER__CONTROLLER__SYNC_S": "0.5",
                "CLOUDTAP_SERVER__CONTROLLER__INVENTORY_FILE": str(self.inventory),
-               "CLOUDTAP_SERVER__INVENTORY__ENABLED": "false"}  # fmt: skip
+               "CLOUDTAP_SERVER__INVENTORY__ENABLED": "false",
+               # loopback only: the admin API and `cloudtap fleet` need no login here (tests/server/controller/
+               # test_fleet_access.py covers permissions); agents still need their own credentials
+               "CLOUDTAP_SERVER__AUTH__ENABLED": "false",
+               "CLOUDTAP_SERVER__AUTH__DB_PATH": str(self.tmp / "access.sqlite"),
+               "CLOUDTAP_SERVER__AUTH__AUDIT_LOG": str(self.tmp / "audit.jsonl")}  # fmt: skip
         self.proc = subprocess.Popen([*CLI, "server", "run", "--data", str(self.tmp / "data"), "--port", "0"],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
         self.url = wait_for(lambda: status.exists() and status.read_text().strip(), 60, 0.05)
@@ -126,6 +131,8 @@ class Fleet:
             "CLOUDTAP_AGENT__CONTROLLER__URL": self.url, "CLOUDTAP_AGENT__CONTROLLER__TOKEN": TOKEN,
             "CLOUDTAP_AGENT__CONTROLLER__HEARTBEAT_S": str(HB), "CLOUDTAP_AGENT__CONTROLLER__HOST_NAME": host,
             "CLOUDTAP_AGENT__CONTROLLER__CACHE_FILE": str(self.tmp / f"cache-{host}.json"),
+            "CLOUDTAP_AGENT__CONTROLLER__CREDENTIAL_FILE": str(self.tmp / f"credential-{host}.json"),
+            "CLOUDTAP_AGENT__CONTROL__SOCKET": "",
         }  # fmt: skip
         (self.tmp / f"out-{host}").mkdir(exist_ok=True)
         agent = Agent(load_agent_config(None, env=env))
@@ -192,8 +199,20 @@ def test_registration_good_and_bad_token(fleet: Fleet) -> None:
     assert agents["agent-hv-01"]["id"] == agent_id_for("hv-01", machine_id())
     assert agents["agent-hv-02"]["host"] == "hv-02"
     assert fleet.agents["hv-01"].controller.agent_id == agents["agent-hv-01"]["id"]
-    hb = httpx.post(fleet.url + f"/api/v1/agents/{agents['agent-hv-01']['id']}/heartbeat", json={})
-    assert hb.status_code == 401  # every agent call needs the token
+    first = agents["agent-hv-01"]["id"]
+    hb = httpx.post(fleet.url + f"/api/v1/agents/{first}/heartbeat", json={})
+    assert hb.status_code == 401  # every agent call needs the agent's credential
+    boot = httpx.post(fleet.url + f"/api/v1/agents/{first}/heartbeat", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert boot.status_code == 401  # the bootstrap token only registers
+    second = fleet.agents["hv-02"].credentials
+    assert second is not None and second.credential()
+    as_two = {"Authorization": f"Bearer {second.credential()}"}
+    for method, path in (("POST", "heartbeat"), ("GET", "config"), ("GET", "commands?wait=0")):
+        r = httpx.request(method, fleet.url + f"/api/v1/agents/{first}/{path}", headers=as_two,
+                          json={} if method == "POST" else None)  # fmt: skip
+        assert r.status_code == 403 and "belongs to agent" in r.json()["detail"], path
+    audit = (fleet.tmp / "audit.jsonl").read_text()
+    assert '"action":"agent.register"' in audit and second.credential() not in audit and TOKEN not in audit
 
 
 def test_heartbeat_shows_in_fleet_top(fleet: Fleet) -> None:

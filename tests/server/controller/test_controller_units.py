@@ -79,16 +79,19 @@ def test_overlay_modes_and_errors() -> None:
 
 def test_agent_id_is_stable_and_state_survives_a_restart(tmp_path: Path) -> None:
     inv = [cloud()]
-    ctl = make(tmp_path, inv)
-    a = reg(ctl, "hv-a")
-    assert reg(ctl, "hv-a") == a and reg(ctl, "hv-b") != a
+    ctl = make(tmp_path, inv, token="boot")
+    a = reg(ctl, "hv-a", "boot")
+    assert reg(ctl, "hv-a", "boot") == a and reg(ctl, "hv-b", "boot") != a
+    answer = ctl.register("boot", {"name": "agent-hv-a", "hostname": "hv-a", "machine_id": "m-hv-a"})
     ctl.set_group_config("edge", {"limits": {"max_pps": 1000}})
     ctl.set_group(a, "edge")
     ctl.put_policy(Policy(name="shop", select={"project": "shop"}))
     version = ctl.registry.get(a).config_version
     ctl.close()
-    again = make(tmp_path, inv)
+    again = make(tmp_path, inv, token="boot")
     rec = again.registry.get(a)
+    assert again.authenticate_agent(answer["credential"]).id == a  # the credential survives a server restart
+    assert again.control_key(a) == answer["control_key"]
     assert rec.group == "edge" and rec.config_version == version  # no spurious bump after a restart
     assert again.groups.get("edge").overlay == {"limits": {"max_pps": 1000}}
     assert [p.name for p in again.policies.all()] == ["shop"]

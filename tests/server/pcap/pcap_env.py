@@ -1,4 +1,8 @@
-"""Helpers for PCAP retrieval tests: replay agents with a packet store, a real HTTP server, references."""
+"""Helpers for PCAP retrieval tests: replay agents with a packet store, a real HTTP server, references.
+
+An agent's TCP control endpoint needs a key (``control.key_file``): :func:`replay_agent` writes ``key``
+(default :data:`AGENT_KEY`) there; targets and direct calls send it as ``Authorization: Bearer``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,8 @@ from cloudtap.agent.runner import Agent
 from cloudtap.agent.sinks import MemorySink
 
 SNAP = 256
+#: The control key of replay agents (at least 16 characters).
+AGENT_KEY = "replay-agent-control-key-0123456789"
 
 
 def synth(path: Path, duration: str = "1m") -> Path:
@@ -41,10 +48,21 @@ def window(ts: np.ndarray, wl: np.ndarray, data: list[bytes], lo: int, hi: int) 
     return ts[keep][order], wl[keep][order], [kept[i] for i in order.tolist()]
 
 
+def key_header(key: str = AGENT_KEY) -> dict[str, str]:
+    """The header a caller of an agent's TCP control endpoint sends."""
+    return {"Authorization": f"Bearer {key}"}
+
+
 @contextmanager
-def replay_agent(pcap: Path, directory: Path, agent_id: str) -> Iterator[Agent]:
-    """An agent that replayed ``pcap`` into its packet store; its control endpoint stays up."""
+def replay_agent(pcap: Path, directory: Path, agent_id: str, key: str = AGENT_KEY) -> Iterator[Agent]:
+    """An agent that replayed ``pcap`` into its packet store; its control endpoint (key ``key``) stays up."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_file = directory / "control.key"
+    key_file.write_text(key)
+    key_file.chmod(0o600)
     env = {
+        "CLOUDTAP_AGENT__CONTROL__KEY_FILE": str(key_file),
+        "CLOUDTAP_AGENT__CONTROL__SOCKET": str(directory / "agent.sock"),
         "CLOUDTAP_AGENT__AGENT_ID": agent_id,
         "CLOUDTAP_AGENT__CAPTURE__MODE": "replay",
         "CLOUDTAP_AGENT__CAPTURE__REPLAY_FILE": str(pcap),
@@ -75,9 +93,17 @@ class _NoStore:
     """create_app needs a store; PCAP retrieval never touches it."""
 
 
+@dataclass
+class Served:
+    """A server on a real socket: its URL and its app (to grant users, read ``app.state``)."""
+
+    url: str
+    app: Any
+
+
 @contextmanager
-def serve_app(settings: Any, pcap_targets: Any = None) -> Iterator[str]:
-    """The server API on a real socket (uvicorn in a thread); yields its URL."""
+def serve(settings: Any, pcap_targets: Any = None) -> Iterator[Served]:
+    """The server API on a real socket (uvicorn in a thread)."""
     import uvicorn
 
     from cloudtap.server.api.app import create_app
@@ -94,7 +120,14 @@ def serve_app(settings: Any, pcap_targets: Any = None) -> Iterator[str]:
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", app)
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def serve_app(settings: Any, pcap_targets: Any = None) -> Iterator[str]:
+    """:func:`serve`, yielding only the URL."""
+    with serve(settings, pcap_targets) as served:
+        yield served.url

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pytest
 from pcap_env import tcpdump_split
 
+from access_helpers import grant
 from capture_frames import frames_of
 from cloudtap.inventory.model import VM, Host, Interface, Network, Project, Region, Snapshot, Subnet
 from cloudtap.inventory.names_store import InventoryNames
@@ -92,11 +94,19 @@ def flows(rows: list[tuple[str, str, int, int, str, str, str]]) -> pa.Table:
 def register(
     ctl: Controller, name: str, hostname: str, url: str = "", ifaces: tuple[tuple[str, str], ...] = ()
 ) -> None:
+    """Register an agent and send one heartbeat from the address of its control URL (so the URL passes)."""
     ctl.register(None, {"name": name, "hostname": hostname, "machine_id": f"m-{name}"})
     rec = ctl.registry.find(name)
     assert rec is not None
     report = HeartbeatReport(control_url=url, interfaces=[VmInterface(name=n, mac=m) for n, m in ifaces])
-    ctl.heartbeat(rec, report)
+    ctl.heartbeat(rec, report, peer=urlsplit(url).hostname or "")
+
+
+def target(ctl: Controller, agent: str, url: str, interfaces: tuple[str, ...], host: str, bpf: str | None = None) -> Target:
+    """The target the controller builds for ``agent`` (its id; the key is not compared)."""
+    rec = ctl.registry.find(agent)
+    assert rec is not None
+    return Target(url, interfaces, host, bpf, rec.id)
 
 
 @pytest.fixture
@@ -135,9 +145,11 @@ def fleet(open_store: Callable[..., Any], tmp_path: Path) -> Iterator[SimpleName
 def test_own_tap_is_read_whole_and_a_peer_tap_is_filtered(fleet: SimpleNamespace) -> None:
     got = fleet.targets.for_vm("db-01", T0, T0 + 10 * MIN)
     assert got == [
-        Target("http://127.0.0.1:9", ("tap-db",), "hv-01"),
-        Target("http://10.1.0.2:9477", ("tap-web",), "hv-02", DB_BPF),
+        target(fleet.ctl, "agent-a", "http://127.0.0.1:9", ("tap-db",), "hv-01"),
+        target(fleet.ctl, "agent-b", "http://10.1.0.2:9477", ("tap-web",), "hv-02", DB_BPF),
     ]
+    keys = [fleet.ctl.control_key(t.agent_id) for t in got]
+    assert [t.key for t in got] == keys and all(keys) and keys[0] not in repr(got)  # sent, never shown
     assert fleet.targets.for_vm("db-*", T0, T0 + 10 * MIN) == got  # globs
     # the window decides: records overlapping [from, to) only (the 2-minute flow ends exactly at from)
     assert fleet.targets.for_vm("db-01", T0 + 2 * MIN, T0 + 3 * MIN) == got
@@ -149,14 +161,14 @@ def test_own_tap_is_read_whole_and_a_peer_tap_is_filtered(fleet: SimpleNamespace
 def test_no_record_falls_back_to_the_agent_on_the_vm_host(fleet: SimpleNamespace) -> None:
     # db-01 has no record after 2 min, but agent-a runs on its host hv-01 and knows its device
     got = fleet.targets.for_vm("db-01", T0 + 20 * MIN, T0 + 30 * MIN)
-    assert got == [Target("http://127.0.0.1:9", ("tap-db",), "hv-01")]
+    assert got == [target(fleet.ctl, "agent-a", "http://127.0.0.1:9", ("tap-db",), "hv-01")]
 
 
 def test_unreachable_recorders_fall_back_to_the_host_agent(fleet: SimpleNamespace) -> None:
     # solo-01 was seen only by 'retired' (not registered); hv-03.example.net runs agent-solo (short name hv-03),
     # which reports the VM's MAC behind vnet7
     got = fleet.targets.for_vm("solo-01", T0, T0 + 10 * MIN)
-    assert got == [Target("http://10.1.0.3:9477", ("vnet7",), "hv-03")]
+    assert got == [target(fleet.ctl, "agent-solo", "http://10.1.0.3:9477", ("vnet7",), "hv-03")]
     # an IP works like a VM name (records matched by address, the VM holding it gives host and MAC)
     assert fleet.targets.for_vm("10.0.0.20", T0, T0 + 10 * MIN) == got
 
@@ -164,10 +176,10 @@ def test_unreachable_recorders_fall_back_to_the_host_agent(fleet: SimpleNamespac
 def test_an_agent_without_a_control_url_is_a_clear_error(fleet: SimpleNamespace) -> None:
     # three hours later db-01 was seen by agent-c only (no URL): the host fallback (agent-a on hv-01) answers
     assert fleet.targets.for_vm("db-01", T0 + 3 * HOUR, T0 + 4 * HOUR) == [
-        Target("http://127.0.0.1:9", ("tap-db",), "hv-01")
+        target(fleet.ctl, "agent-a", "http://127.0.0.1:9", ("tap-db",), "hv-01")
     ]
     fleet.ctl.registry.remove(fleet.ctl.registry.find("agent-a").id)
-    with pytest.raises(PcapRequestError, match="agent 'agent-c' .*no control URL.*advertise_url"):
+    with pytest.raises(PcapRequestError, match="agent 'agent-c' .*no accepted control URL.*advertise_url"):
         fleet.targets.for_vm("db-01", T0 + 3 * HOUR, T0 + 4 * HOUR)
     # a mix of reachable and unreachable recorders is refused rather than silently incomplete
     register(fleet.ctl, "agent-a", "hv-09", "http://127.0.0.1:9")
@@ -185,7 +197,7 @@ def test_names_are_resolved_as_they_were_in_the_window(fleet: SimpleNamespace) -
         fleet.targets.for_vm("nope", T0, T0 + 10 * MIN)
     # web-99's record carries no interface name: the whole agent, filtered on the VM's address
     assert fleet.targets.for_vm("web-99", T0 + 2 * HOUR, T0 + 3 * HOUR) == [
-        Target("http://10.1.0.2:9477", (), "hv-02", "host 10.0.0.9")
+        target(fleet.ctl, "agent-b", "http://10.1.0.2:9477", (), "hv-02", "host 10.0.0.9")
     ]
     # a window spanning the rename knows the VM under its old name too
     assert fleet.targets.for_vm("web-01", T0 + 30 * MIN, T0 + 3 * HOUR)[0].url == "http://10.1.0.2:9477"
@@ -199,14 +211,35 @@ def test_no_agent_anywhere_is_not_found(fleet: SimpleNamespace) -> None:
         fleet.targets.for_vm("solo-01", T0 + HOUR, T0 + 2 * HOUR)
 
 
+def test_targets_of_registered_agents_only_at_their_checked_urls(fleet: SimpleNamespace) -> None:
+    got = fleet.targets.targets_for_agents(["agent-b", "hv-03"], ["tap-*"])
+    assert got == [target(fleet.ctl, "agent-b", "http://10.1.0.2:9477", ("tap-*",), "hv-02"),
+                   target(fleet.ctl, "agent-solo", "http://10.1.0.3:9477", ("tap-*",), "hv-03")]  # fmt: skip
+    assert all(t.key and t.key == fleet.ctl.control_key(t.agent_id) for t in got)
+    pairs = fleet.targets.targets_for_agents([("agent-b", ["tap-web"]), "agent-solo"])  # per-agent interfaces
+    assert [t.interfaces for t in pairs] == [("tap-web",), ()]
+    with pytest.raises(PcapRequestError, match="no registered agent .*'ghost'"):
+        fleet.targets.targets_for_agents(["ghost"])
+    with pytest.raises(PcapRequestError, match="agent 'agent-c' .*no accepted control URL .*reported none"):
+        fleet.targets.targets_for_agents(["agent-c"])
+    rec = fleet.ctl.registry.find("agent-b")
+    fleet.ctl.heartbeat(rec, HeartbeatReport(control_url="http://10.66.0.1:9477"), peer="10.1.0.2")  # not its address
+    with pytest.raises(PcapRequestError, match="agent 'agent-b' .*10.66.0.1 is neither the address"):
+        fleet.targets.targets_for_agents(["agent-b"])
+    with pytest.raises(PcapRequestError, match="agent 'agent-b'"):
+        fleet.targets.for_vm("db-01", T0, T0 + 10 * MIN)  # it saw db-01, but may not be asked any more
+
+
 def test_app_targets_need_an_inventory_and_a_controller(fleet: SimpleNamespace, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from cloudtap.server.api.app import create_app
     from cloudtap.server.settings import ServerSettings
 
-    settings = ServerSettings.model_validate({"pcap": {"audit_log": str(tmp_path / "audit.jsonl")}})
+    settings = ServerSettings.model_validate({"auth": {"audit_log": str(tmp_path / "audit.jsonl"),
+                                                       "db_path": str(tmp_path / "access.sqlite")}})  # fmt: skip
     app = create_app(settings, fleet.store)
+    admin = grant(app)
     assert isinstance(app.state.pcap_targets, AppFleetTargets)
     with pytest.raises(PcapRequestError, match="no inventory"):
         app.state.pcap_targets.for_vm("db-01", T0, T0 + MIN)
@@ -215,7 +248,7 @@ def test_app_targets_need_an_inventory_and_a_controller(fleet: SimpleNamespace, 
         app.state.pcap_targets.for_vm("db-01", T0, T0 + MIN)
     app.state.controller = fleet.ctl
     assert len(app.state.pcap_targets.for_vm("db-01", T0, T0 + 10 * MIN)) == 2
-    client = TestClient(app)  # no lifespan: the state set above is used
+    client = TestClient(app, headers=admin)  # no lifespan: the state set above is used
     r = client.post("/api/v1/pcap", json={"vm": "nope", "from": T0, "to": T0 + MIN})
     assert r.status_code == 404 and "no VM named 'nope'" in r.json()["detail"]
     r = client.post("/api/v1/pcap", json={"vm": "db-01", "from": T0 + 3 * HOUR, "to": T0 + 4 * HOUR})
@@ -267,7 +300,8 @@ def test_cli_pcap_of_a_vm_through_server_controller_and_agent(tmp_path: Path) ->
                     "-o", str(tmp_path / "cloud.pcap")], check=True, env=env, capture_output=True)  # fmt: skip
     server_env = {**env, "CLOUDTAP_SERVER__INVENTORY__STATIC_FILE": str(tmp_path / "inv.yaml"),
                   "CLOUDTAP_SERVER__API__STATUS_FILE": str(tmp_path / "server.url"),
-                  "CLOUDTAP_SERVER__PCAP__AUDIT_LOG": str(tmp_path / "audit.jsonl")}  # fmt: skip
+                  "CLOUDTAP_SERVER__AUTH__ENABLED": "false",  # loopback only: the CLI needs no login here
+                  "CLOUDTAP_SERVER__AUTH__AUDIT_LOG": str(tmp_path / "audit.jsonl")}  # fmt: skip
     server = subprocess.Popen([*cli, "server", "run", "--data", str(tmp_path / "data"), "--port", "0"], env=server_env,
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"))  # fmt: skip
     agent: Any = None
@@ -290,6 +324,8 @@ def test_cli_pcap_of_a_vm_through_server_controller_and_agent(tmp_path: Path) ->
             "CLOUDTAP_AGENT__CONTROLLER__URL": url, "CLOUDTAP_AGENT__CONTROLLER__HEARTBEAT_S": "0.5",
             "CLOUDTAP_AGENT__CONTROLLER__HOST_NAME": "hv-01",
             "CLOUDTAP_AGENT__CONTROLLER__CACHE_FILE": str(tmp_path / "controller-cache.json"),
+            "CLOUDTAP_AGENT__CONTROLLER__CREDENTIAL_FILE": str(tmp_path / "credential.json"),
+            "CLOUDTAP_AGENT__CONTROL__SOCKET": "",
         }  # fmt: skip
         agent = Agent(load_agent_config(None, env=agent_env))
         thread = threading.Thread(target=agent.run, name="e2e-agent", daemon=True)
@@ -305,6 +341,7 @@ def test_cli_pcap_of_a_vm_through_server_controller_and_agent(tmp_path: Path) ->
         assert agent.packet_store.sync()
         detail = httpx.get(f"{url}/api/v1/agents/agent-hv-01", timeout=5).json()
         assert detail["status"]["control_url"] == agent.control.url
+        assert httpx.get(agent.control.url + "/packets/stats", timeout=5).status_code == 401  # the server's key only
 
         ip, lo, hi = "10.10.1.10", "2026-11-20T00:00:30Z", "2026-11-20T00:01:30Z"  # lb-01
         lo_ns, hi_ns = 1_795_132_830_000_000_000, 1_795_132_890_000_000_000

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from querydata import Dataset
 
+from access_helpers import admin_client, grant
 from cloudtap.server.api.app import create_app
 from cloudtap.server.settings import ServerSettings
 
@@ -20,9 +21,22 @@ ALL = {"time_from": "all"}
 
 
 @pytest.fixture(scope="module")
-def client(store: Any) -> Iterator[TestClient]:
-    with TestClient(create_app(ServerSettings(), store)) as c:
+def client(store: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    tmp = tmp_path_factory.mktemp("query-api")
+    cfg = ServerSettings.model_validate(
+        {"auth": {"db_path": str(tmp / "access.sqlite"), "audit_log": str(tmp / "audit.jsonl")}}
+    )
+    with admin_client(create_app(cfg, store)) as c:
         yield c
+
+
+def test_queries_need_a_token_with_flows_read(client: TestClient) -> None:
+    app = client.app
+    anonymous = TestClient(app)  # type: ignore[arg-type]
+    assert anonymous.get("/api/v1/query/top", params={"since": "all"}).status_code == 401
+    assert anonymous.post("/api/v1/query", json={**ALL, "metrics": ["bytes"]}).status_code == 401
+    viewer = grant(app, "viewer")
+    assert anonymous.get("/api/v1/query/catalog", headers=viewer).status_code == 200
 
 
 def test_post_query(client: TestClient, dataset: Dataset) -> None:

@@ -174,14 +174,20 @@ def test_id_filters_on_either_side(engine: QueryEngine, named: tuple[Any, Any], 
 
 
 @pytest.fixture(scope="module")
-def client(named: tuple[Any, Any]) -> Iterator[TestClient]:
+def client(named: tuple[Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    from access_helpers import admin_client
     from cloudtap.server.api.app import create_app
     from cloudtap.server.settings import ServerSettings
 
     store, inventory = named
-    app = create_app(ServerSettings.model_validate({"inventory": {"enabled": False}}), store)
+    tmp = tmp_path_factory.mktemp("query-names-api")
+    settings = ServerSettings.model_validate(
+        {"inventory": {"enabled": False},
+         "auth": {"db_path": str(tmp / "access.sqlite"), "audit_log": str(tmp / "audit.jsonl")}}
+    )  # fmt: skip
+    app = create_app(settings, store)
     app.state.names = InventoryNames(inventory)
-    with TestClient(app) as c:
+    with admin_client(app) as c:
         yield c
 
 

@@ -83,6 +83,10 @@ class ScopedStore:
         """Scoped callers never write flows."""
         raise PermissionError("a project-scoped store is read-only for flows")
 
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        """Statements are not scoped, so a scoped store runs none."""
+        raise PermissionError("a project-scoped store runs reads only (query_arrow)")
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 

@@ -20,6 +20,7 @@ from cloudtap.errors import CloudtapError
 from cloudtap.server.access.db import AccessDB
 from cloudtap.server.access.oidc import relying_party_of
 from cloudtap.server.access.service import AccessService
+from cloudtap.server.api.body_limit import BodyLimitMiddleware
 from cloudtap.server.api.routes import analysis as analysis_routes
 from cloudtap.server.api.routes import audit as audit_routes
 from cloudtap.server.api.routes import auth as auth_routes
@@ -91,6 +92,7 @@ def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimitMiddleware, limit_bytes=settings.auth.max_json_kib << 10)  # ingest has its own
     app.state.settings = settings
     app.state.store = store
     app.state.access = build_access(settings)

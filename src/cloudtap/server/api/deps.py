@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from cloudtap.server.access.principal import Principal
 from cloudtap.server.access.scope import Scope, scoped
+from cloudtap.server.access.scoped_names import ScopedNames
 from cloudtap.server.api.guard import principal_of, scope_of
 from cloudtap.server.settings import ServerSettings
 from cloudtap.server.store.base import FlowStore
@@ -37,12 +38,18 @@ def get_principal(request: Request) -> Principal:
 
 
 def get_names(request: Request) -> Any:
-    """The inventory's name resolver (``None`` when the inventory is disabled)."""
+    """The inventory's name resolver for this caller (``None`` when the inventory is disabled): a
+    project-bound caller's filters resolve only names of entities it may see."""
     from cloudtap.server.api.routes.inventory import install
 
-    if getattr(request.app.state, "names", None) is None:
+    state = request.app.state
+    if getattr(state, "names", None) is None:
         install(request.app)
-    return getattr(request.app.state, "names", None)
+    names = getattr(state, "names", None)
+    projects = scope_of(request).projects
+    if names is None or projects is None:
+        return names
+    return ScopedNames(names, state.inventory, projects)
 
 
 StoreDep = Annotated[FlowStore, Depends(get_store)]

@@ -1,4 +1,10 @@
-"""Agent tokens: shared or per-agent; every refusal says why."""
+"""Bootstrap tokens (shared or per-agent) that let an agent register; every refusal says why.
+
+A bootstrap token only registers: the answer carries the agent's own credential, which every later call
+uses (:mod:`cloudtap.server.controller.identity`). Without any bootstrap token configured, registration is
+open (a lab): anyone reaching the server may register a new agent, which still gets and needs its own
+credential afterwards; the server warns at start.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,11 @@ class Refusal(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+def registration_open(cfg: ControllerSection) -> bool:
+    """True when no bootstrap token is configured: any host may register a new agent."""
+    return cfg.token is None and not cfg.agent_tokens
 
 
 def check_token(cfg: ControllerSection, names: tuple[str, ...], token: str | None) -> None:
@@ -35,11 +46,12 @@ def check_token(cfg: ControllerSection, names: tuple[str, ...], token: str | Non
             raise Refusal(403, f"agent {names[0]!r} has no per-agent token configured on the server and no shared token is set")
         return
     if not token:
-        raise Refusal(401, "missing token: send 'Authorization: Bearer <token>' (controller.token in the agent config)")
+        raise Refusal(401, "missing token: send 'Authorization: Bearer <bootstrap token>' (controller.token in the agent "
+                           "config)")
     if own is not None:
-        if not hmac.compare_digest(token, own):
+        if not hmac.compare_digest(token.encode(), own.encode()):
             raise Refusal(403, f"wrong per-agent token for agent {names[0]!r}")
         return
     assert cfg.token is not None
-    if not hmac.compare_digest(token, cfg.token):
+    if not hmac.compare_digest(token.encode(), cfg.token.encode()):
         raise Refusal(403, "wrong shared token")

@@ -1,6 +1,8 @@
 """ControllerDB: the controller's state (agents, groups, policies) in SQLite, WAL mode.
 
-Flows live in ClickHouse/chDB; this small, transactional state does not belong there.
+Flows live in ClickHouse/chDB; this small, transactional state does not belong there. The file holds
+the agents' control keys (the server sends them), so it is created 0600. Columns added since the
+first release are added to an existing database at open (:data:`ADDED_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ CREATE TABLE IF NOT EXISTS agents (
     status TEXT NOT NULL DEFAULT '{}',
     config_version INTEGER NOT NULL DEFAULT 0,
     config_hash TEXT NOT NULL DEFAULT '',
-    config_doc TEXT NOT NULL DEFAULT '{}'
+    config_doc TEXT NOT NULL DEFAULT '{}',
+    credential_digest TEXT NOT NULL DEFAULT '',
+    control_key TEXT NOT NULL DEFAULT '',
+    credential_at REAL NOT NULL DEFAULT 0,
+    control_url TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS groups (
     name TEXT PRIMARY KEY,
@@ -44,6 +50,13 @@ CREATE TABLE IF NOT EXISTS policies (
     updated_at REAL NOT NULL
 );
 """
+#: columns newer than the first schema: ``(table, column, declaration)``, added when missing
+ADDED_COLUMNS = (
+    ("agents", "credential_digest", "TEXT NOT NULL DEFAULT ''"),  #: SHA-256 of the agent's credential secret
+    ("agents", "control_key", "TEXT NOT NULL DEFAULT ''"),  #: the key the server sends to the agent
+    ("agents", "credential_at", "REAL NOT NULL DEFAULT 0"),  #: when both were issued
+    ("agents", "control_url", "TEXT NOT NULL DEFAULT ''"),  #: the last control URL that passed the checks
+)
 
 
 class ControllerDB:
@@ -56,7 +69,10 @@ class ControllerDB:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            p = Path(self.path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.touch(mode=0o600, exist_ok=True)
+            _owner_only(p)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -64,6 +80,14 @@ class ControllerDB:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns an older database lacks (``ALTER TABLE ... ADD COLUMN``: existing rows get the default)."""
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {r["name"] for r in self._conn.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column not in present:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -91,6 +115,15 @@ class ControllerDB:
         """Close the connection."""
         with self._lock:
             self._conn.close()
+
+
+def _owner_only(path: Path) -> None:
+    """Make the database file readable by its owner only (it holds secrets); best effort."""
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass
 
 
 def dumps(obj: Any) -> str:

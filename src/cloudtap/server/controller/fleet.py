@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cloudtap.server.controller.control_url import UrlRefusals
 from cloudtap.server.controller.heartbeats import Heartbeats
 from cloudtap.server.controller.registry import AgentRecord, Registry
 from cloudtap.server.controller.status import rates
@@ -39,6 +40,7 @@ class Fleet:
     registry: Registry
     heartbeats: Heartbeats
     stale_after: int = 3
+    url_refusals: UrlRefusals | None = None
 
     def is_stale(self, agent: AgentRecord, now: float | None = None) -> bool:
         """No heartbeat for ``stale_after`` periods."""
@@ -50,6 +52,7 @@ class Fleet:
         latest = self.heartbeats.latest(agent.id)
         rep = latest.report if latest else None
         figures = rates(self.heartbeats.history.window(agent.id, since))
+        refused = self.url_refusals.get(agent.id) if self.url_refusals is not None else None
         return {
             "id": agent.id, "name": agent.name, "host": agent.hostname, "group": agent.group,
             "version": agent.version, "mode": agent.mode,
@@ -58,6 +61,8 @@ class Fleet:
             "paused_by": rep.paused_by if rep else [], "config_version": agent.config_version,
             "applied_version": rep.config_version if rep else 0,
             "restart_required": rep.restart_required if rep else [],
+            "control_url": agent.control_url, "control_url_refused": refused.count if refused else 0,
+            "control_url_error": refused.reason if refused else "",
             **figures,
         }  # fmt: skip
 

@@ -17,6 +17,8 @@ from cloudtap.errors import ConfigError
 
 #: Sections the controller manages itself; an overlay may not set them.
 RESERVED = ("agent_id", "controller", "policy")
+#: Keys only the host's own config sets: who may reach the agent, and where it sends its credential.
+LOCAL_ONLY = ("control", "output.server_url", "output.server_token")
 
 
 def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +73,10 @@ def validate_overlay(overlay: dict[str, Any]) -> dict[str, str]:
     reserved = [k for k in overlay if k in RESERVED]
     if reserved:
         raise ConfigError(f"the controller manages {reserved} itself; an overlay may not set them")
+    local = sorted(k for k in leaves(overlay) if any(k == x or k.startswith(x + ".") for x in LOCAL_ONLY))
+    if local:
+        raise ConfigError(f"{local} are set in the agent's own config only (they decide who may reach the agent "
+                          "and where its credential goes); an overlay may not set them")
     try:
         AgentConfig.model_validate(deep_merge(AgentConfig().model_dump(mode="json"), overlay))
     except ValidationError as exc:

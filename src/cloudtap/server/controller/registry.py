@@ -34,6 +34,7 @@ class AgentRecord:
     registered_at: float = 0.0
     last_seen: float = 0.0
     config_version: int = 0
+    control_url: str = ""  #: the last reported control URL that passed the checks (``control_url``)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -50,7 +51,7 @@ class Registry:
                 id=row["id"], name=row["name"], hostname=row["hostname"], machine_id=row["machine_id"],
                 address=row["address"], group=row["group_name"], version=row["version"], mode=row["mode"],
                 heartbeat_s=row["heartbeat_s"], registered_at=row["registered_at"], last_seen=row["last_seen"],
-                config_version=row["config_version"],
+                config_version=row["config_version"], control_url=row["control_url"],
             )  # fmt: skip
 
     def register(
@@ -79,7 +80,7 @@ class Registry:
                 id=agent_id, name=name or hostname, hostname=hostname, machine_id=machine_id, address=address,
                 group=group or "default", version=version, mode=mode, heartbeat_s=heartbeat_s,
                 registered_at=old.registered_at if old else now, last_seen=now,
-                config_version=old.config_version if old else 0,
+                config_version=old.config_version if old else 0, control_url=old.control_url if old else "",
             )  # fmt: skip
             self._agents[agent_id] = record
         self.db.execute(
@@ -104,6 +105,11 @@ class Registry:
         if record is None:
             raise Refusal(404, f"unknown agent id {agent_id!r}: register first (POST /api/v1/agents/register)")
         return record
+
+    def named(self, name: str) -> list[AgentRecord]:
+        """Agents whose name (the ``agent_id`` in their records) is ``name``."""
+        with self._lock:
+            return [a for a in self._agents.values() if a.name == name]
 
     def find(self, key: str) -> AgentRecord | None:
         """An agent by id, name or host name."""

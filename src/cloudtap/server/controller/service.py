@@ -12,23 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from cloudtap.inventory.model import Snapshot
-from cloudtap.server.controller.auth import Refusal, check_token
+from cloudtap.server.controller.auth import Refusal, check_token, registration_open
 from cloudtap.server.controller.commands import CommandQueue
 from cloudtap.server.controller.compiler import Compilation, compile_policies
+from cloudtap.server.controller.control_url import ControlNetworks, UrlRefusals, check_control_url
 from cloudtap.server.controller.db import ControllerDB, dumps
 from cloudtap.server.controller.diagnose import diagnose_vm
 from cloudtap.server.controller.fleet import Fleet
 from cloudtap.server.controller.groups import Groups
 from cloudtap.server.controller.heartbeats import Heartbeats
+from cloudtap.server.controller.identity import AgentIdentities, credential_agent
 from cloudtap.server.controller.overlay import apply_mode, leaves
 from cloudtap.server.controller.policy import Policies, Policy
-from cloudtap.server.controller.registry import AgentRecord, Registry
+from cloudtap.server.controller.registry import AgentRecord, Registry, agent_id_for
 from cloudtap.server.controller.status import HeartbeatReport
 from cloudtap.server.settings import ControllerSection
 
 log = logging.getLogger(__name__)
 
 Inventory = Callable[[], Snapshot]
+#: id prefix of the pseudo-agent a user importing batches is authenticated as (``import:<user>``)
+IMPORTER_PREFIX = "import:"
 
 
 def _empty() -> Snapshot:
@@ -60,11 +64,17 @@ class Controller:
         self.store = store
         self.database = database
         self.registry = Registry(self.db)
+        self.identities = AgentIdentities(self.db)
+        self.control_networks = ControlNetworks(cfg.control_networks)
+        self.url_refusals = UrlRefusals()
+        #: ``POST /ingest`` also takes a user token of an importer: token -> user name (None: not a user token);
+        #: raises Refusal. Set by the API (it knows the users); None: agents only.
+        self.importer: Callable[[str | None], str | None] | None = None
         self.heartbeats = Heartbeats(self.db)
         self.groups = Groups(self.db)
         self.policies = Policies(self.db)
         self.commands = CommandQueue()
-        self.fleet = Fleet(self.registry, self.heartbeats, cfg.stale_after)
+        self.fleet = Fleet(self.registry, self.heartbeats, cfg.stale_after, self.url_refusals)
         self.compilation: Compilation | None = None
         self._docs: dict[str, tuple[int, str, dict[str, Any]]] = {}
         for row in self.db.rows("SELECT id, config_version, config_hash, config_doc FROM agents"):
@@ -80,6 +90,9 @@ class Controller:
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the background thread (persistence, inventory watch, debounced recompiles)."""
+        if registration_open(self.cfg):
+            log.warning("controller: open registration (no controller.token or agent_tokens): any host that reaches "
+                        "this server can register an agent; set a bootstrap token outside a lab")  # fmt: skip
         self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
         self._thread.start()
 
@@ -116,35 +129,101 @@ class Controller:
 
     # -- agents -------------------------------------------------------------------------------------
     def register(self, token: str | None, info: dict[str, Any], address: str = "") -> dict[str, Any]:
-        """Check the token and register the agent.
+        """Register (or re-register) an agent and issue its credential and control key (rotated each time).
+
+        ``token`` is the bootstrap token (``controller.token`` / ``agent_tokens``), or the agent's own current
+        credential when it registers again. With no bootstrap token configured (open registration), an agent
+        already holding a credential must present it: nobody else can take its id over.
 
         Raises:
-            Refusal: 400/401/403 with the reason.
+            Refusal: 400/401/403/409 with the reason.
         """
         name = str(info.get("name") or "")
         hostname = str(info.get("hostname") or "")
-        check_token(self.cfg, (name or hostname, hostname), token)
+        machine = str(info.get("machine_id") or "")
+        if not hostname or not machine:
+            raise Refusal(400, "registration needs a host name and a machine id (/etc/machine-id)")
+        agent_id = agent_id_for(hostname, machine)
+        if not self.identities.holds(agent_id, token):
+            if token and credential_agent(token) is not None:
+                raise Refusal(403, f"this credential is not agent {agent_id!r}'s current one: register with the "
+                                   "bootstrap token (controller.token)")  # fmt: skip
+            check_token(self.cfg, (name or hostname, hostname), token)
+            if registration_open(self.cfg) and self.identities.has_credential(agent_id):
+                raise Refusal(403, f"agent {agent_id!r} ({hostname}) is registered and registration is open: register "
+                                   "with its current credential, or delete the agent first (DELETE /api/v1/agents/"
+                                   f"{agent_id})")  # fmt: skip
+        taken = [a for a in self.registry.named(name or hostname) if a.id != agent_id]
+        if taken:
+            raise Refusal(409, f"agent name {name or hostname!r} belongs to agent {taken[0].id} on host "
+                               f"{taken[0].hostname!r}: choose another agent_id, or delete that agent first")  # fmt: skip
         heartbeat_s = float(info.get("heartbeat_s") or self.cfg.heartbeat_s)
         rec = self.registry.register(
-            name=name, hostname=hostname, machine_id=str(info.get("machine_id") or ""),
+            name=name, hostname=hostname, machine_id=machine,
             address=str(info.get("address") or address), group=str(info.get("group") or "default"),
             version=str(info.get("version") or ""), mode=str(info.get("mode") or ""), heartbeat_s=heartbeat_s,
         )  # fmt: skip
+        issued = self.identities.issue(rec.id)
+        url_error = self._control_url(rec, str(info.get("control_url") or ""), address)
         self.groups.ensure(rec.group)
         self.sync({rec.id})
         rec = self.registry.get(rec.id)
         return {"agent_id": rec.id, "name": rec.name, "group": rec.group, "heartbeat_s": rec.heartbeat_s,
-                "config_version": rec.config_version}  # fmt: skip
+                "config_version": rec.config_version, "credential": issued.credential,
+                "control_key": issued.control_key, "control_url": rec.control_url,
+                "control_url_error": url_error}  # fmt: skip
 
-    def authorize(self, agent_id: str, token: str | None) -> AgentRecord:
-        """The agent behind a request, after checking its token (Refusal 401/403/404)."""
-        rec = self.registry.get(agent_id)
-        check_token(self.cfg, (rec.name, rec.hostname), token)
-        return rec
+    def authenticate_agent(self, token: str | None) -> AgentRecord:
+        """The agent whose credential ``token`` is (or, for ``POST /ingest``, an importing user: see
+        :attr:`importer`).
 
-    def heartbeat(self, rec: AgentRecord, report: HeartbeatReport) -> dict[str, Any]:
-        """Store a heartbeat; the answer carries the current config version."""
+        Raises:
+            Refusal: 401 when the credential is missing, unknown or replaced; 403 for a user token that may
+                not import.
+        """
+        if self.importer is not None and (not token or credential_agent(token) is None):
+            user = self.importer(token)
+            if user is not None:
+                return AgentRecord(id=f"{IMPORTER_PREFIX}{user}", name="", hostname="", machine_id="",
+                                   extra={"importer": user})  # fmt: skip
+        agent_id = self.identities.agent_of(token)
+        try:
+            return self.registry.get(agent_id)
+        except Refusal:
+            raise Refusal(401, f"agent {agent_id!r} is no longer registered: register again") from None
+
+    def control_key(self, agent_id: str) -> str | None:
+        """The key to send to ``agent_id``'s control endpoint (never log it)."""
+        return self.identities.control_key(agent_id)
+
+    def remove_agent(self, agent_id: str) -> None:
+        """Forget an agent and its secrets (it must register again with the bootstrap token)."""
+        self.registry.remove(agent_id)
+        self.heartbeats.forget(agent_id)
+        self.identities.forget(agent_id)
+        self.url_refusals.forget(agent_id)
+
+    def _control_url(self, rec: AgentRecord, url: str, peer: str) -> str:
+        """Check and keep the control URL ``rec`` reported from ``peer``; returns why it was refused (or "")."""
+        try:
+            good = check_control_url(url, peer, self.control_networks)
+        except ValueError as exc:
+            self.url_refusals.refused(rec.id, str(exc))
+            if rec.control_url:
+                self.registry.update(rec.id, control_url="")
+            log.warning("controller: agent %s (%s) reported a refused control URL: %s", rec.name, rec.id, exc)
+            return str(exc)
+        self.url_refusals.accepted(rec.id)
+        if good != rec.control_url:
+            self.registry.update(rec.id, control_url=good)
+        return ""
+
+    def heartbeat(self, rec: AgentRecord, report: HeartbeatReport, peer: str = "") -> dict[str, Any]:
+        """Store a heartbeat from ``peer`` (its control URL checked: refused ones are kept empty); the answer
+        carries the current config version and why the control URL was refused, if it was."""
         now = time.time()
+        url_error = self._control_url(rec, report.control_url, peer)
+        report = report.model_copy(update={"control_url": self.registry.get(rec.id).control_url})
         previous = self.heartbeats.record(rec.id, now, report)
         self.registry.seen(rec.id, now)
         if report.mode and report.mode != rec.mode:
@@ -153,7 +232,7 @@ class Controller:
         if previous is None or macs != {(i.mac or "").lower() for i in previous.report.interfaces}:
             self._dirty.set()  # the compiled interfaces depend on what the agent sees
         return {"config_version": self.registry.get(rec.id).config_version, "heartbeat_s": rec.heartbeat_s,
-                "server_time": now}  # fmt: skip
+                "server_time": now, "control_url_error": url_error}  # fmt: skip
 
     def config_for(self, rec: AgentRecord) -> dict[str, Any]:
         """The agent's current config document and version."""

@@ -1,4 +1,8 @@
-"""Fetch stored packets from several agents at once (httpx, asyncio), each answer spooled to a file."""
+"""Fetch stored packets from several agents at once (httpx, asyncio), each answer spooled to a file.
+
+A target the controller built carries its agent's control key, sent as ``Authorization: Bearer``; the
+key never appears in an error, a log line or the file. Redirects are not followed (the key would go along).
+"""
 
 from __future__ import annotations
 
@@ -63,7 +67,8 @@ async def _fetch_one(
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            async with client.stream("GET", url, params=query) as response:
+            headers = {"Authorization": f"Bearer {target.key}"} if target.key else {}
+            async with client.stream("GET", url, params=query, headers=headers) as response:
                 if response.status_code != 200:
                     await response.aread()
                     reason = _error_text(response)
@@ -109,7 +114,7 @@ async def fetch_all(
         params["filter"] = bpf
     budget = _Budget(max_bytes, progress)
     timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
         tasks = [asyncio.ensure_future(_fetch_one(client, t, params, budget, spool)) for t in targets]
         results = await asyncio.gather(*tasks, return_exceptions=True)
     done = [r for r in results if isinstance(r, Fetched)]

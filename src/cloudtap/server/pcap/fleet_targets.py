@@ -5,18 +5,24 @@
 1. the VM name (glob allowed) becomes inventory ids as they were during the window (or ``name`` is an IP);
 2. the flow records of the window tagged with those ids (or carrying that IP) say which agents saw it
    and on which interfaces (``flow_log.agent_id``, ``interface_name``, ``vm_mac``);
-3. each agent's name maps to its registered agent and the control URL of its latest heartbeat.
+3. each agent's name maps to its registered agent and the control URL it last reported that passed the
+   controller's checks (:mod:`cloudtap.server.controller.control_url`); the target carries the agent's id
+   and control key (sent to the agent, never logged).
 
 An interface that is the VM's own (its MAC or host-side device) is read whole; any other interface (a
 mirror port, a replay, another VM's tap) gets the VM's addresses as a filter
 ``host A`` (the agent matches it on VLAN-tagged frames too). When no agent that saw the VM has a known URL (or no record of it has
 reached the server yet), the agent on the VM's inventory host is asked instead.
+
+:meth:`FleetTargets.targets_for_agents` builds targets from registered agents named by the caller: the
+server only ever asks agents it registered, at the address they registered.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +35,8 @@ from cloudtap.server.pcap.targets import Target
 log = logging.getLogger(__name__)
 
 DAY_NS = 86_400 * 1_000_000_000
+#: an agent to ask: its id, name or host name, or ``(that, its interfaces)``
+AgentAsked = str | tuple[str, Sequence[str]]
 
 
 @dataclass
@@ -242,27 +250,65 @@ class FleetTargets:
                 missing.append(f"agent {agent_name!r} is not registered with the controller")
                 continue
             if not url:
+                refusal = self._refusal(rec)
                 missing.append(
-                    f"agent {agent_name!r} (host {rec.hostname}) has reported no control URL (an older agent, "
-                    "or set control.advertise_url)"
+                    f"agent {agent_name!r} (host {rec.hostname}) has no accepted control URL: "
+                    + (refusal or "it reported none (an older agent, or set control.advertise_url)")
                 )
                 continue
-            targets += self._split(subject, url, rec.hostname or rec.name, rows)
+            targets += self._split(subject, rec, rows)
         return targets, missing
 
-    def _split(self, subject: Subject, url: str, host: str, rows: list[Seen]) -> list[Target]:
+    def _split(self, subject: Subject, rec: Any, rows: list[Seen]) -> list[Target]:
         """One agent's targets: its interfaces that are the VM's own (whole), the others (filtered)."""
         bpf = subject.bpf()
         own = sorted({r.interface for r in rows if r.interface and _is_own(subject, r)})
         other = sorted({r.interface for r in rows if r.interface and not _is_own(subject, r)} - set(own))
         if any(not r.interface for r in rows):  # records without an interface name: ask for every interface
-            return [Target(url, (), host, bpf)]
+            return [self._target(rec, (), bpf)]
         if bpf is None:
-            return [Target(url, tuple(own + other), host)]
-        targets = [Target(url, tuple(own), host)] if own else []
+            return [self._target(rec, tuple(own + other))]
+        targets = [self._target(rec, tuple(own))] if own else []
         if other:
-            targets.append(Target(url, tuple(other), host, bpf))
+            targets.append(self._target(rec, tuple(other), bpf))
         return targets
+
+    def _target(self, rec: Any, interfaces: tuple[str, ...], bpf: str | None = None, host: str | None = None) -> Target:
+        """A target on registered agent ``rec``: its checked control URL, its id and its control key."""
+        key = self.controller.control_key(rec.id) if hasattr(self.controller, "control_key") else None
+        return Target(self._url_of(rec), interfaces, host or rec.hostname or rec.name, bpf, rec.id, key)
+
+    def targets_for_agents(self, agents: Sequence[AgentAsked], interfaces: Sequence[str] = ()) -> list[Target]:
+        """Targets on the named registered agents, at their checked control URLs, with their control keys.
+
+        Args:
+            agents: agent ids, names or host names; or ``(agent, interfaces)`` pairs (their own interfaces).
+            interfaces: the interfaces (names, VM domains, globs) of agents given without any; empty: all.
+        Raises:
+            PcapRequestError: an agent is not registered, or has no accepted control URL (the reason said).
+        """
+        registry = self.controller.registry
+        targets: list[Target] = []
+        problems: list[str] = []
+        for asked in agents:
+            key, wanted = (asked, interfaces) if isinstance(asked, str) else asked
+            rec = registry.find(key)
+            if rec is None:
+                problems.append(f"no registered agent with id, name or host name {key!r}")
+            elif not self._url_of(rec):
+                refusal = self._refusal(rec)
+                problems.append(f"agent {rec.name!r} (host {rec.hostname}) has no accepted control URL"
+                                + (f": {refusal}" if refusal else " (it reported none)"))  # fmt: skip
+            else:
+                targets.append(self._target(rec, tuple(wanted)))
+        if problems:
+            raise PcapRequestError("; ".join(problems))
+        return targets
+
+    def _refusal(self, rec: Any) -> str:
+        refusals = getattr(self.controller, "url_refusals", None)
+        found = refusals.get(rec.id) if refusals is not None else None
+        return found.reason if found is not None else ""
 
     def _agent(self, name: str) -> tuple[Any, str]:
         """The registered agent called ``name`` in records (the one with a URL, most recently seen) and its URL."""
@@ -280,9 +326,9 @@ class FleetTargets:
         return best
 
     def _url_of(self, rec: Any) -> str:
-        latest = self.controller.heartbeats.latest(rec.id)
-        url = getattr(latest.report, "control_url", "") if latest is not None else ""
-        return str(url or "").rstrip("/")
+        """The control URL of ``rec`` that passed the controller's checks (``""``: none)."""
+        current = self.controller.registry.find(rec.id) or rec
+        return str(getattr(current, "control_url", "") or "").rstrip("/")
 
     def _host_fallback(self, subject: Subject) -> list[Target]:
         """The agents on the subject's inventory hosts (its own interfaces when known, else filtered)."""
@@ -297,9 +343,9 @@ class FleetTargets:
             own = set(subject.devices) | {i.name for i in reported if (i.mac or "").lower() in subject.macs}
             host_name = rec.hostname or host.name
             if own:
-                targets.append(Target(self._url_of(rec), tuple(sorted(own)), host_name))
+                targets.append(self._target(rec, tuple(sorted(own)), host=host_name))
             else:
-                targets.append(Target(self._url_of(rec), (), host_name, subject.bpf()))
+                targets.append(self._target(rec, (), subject.bpf(), host_name))
         return targets
 
 
@@ -335,6 +381,15 @@ class AppFleetTargets:
     def for_vm(self, name: str, from_ns: int, to_ns: int) -> list[Target]:
         """See :meth:`FleetTargets.for_vm`."""
         return self.fleet().for_vm(name, from_ns, to_ns)
+
+    def targets_for_agents(self, agents: Sequence[AgentAsked], interfaces: Sequence[str] = ()) -> list[Target]:
+        """See :meth:`FleetTargets.targets_for_agents` (needs only the controller, not the inventory)."""
+        controller = getattr(self.app.state, "controller", None)
+        if controller is None:
+            raise PcapRequestError("no controller: the server knows no registered agent")
+        return FleetTargets(getattr(self.app.state, "store", None), None, controller).targets_for_agents(
+            agents, interfaces
+        )
 
 
 def _is_own(subject: Subject, seen: Seen) -> bool:

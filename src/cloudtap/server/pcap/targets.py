@@ -16,12 +16,17 @@ class Target:
         host: display name of the agent's host in interface names (default: the agent's id).
         bpf: a filter of this target's own, ANDed with the request's (e.g. the VM's addresses on an
             interface that carries other traffic too: a mirror port, a replay).
+        agent_id: the registered agent behind ``url`` (targets the controller built), else None.
+        key: that agent's control key, sent as ``Authorization: Bearer``; kept out of ``repr`` and
+            comparisons, never logged or answered.
     """
 
     url: str
     interfaces: tuple[str, ...] = field(default_factory=tuple)
     host: str | None = None
     bpf: str | None = None
+    agent_id: str | None = None
+    key: str | None = field(default=None, repr=False, compare=False)
 
 
 @runtime_checkable

@@ -34,8 +34,8 @@ from cloudtap.server.analyse import (
     topology,
 )
 from cloudtap.server.analyse.errors import AnalysisError
-from cloudtap.server.api.deps import StoreDep
-from cloudtap.server.api.guard import require
+from cloudtap.server.api.deps import StoreDep, get_names
+from cloudtap.server.api.guard import require, scope_of
 from cloudtap.server.api.routes._errors import BAD_JSON, INVALID, ValidationErrorOut, unprocessable_item
 from cloudtap.server.query.errors import QueryError
 
@@ -55,7 +55,14 @@ class RunSignature(BaseModel):
 
 
 def _names(request: Request) -> NameResolver:
-    return getattr(request.app.state, "names", None) or NoNames()
+    return get_names(request) or NoNames()  # type: ignore[no-any-return]
+
+
+def _shared(request: Request) -> None:
+    """Saved signatures are shared by every project: a project-bound caller may not list, read, run or
+    change them (their filters name other projects' VMs). Inline backtests stay open to them."""
+    if scope_of(request).projects is not None:
+        raise HTTPException(403, "saved signatures are shared across projects: they need flows:read on every project")
 
 
 def _unprocessable(exc: QueryError) -> HTTPException:
@@ -100,20 +107,24 @@ def backtest_route(body: BacktestRequest, request: Request, store: StoreDep) -> 
     """Occurrences, count and periodicity of an inline or saved signature."""
     if (body.signature is None) == (body.name is None):
         raise _unprocessable(AnalysisError("give signature or name (of a saved one)", "signature"))
+    if body.name is not None:
+        _shared(request)
     sig = body.signature or _call(SignatureStore(store).get, body.name)
     return _call(backtest, store, sig, body.time_from, body.time_to, _names(request), body.limit,  # type: ignore[no-any-return]
                  body.dedup)  # fmt: skip
 
 
 @router.get("/signatures", dependencies=[Depends(require(Permission.FLOWS_READ))], summary="Saved signatures")
-def list_signatures(store: StoreDep) -> list[Signature]:
+def list_signatures(request: Request, store: StoreDep) -> list[Signature]:
     """Every saved signature."""
+    _shared(request)
     return _call(SignatureStore(store).list)  # type: ignore[no-any-return]
 
 
 @router.put("/signatures/{name}", dependencies=[Depends(require(Permission.SIGNATURES_WRITE))], responses=_422, summary="Save a signature")
-def save_signature(name: str, body: Signature, store: StoreDep) -> Signature:
+def save_signature(name: str, body: Signature, request: Request, store: StoreDep) -> Signature:
     """Save (or replace) ``name``; the body's name, when given, must match."""
+    _shared(request)
     if body.name not in (None, name):
         raise _unprocessable(AnalysisError(f"body name {body.name!r} differs from the path's {name!r}", "name"))
     try:
@@ -124,15 +135,17 @@ def save_signature(name: str, body: Signature, store: StoreDep) -> Signature:
 
 
 @router.get("/signatures/{name}", dependencies=[Depends(require(Permission.FLOWS_READ))], responses={**_404, **INVALID}, summary="A saved signature")
-def get_signature(name: str, store: StoreDep) -> Signature:
+def get_signature(name: str, request: Request, store: StoreDep) -> Signature:
     """The signature ``name``."""
+    _shared(request)
     return _call(SignatureStore(store).get, name)  # type: ignore[no-any-return]
 
 
 @router.delete("/signatures/{name}", dependencies=[Depends(require(Permission.SIGNATURES_WRITE))], status_code=204, responses={**_404, **INVALID},
                summary="Delete a signature")  # fmt: skip
-def delete_signature(name: str, store: StoreDep) -> None:
+def delete_signature(name: str, request: Request, store: StoreDep) -> None:
     """Forget ``name``."""
+    _shared(request)
     _call(SignatureStore(store).delete, name)
 
 
@@ -140,6 +153,7 @@ def delete_signature(name: str, store: StoreDep) -> None:
              summary="Backtest a saved signature")  # fmt: skip
 def run_signature(name: str, request: Request, store: StoreDep, body: RunSignature | None = None) -> BacktestResult:
     """Backtest ``name`` over history (or the given range)."""
+    _shared(request)
     run = body or RunSignature()
     sig = _call(SignatureStore(store).get, name)
     return _call(backtest, store, sig, run.time_from, run.time_to, _names(request), run.limit)  # type: ignore[no-any-return]

@@ -18,11 +18,13 @@ from cloudtap.server.access.principal import Principal
 from cloudtap.server.access.service import AccessService, AuthError, Session
 from cloudtap.server.api.deps import PrincipalDep
 from cloudtap.server.api.guard import CSRF_COOKIE, SESSION_COOKIE, require
-from cloudtap.server.api.routes._errors import ErrorText
+from cloudtap.server.api.routes._errors import BAD_JSON, INVALID, ErrorText
 from cloudtap.server.audit import audit_of
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
-_401: dict[int | str, dict[str, Any]] = {401: {"model": ErrorText, "description": "wrong or missing credentials"}}
+_401: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorText, "description": "wrong or missing credentials"}, **BAD_JSON, **INVALID
+}
 
 
 class LoginIn(BaseModel):

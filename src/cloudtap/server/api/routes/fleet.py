@@ -1,20 +1,24 @@
 """Fleet monitoring API: top agents, hosts by load, stale agents, and "why is there no data for VM X?".
 
-A bad ``by`` or ``window`` is a 422 in FastAPI's shape (``loc`` names the parameter, ``ctx.allowed`` the
-accepted values).
+Every route needs ``fleet:read``. A bad ``by`` or ``window`` is a 422 in FastAPI's shape (``loc`` names the
+parameter, ``ctx.allowed`` the accepted values).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from cloudtap.server.access.permissions import Permission
+from cloudtap.server.api.guard import require, scope_of
+from cloudtap.server.api.routes._controller_app import FORBIDDEN
 from cloudtap.server.api.routes._errors import INVALID
 from cloudtap.server.api.routes.controller import CheckedRoute, ctl_of, invalid
 from cloudtap.server.controller.fleet import WINDOWS, window_seconds
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=CheckedRoute)
+READ = [Depends(require(Permission.FLEET_READ))]
 
 Metric = Literal["cpu", "memory", "bps", "pps", "shipped_bps", "drops", "load"]
 Window = Annotated[str, Query(description="1m, 5m, 1h or seconds (e.g. 90 or 90s)")]
@@ -29,7 +33,7 @@ def _window(window: str) -> str:
     return window
 
 
-@router.get("/fleet/top", responses=INVALID)
+@router.get("/fleet/top", dependencies=READ, responses={**FORBIDDEN, **INVALID})
 def top(
     request: Request,
     by: Annotated[Metric, Query(description="the figure to rank by")] = "cpu",
@@ -40,20 +44,31 @@ def top(
     return ctl_of(request).fleet.top(by, _window(window), limit)
 
 
-@router.get("/fleet/hosts", responses=INVALID)
+@router.get("/fleet/hosts", dependencies=READ, responses={**FORBIDDEN, **INVALID})
 def hosts(request: Request, window: Window = "1m", limit: Annotated[int, Query(ge=1, le=100000)] = 50) -> list[dict[str, Any]]:
     """Hosts by load (1-min load average over the window) with their agents."""
     return ctl_of(request).fleet.hosts(_window(window), limit)
 
 
-@router.get("/fleet/stale")
+@router.get("/fleet/stale", dependencies=READ, responses=FORBIDDEN)
 def stale(request: Request) -> list[dict[str, Any]]:
     """Agents without a heartbeat for ``controller.stale_after`` periods."""
     return ctl_of(request).fleet.stale()
 
 
-@router.get("/diagnose/vm/{name}", responses=INVALID)
+@router.get("/diagnose/vm/{name}", dependencies=READ, responses={**FORBIDDEN, **INVALID})
 def diagnose_vm(request: Request, name: str) -> dict[str, Any]:
     """Walk inventory -> host -> agent -> alive -> capture -> policy -> interface -> drops -> ingest and name
-    the first broken link."""
+    the first broken link. A project-bound caller asks only about VMs of its projects (404 otherwise, the
+    same answer as for a VM that does not exist)."""
+    projects = scope_of(request).projects
+    if projects is not None:
+        from cloudtap.inventory.visibility import visible
+        from cloudtap.server.api.routes.inventory import install
+
+        install(request.app)
+        source = getattr(request.app.state, "inventory", None)
+        snapshot = source.current() if source is not None else None
+        if snapshot is None or name not in {v.name for v in visible(snapshot, projects).vms}:
+            raise HTTPException(404, f"no VM named {name!r} in your projects")
     return ctl_of(request).diagnose_vm(name)

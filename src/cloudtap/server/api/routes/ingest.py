@@ -1,15 +1,25 @@
-"""POST /api/v1/ingest: agents ship record batches here."""
+"""POST /api/v1/ingest: agents ship record batches here.
+
+Each batch comes with ``Authorization: Bearer <the agent's own credential>`` (issued at registration,
+docs/controller.md) and must carry that agent's name; an admin user's API token may import batches of
+any agent name (``cloudtap import --server``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as BodyRefused
 
+from cloudtap.server.access.permissions import AGENT
+from cloudtap.server.api.body_limit import read_body
 from cloudtap.server.api.deps import SettingsDep
+from cloudtap.server.api.guard import require
+from cloudtap.server.api.routes.agents import batch_owner
 from cloudtap.server.coalesce import Coalescer
 from cloudtap.server.ingest import IngestError, Ingestor
 from cloudtap.server.ingest_group import PreparedBatch
@@ -57,46 +67,55 @@ def coalescer(app: FastAPI, settings: ServerSettings) -> Coalescer | None:
 
 def _pending(ingestor: Ingestor, body: bytes, agent_id: str | None, seq: int | None) -> PreparedBatch:
     """The batch's key from its frame header (checked against the HTTP headers); decoded later."""
+    head = ingestor.check_header(body, agent_id, seq)  # versions and kinds are refused here already
+    return PreparedBatch(BatchKey(head.agent_id, head.seq), None, body, sum(head.rows.values()))
+
+
+def _check_owner(ingestor: Ingestor, body: bytes, owner: str) -> None:
+    """403 unless the frame header names the credential's agent: no agent ships as another, nor claims
+    another's ``(agent, seq)`` to make its real batch a duplicate. A malformed frame is left to the 400 below."""
     try:
         head = read_header(body)
-    except WireError as exc:
-        ingestor.rejected(f"malformed batch: {exc}")
-        raise IngestError(f"malformed batch: {exc}") from exc
-    if agent_id is not None and agent_id != head.agent_id:
-        ingestor.rejected("agent header mismatch")
-        raise IngestError(f"agent header {agent_id!r} does not match the batch's agent {head.agent_id!r}")
-    if seq is not None and seq != head.seq:
-        ingestor.rejected("sequence header mismatch")
-        raise IngestError(f"sequence header {seq} does not match the batch's sequence {head.seq}")
-    return PreparedBatch(BatchKey(head.agent_id, head.seq), None, body)
+    except WireError:
+        return
+    if head.agent_id != owner:
+        ingestor.rejected("agent credential mismatch",
+                          f"batch of agent {head.agent_id!r} sent with {owner!r}'s credential")  # fmt: skip
+        raise HTTPException(403, f"this credential is agent {owner!r}'s; the batch is agent {head.agent_id!r}'s")
 
 
 @router.post(
     "/ingest",
     response_model=IngestAck,
-    responses={400: {"description": "malformed batch, or data the store refuses; nothing stored"},
-               401: {"description": "bad agent token"}, 413: {"description": "batch too large"},
+    responses={400: {"description": "malformed batch, unsupported wire or schema version, unknown kind, data the store refuses; nothing stored"},
+               401: {"description": "missing, unknown or replaced agent credential (or user token)"},
+               403: {"description": "the batch is another agent's, or the user may not import"},
+               413: {"description": "batch too large"},
                503: {"description": "the store failed; nothing acknowledged, resend the same batch"}},  # fmt: skip
     openapi_extra={"requestBody": {"content": {"application/vnd.cloudtap.batch": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
+    dependencies=[Depends(require(AGENT))],
 )
 async def ingest(
     request: Request,
     settings: SettingsDep,
     x_cloudtap_agent: Annotated[str | None, Header()] = None,
     x_cloudtap_seq: Annotated[int | None, Header()] = None,
-    x_cloudtap_token: Annotated[str | None, Header()] = None,
 ) -> IngestAck:
     """Store one batch exactly once (idempotent by agent and sequence number).
 
     Concurrent batches are coalesced (``ingest.coalesce_ms``) into one insert per table; the answer
     comes once that insert and the batch's ``ingest_log`` row are stored.
     """
-    if settings.api.agent_token and x_cloudtap_token != settings.api.agent_token:
-        raise HTTPException(401, "missing or wrong X-Cloudtap-Token")
-    body = await request.body()
-    if len(body) > settings.api.max_batch_mib << 20:
-        raise HTTPException(413, f"batch of {len(body)} bytes is over the {settings.api.max_batch_mib} MiB limit")
+    owner = batch_owner(request)  # the credential's agent (``Authorization: Bearer``); None: an importing admin
     ingestor: Ingestor = request.app.state.ingestor
+    try:  # never more than the limit in memory: refused as soon as the header or the stream says so
+        body = await read_body(request, settings.api.max_batch_mib << 20)
+    except BodyRefused as exc:  # 413 (over max_batch_mib), 400 (bad Content-Length)
+        reason = "too large" if exc.status_code == 413 else "malformed"
+        ingestor.rejected(reason, f"batch refused: {exc.detail}")
+        raise
+    if owner is not None:
+        _check_owner(ingestor, body, owner)
     merger = coalescer(request.app, settings)
     try:
         # decoding, tagging and the blocking insert run off the event loop: heartbeats, long-polls and queries go on

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from cloudtap.inventory.names import NameResolver
 from cloudtap.server.access.permissions import Permission
-from cloudtap.server.api.deps import StoreDep
+from cloudtap.server.api.deps import StoreDep, get_names
 from cloudtap.server.api.guard import require
 from cloudtap.server.api.routes._errors import BAD_JSON, ValidationErrorOut, unprocessable_item
 from cloudtap.server.query.catalog import describe
@@ -96,15 +96,8 @@ def _unprocessable(exc: QueryError, where: str) -> HTTPException:
 
 
 def _names(request: Request) -> NameResolver | None:
-    """The inventory's resolver (built on first use when the app runs without its lifespan); None if disabled."""
-    state = request.app.state
-    names = getattr(state, "names", None)
-    if names is None and getattr(getattr(state, "settings", None), "inventory", None) is not None:
-        from cloudtap.server.api.routes.inventory import install
-
-        install(request.app)
-        names = getattr(state, "names", None)
-    return names  # type: ignore[no-any-return]
+    """The inventory's resolver as the caller may use it (None when the inventory is disabled)."""
+    return get_names(request)  # type: ignore[no-any-return]
 
 
 def _answer(request: Request, store: Any, query: Query, where: str) -> Response:
