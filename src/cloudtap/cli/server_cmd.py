@@ -131,6 +131,7 @@ def run_command(
                   f"[bold]{generated}[/] (shown once; change it with `cloudtap user passwd`)")  # fmt: skip
     if settings.controller.token is None and not settings.controller.agent_tokens:
         err.print("[yellow]warning:[/] no controller.token: any host that reaches this port can register an agent")
+    sock.listen(2048)  # connections queue from now on: the status file is only written once they can
     if api.status_file is not None:
         api.status_file.write_text(url + "\n", encoding="utf-8")
     try:
