@@ -6,13 +6,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.cloudtap-installed
-APT_STAMP := /var/lib/cloudtap-apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
 APT_PACKAGES := tshark tcpdump tcpreplay nfdump softflowd argus-server argus-client \
-	libpcap0.8-dev iproute2 iperf3 python3-venv golang-go golang-github-vmware-govmomi-dev
+	libpcap0.8-dev iproute2 iperf3 python3-venv golang-go golang-github-vmware-govmomi-dev chromium \
+	prometheus
+# (after APT_PACKAGES: := expands at once)
+APT_STAMP := /var/lib/cloudtap-apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
+CONSOLE_DIST := src/cloudtap/server/console/dist
+CONSOLE_STAMP := $(CONSOLE_DIST)/index.html
+CONSOLE_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
 
-.PHONY: demo test setup system-deps bench lint clean
+.PHONY: demo test setup system-deps console node bench lint clean
 
 demo: setup
 	$(PY) -m cloudtap.demo
@@ -31,7 +36,19 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) console
+
+# The web console (web/): Vue + Vite, from the npm lockfile, built into the Python package.
+console: $(CONSOLE_STAMP)
+
+$(CONSOLE_STAMP): web/package-lock.json $(CONSOLE_SOURCES) | node
+	cd web && SCARF_ANALYTICS=false npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
+
+# Node.js 18+ and npm: Debian's when the machine has none.
+node:
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || \
+		{ echo "the console needs Node.js 18+ and npm"; exit 1; }
 
 system-deps: $(APT_STAMP)
 
@@ -47,4 +64,4 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .numba-cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .numba-cache .pytest_cache build *.egg-info web/node_modules $(CONSOLE_DIST)

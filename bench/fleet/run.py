@@ -38,7 +38,8 @@ import psutil
 import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "bench-token"
+TOKEN = "bench-token"  # the controller bootstrap token agents register with
+ADMIN_PASSWORD = "bench admin password"
 
 
 def records(work: Path) -> dict[str, pa.Table]:
@@ -67,6 +68,8 @@ class Stats:
         self.hb_ms: list[float] = []
         self.hb_errors = 0
         self.registered = 0
+        self.ids: dict[str, str] = {}  # agent name -> the id the controller gave it
+        self.last_refusal = ""
         self.register_errors: list[str] = []
         self.rows_sent: dict[str, int] = {}
         self.batches = 0
@@ -91,7 +94,9 @@ async def agent(i: int, url: str, args: argparse.Namespace, tables: dict[str, pa
             stats.register_errors.append(r.text)
             return
         aid = r.json()["agent_id"]
+        client.headers["Authorization"] = f"Bearer {r.json()['credential']}"  # the agent's own from now on
         stats.registered += 1
+        stats.ids[name] = aid
 
         async def heartbeats() -> None:
             captured = 0
@@ -137,6 +142,7 @@ async def agent(i: int, url: str, args: argparse.Namespace, tables: dict[str, pa
                             stats.rows_sent[k] = stats.rows_sent.get(k, 0) + p.num_rows
                         break
                     stats.ship_errors.append(f"HTTP {resp.status_code}")
+                    stats.last_refusal = resp.text[:200]
                     await asyncio.sleep(0.5)
                 await asyncio.sleep(args.ship_every)
 
@@ -156,15 +162,18 @@ async def agent(i: int, url: str, args: argparse.Namespace, tables: dict[str, pa
         await asyncio.gather(*tasks)
 
 
-async def admin(url: str, args: argparse.Namespace, stop_at: float, cmd_sent: dict[str, float],
-                samples: list[dict[str, Any]]) -> None:  # fmt: skip
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+async def admin(url: str, token: str, args: argparse.Namespace, stop_at: float, cmd_sent: dict[str, float],
+                samples: list[dict[str, Any]], stats: Stats) -> None:  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         await asyncio.sleep(min(args.duration / 2, 30))
         for i in range(0, min(args.agents, 20)):
             name = f"sim-{i:04d}"
+            if name not in stats.ids:
+                continue
             cmd_sent[name] = time.monotonic()
             try:
-                await client.post(f"/api/v1/agents/{name}/capture/stop")
+                await client.post(f"/api/v1/agents/{stats.ids[name]}/capture/stop")
             except httpx.HTTPError:
                 cmd_sent.pop(name, None)
         while time.monotonic() < stop_at:
@@ -193,7 +202,7 @@ def stored_rows(data: Path) -> dict[str, int]:
     try:
         out = {}
         for kind, table in (("flows", "flow_log"), ("edges_1s", "edge_1s")):
-            t = store.query_arrow(f"SELECT count() AS n FROM cloudtap.{table} WHERE startsWith(agent_id, 'sim-')")
+            t = store.query_arrow(f"SELECT count() AS n FROM cloudtap.{table}")  # only the simulated agents ship
             out[kind] = int(t.column("n")[0].as_py())
         # coalesced inserts: each merged block logs a "~group:<digest>" row (see docs/shipping.md)
         t = store.query_arrow("SELECT uniqExact(agent_id) AS g, count() AS b FROM cloudtap.ingest_log "
@@ -219,7 +228,9 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="cloudtap-fleet-"))
     work.mkdir(parents=True, exist_ok=True)
-    tables = records(REPO / "bench" / "results" / "tmp")
+    scratch = REPO / "bench" / "results" / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)  # a fresh clone has no such folder
+    tables = records(scratch)
     data = work / "data"
     status = work / "url"
     status.unlink(missing_ok=True)
@@ -228,14 +239,18 @@ def main() -> None:
     if args.coalesce_ms is not None:
         env["CLOUDTAP_SERVER__INGEST__COALESCE_MS"] = str(args.coalesce_ms)
     log = open(work / "server.log", "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the server
+    (work / "admin-password").write_text(ADMIN_PASSWORD)
     server = subprocess.Popen([sys.executable, "-m", "cloudtap.cli.main", "server", "run", "--data", str(data),
-                               "--port", "0"], env=env, stderr=log, stdout=log, text=True)  # fmt: skip
+                               "--port", "0", "--admin-password-file", str(work / "admin-password")],
+                              env=env, stderr=log, stdout=log, text=True)  # fmt: skip
     deadline = time.monotonic() + 90
     while not (status.exists() and status.read_text().strip()):
         if time.monotonic() > deadline or server.poll() is not None:
             raise SystemExit(f"server did not start: {(work / 'server.log').read_text()}")
         time.sleep(0.1)
     url = status.read_text().strip()
+    token = httpx.post(url + "/api/v1/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD,
+                                                          "name": "bench"}, timeout=60).json()["token"]  # fmt: skip
     proc = psutil.Process(server.pid)
     stats = Stats()
     cmd_sent: dict[str, float] = {}
@@ -247,7 +262,7 @@ def main() -> None:
     stop_at = t0 + args.duration
 
     async def everything() -> None:
-        await asyncio.gather(admin(url, args, stop_at, cmd_sent, samples),
+        await asyncio.gather(admin(url, token, args, stop_at, cmd_sent, samples, stats),
                              *(agent(i, url, args, tables, stats, stop_at, cmd_sent) for i in range(args.agents)))  # fmt: skip
 
     asyncio.run(everything())
@@ -256,7 +271,7 @@ def main() -> None:
     me1 = psutil.Process().cpu_times()
     rss = proc.memory_info().rss
     server_cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as c:
         agents_seen = len(c.get("/api/v1/agents").json())
     server.send_signal(signal.SIGTERM)
     server.wait(60)
@@ -271,7 +286,7 @@ def main() -> None:
         "heartbeat_ms_p50": round(pct(stats.hb_ms, 0.5), 2), "heartbeat_ms_p99": round(pct(stats.hb_ms, 0.99), 2),
         "heartbeat_ms_max": round(max(stats.hb_ms, default=0), 2),
         "batches": stats.batches, "ship_errors": len(stats.ship_errors),
-        "ship_error_kinds": dict(collections.Counter(stats.ship_errors)), "ship_ms_p50": round(pct(stats.ship_ms, 0.5), 2),
+        "ship_error_kinds": dict(collections.Counter(stats.ship_errors)), "last_refusal": stats.last_refusal, "ship_ms_p50": round(pct(stats.ship_ms, 0.5), 2),
         "ship_ms_p99": round(pct(stats.ship_ms, 0.99), 2),
         "coalesce_ms": args.coalesce_ms, **merged,
         "ingest_rows_per_s": round(sent_total / elapsed, 1), "rows_sent": stats.rows_sent, "rows_stored": stored,

@@ -134,8 +134,11 @@ def http_ingest(tables: dict[str, pa.Table], replicas: int, work: Path) -> dict[
     root.mkdir()
     status = root / "url"
     config = root / "server.yaml"
+    (root / "admin-password").write_text("bench admin password")
     config.write_text(json.dumps({"storage": {"dsn": f"chdb://{root / 'chdb'}", "database": "bench"},
-                                  "api": {"port": 0, "status_file": str(status)}}))  # fmt: skip
+                                  "api": {"port": 0, "status_file": str(status)},
+                                  "auth": {"admin_password_file": str(root / "admin-password")},
+                                  "controller": {"token": "bench-bootstrap"}}))  # fmt: skip
     env = dict(os.environ, NUMBA_CACHE_DIR=str(REPO / ".numba-cache"))
     log = (root / "server.log").open("w")
     proc = subprocess.Popen([str(VENV_BIN / "cloudtap"), "server", "run", "--config", str(config)],
@@ -149,17 +152,23 @@ def http_ingest(tables: dict[str, pa.Table], replicas: int, work: Path) -> dict[
         url = status.read_text().strip()
         import httpx
 
+        # the shipping agent registers for its own credential; the admin reads the ingest counters
+        registered = httpx.post(url + "/api/v1/agents/register", headers={"Authorization": "Bearer bench-bootstrap"},
+                                json={"name": "bench-agent", "hostname": "bench-host", "machine_id": "bench"},
+                                timeout=60).json()  # fmt: skip
+        admin = httpx.post(url + "/api/v1/auth/token", json={"username": "admin", "password": "bench admin password",
+                                                             "name": "bench"}, timeout=60).json()["token"]  # fmt: skip
         copies = [replica(tables, i) for i in range(replicas)]
         cpu0, t0 = _cpu_pid(proc.pid), time.perf_counter()
-        sink = ServerSink("bench-agent", HttpTransport(url + "/api/v1/ingest", timeout_s=60.0),
-                          Spool(root / "spool", max_bytes=8 << 30))  # fmt: skip
+        transport = HttpTransport(url + "/api/v1/ingest", timeout_s=60.0, token=registered["credential"])
+        sink = ServerSink("bench-agent", transport, Spool(root / "spool", max_bytes=8 << 30))
         for copy in copies:
             for kind, t in copy.items():
                 sink.write(kind, t)
         sink.close(timeout_s=1800)
         wall, cpu = time.perf_counter() - t0, _cpu_pid(proc.pid) - cpu0
         stats = sink.stats()
-        health = httpx.get(url + "/api/v1/health", timeout=30).json()
+        health = httpx.get(url + "/api/v1/ingest/stats", headers={"Authorization": f"Bearer {admin}"}, timeout=30).json()
     finally:
         proc.terminate()
         try:

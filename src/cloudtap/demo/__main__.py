@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from cloudtap.cli.render import make_console
-from cloudtap.demo.stack import demo_stack
+from cloudtap.demo.stack import Stack, demo_stack
 from cloudtap.demo.workflow import walk
 
 
@@ -20,8 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="working directory")
     parser.add_argument("--scenario", default="seed-case", help="built-in scenario (seed-case, small-cloud)")
     parser.add_argument("--port", type=int, default=8470, help="server port (0 = any free port)")
-    parser.add_argument("--keep-running", action="store_true", help="keep server and agent up after the walk")
+    keep = parser.add_mutually_exclusive_group()
+    keep.add_argument("--keep-running", action="store_true", default=None,
+                      help="keep server and agent up after the walk (default when run from a terminal)")  # fmt: skip
+    keep.add_argument("--no-keep-running", dest="keep_running", action="store_false", help="end after the walk")
     args = parser.parse_args(argv)
+    if args.keep_running is None:
+        args.keep_running = sys.stdin.isatty() and sys.stdout.isatty()
     console = make_console()
     console.print(Panel.fit(
         "[bold]cloudtap demo[/]: a private cloud of many VMs; users say it was slow about two hours in. Why?"
@@ -51,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         found = walk(stack, console)
         console.print(Panel.fit(f"[bold]Conclusion[/]: {found.conclusion}"))
+        console.print(Panel.fit(
+            f"[bold]Web console[/]: {console_link(stack)}\n"
+            f"log in as [bold]admin[/] with password [bold]{stack.admin_password}[/] "
+            f"(the browser will not know the demo's private CA: {stack.ca_file})"
+        ))  # fmt: skip
         if args.keep_running:
             console.print(f"server {stack.url} and agent {stack.agent_url} stay up; Ctrl-C to stop")
             try:
@@ -61,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack_cm.__exit__(None, None, None)
     return 0
+
+
+def console_link(stack: Stack) -> str:
+    """The console's panorama over the whole scenario (the range is in the link)."""
+    start = stack.scenario.start
+    end = start + timedelta(seconds=stack.scenario.duration)
+    return f"{stack.url}/#/panorama?from={start:%Y-%m-%dT%H:%M:%SZ}&to={end:%Y-%m-%dT%H:%M:%SZ}"
 
 
 if __name__ == "__main__":  # pragma: no cover

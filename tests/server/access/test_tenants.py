@@ -82,6 +82,16 @@ def _ok(r: Any) -> Any:
 
 
 @pytest.mark.parametrize("who", ["a_viewer", "b_viewer", "admin"])
+def test_data_extent_is_the_scope_s_minutes(client: TestClient, users: Users, tenant_data: TenantData, who: str) -> None:
+    """The console's "all stored data" range: first and last minute of the rows the caller may see."""
+    times = [r["time_ns"] for r in tenant_data.edge_rows(KEEP[who])]
+    got = _ok(client.get("/api/v1/query/extent", headers=users[who]))
+    minute = 60 * NS
+    assert got == {"first": iso(min(times) // minute * minute), "last": iso(max(times) // minute * minute + minute)}
+    assert client.get("/api/v1/query/extent").status_code == 401
+
+
+@pytest.mark.parametrize("who", ["a_viewer", "b_viewer", "admin"])
 @pytest.mark.parametrize("interval", ["1s", "1m", "1h"])
 def test_edge_totals_are_the_scope_s_rows(client: TestClient, users: Users, tenant_data: TenantData, who: str,
                                           interval: str) -> None:  # fmt: skip

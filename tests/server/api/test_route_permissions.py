@@ -31,7 +31,11 @@ from cloudtap.server.settings import ServerSettings
 UNSAFE = {"POST", "PUT", "DELETE", "PATCH"}
 #: Routes anyone may call: health, logging in and out (also single sign-on), agent registration (the
 #: controller checks its bootstrap token itself).
-PUBLIC_ROUTES = re.compile(r"^(GET /api/v1/health|POST /api/v1/agents/register|(GET|POST) /api/v1/auth/.*)$")
+#: The console's files and the API docs page are public too: they hold no data.
+PUBLIC_ROUTES = re.compile(
+    r"^(GET /api/v1/health|POST /api/v1/agents/register|(GET|POST) /api/v1/auth/.*"
+    r"|GET /|GET /assets/\{name:path\}|GET /docs|GET /swagger/\{name\})$"
+)
 #: A user's own session, tokens and password: any logged-in user, viewers included.
 SELF_SERVICE = re.compile(
     r"^(POST|DELETE|PUT) /api/v1/(auth/(login|logout|token|tokens(/\{token_id\})?)|users/\{name\}/password)$"

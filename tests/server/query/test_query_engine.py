@@ -251,6 +251,19 @@ def test_too_wide_even_after_clamping(store: Any) -> None:
     assert ok.meta["time_from"] == "2024-03-01T00:00:00Z"
 
 
+class _LongFlowLog(QueryEngine):
+    def data_bounds(self, logical: str) -> dict[str, tuple[int, int]]:
+        return {"flow_log": (T0, T0 + 40 * 86400 * NS)}  # an imported capture spanning 40 days
+
+
+def test_all_flow_records_whatever_the_span(store: Any) -> None:
+    """``--since all`` means the stored data: records spanning more than the 31-day cap are listed, not refused."""
+    listed = _LongFlowLog(store).run(Query(table="flows", time_from="all", limit=5))
+    assert listed.table.num_rows == 5 and listed.meta["stored_table"] == "flow_log"
+    with pytest.raises(QueryError, match="wider than 31d"):  # an explicit range that wide is still refused
+        _LongFlowLog(store).run(Query(table="flows", time_from=T0, time_to=T0 + 40 * 86400 * NS))
+
+
 def test_json_and_arrow_forms(store: Any) -> None:
     result = run(store, time_from="all", metrics=["bytes", "rtt"], step="1h")
     body = result.to_json()

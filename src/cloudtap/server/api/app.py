@@ -24,6 +24,7 @@ from cloudtap.server.api.body_limit import BodyLimitMiddleware
 from cloudtap.server.api.routes import analysis as analysis_routes
 from cloudtap.server.api.routes import audit as audit_routes
 from cloudtap.server.api.routes import auth as auth_routes
+from cloudtap.server.api.routes import console as console_routes
 from cloudtap.server.api.routes import controller as controller_routes
 from cloudtap.server.api.routes import fleet as fleet_routes
 from cloudtap.server.api.routes import health, ingest, pcap, query
@@ -88,7 +89,8 @@ def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
         title="cloudtap",
         version=__version__,
         summary="East-west traffic of private clouds: ingest, flows, edges, analysis.",
-        docs_url="/docs",
+        docs_url=None,  # served from local files by routes.console
+        redoc_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
@@ -112,4 +114,5 @@ def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
     app.include_router(analysis_routes.router)
     app.include_router(controller_routes.router)
     app.include_router(fleet_routes.router)
+    app.include_router(console_routes.router)
     return app

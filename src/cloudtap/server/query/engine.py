@@ -168,7 +168,7 @@ class QueryEngine:
                 (min(b[0] for b in bounds.values()), max(b[1] for b in bounds.values())) if bounds else None
             )
             a, b = _clamp(union, t0, t1, now)
-            table = choose_table(query, b - a, set(bounds))
+            table = choose_table(query, b - a, set(bounds), whole=t0 is None)
             if (
                 table.name in bounds
             ):  # the range of the rows this table holds (rollups end at different times)

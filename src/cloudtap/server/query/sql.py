@@ -156,13 +156,17 @@ def _record_measure(table: StoredTable, name: str) -> str | None:
     return None
 
 
-def choose_table(query: Query, span_ns: int, available: set[str] | None = None) -> StoredTable:
+def choose_table(
+    query: Query, span_ns: int, available: set[str] | None = None, whole: bool = False
+) -> StoredTable:
     """The stored table that answers ``query`` over ``span_ns``.
 
     Args:
         query: the query.
         span_ns: width of its time range.
         available: stored tables known to hold rows; preferred when the interval is automatic.
+        whole: the range is "all stored data": flow records are then listed however long the data spans
+            (the cap guards against asking for too much; here the user asked for exactly what is stored).
 
     Raises:
         QueryError: no table has every name used, or the range is too wide for all that do.
@@ -171,7 +175,7 @@ def choose_table(query: Query, span_ns: int, available: set[str] | None = None) 
         errors = []
         for logical in ("edges", "flows", "endpoints"):
             try:
-                return _choose_in(logical, query, span_ns, available)
+                return _choose_in(logical, query, span_ns, available, whole)
             except QueryError as exc:
                 errors.append(exc)
         specific = [e for e in errors if e.allowed is None]
@@ -182,10 +186,12 @@ def choose_table(query: Query, span_ns: int, available: set[str] | None = None) 
         raise QueryError(
             first.message.split(" for table ")[0] + " in edges, flows or endpoints", first.field, allowed
         )
-    return _choose_in(query.table, query, span_ns, available)
+    return _choose_in(query.table, query, span_ns, available, whole)
 
 
-def _choose_in(logical: str, query: Query, span_ns: int, available: set[str] | None = None) -> StoredTable:
+def _choose_in(
+    logical: str, query: Query, span_ns: int, available: set[str] | None = None, whole: bool = False
+) -> StoredTable:
     tables = candidates(logical)
     if logical == "flows":
         if query.interval is not None:
@@ -204,7 +210,8 @@ def _choose_in(logical: str, query: Query, span_ns: int, available: set[str] | N
     first_error: QueryError | None = None
     for table in ordered:
         problem = _misfit(table, query)
-        if problem is None and span_ns > MAX_RANGE_NS[table.name]:
+        capped = not (whole and table.logical == "flows")
+        if problem is None and capped and span_ns > MAX_RANGE_NS[table.name]:
             problem = QueryError(
                 f"time range {format_duration(span_ns)} is wider than {format_duration(MAX_RANGE_NS[table.name])}, "
                 f"the most {table.name} answers; narrow time_from/time_to"

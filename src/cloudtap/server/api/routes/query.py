@@ -12,6 +12,7 @@ shows names. The resolver is ``app.state.names`` (the inventory router builds it
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -29,6 +30,7 @@ from cloudtap.server.query.engine import ARROW_STREAM, QueryEngine, QueryResult
 from cloudtap.server.query.errors import QueryError
 from cloudtap.server.query.model import MAX_LIMIT, Query
 from cloudtap.server.query.presets import DEFAULT_GROUP, flows_query, series_query, top_query
+from cloudtap.server.store.ddl import ident
 
 router = APIRouter(prefix="/api/v1/query", tags=["query"])
 
@@ -213,3 +215,27 @@ def flows(
 def catalog() -> dict[str, Any]:
     """Every table's dimensions, metrics (unit, allowed aggregations) and stored columns."""
     return describe()
+
+
+class Extent(BaseModel):
+    """The span of stored traffic the caller may see (minute resolution); nulls when there is none."""
+
+    first: str | None
+    last: str | None
+
+
+@router.get("/extent", dependencies=[Depends(require(Permission.FLOWS_READ))], response_model=Extent,
+            summary="First and last minute of stored traffic")  # fmt: skip
+def extent(store: StoreDep) -> Extent:
+    """From the first stored minute to the end of the last (the console's "all stored data")."""
+    table = f"{ident(store.database)}.{ident('edge_1m')}"
+    answer = store.query_arrow(
+        f"SELECT toUnixTimestamp(min(time)) AS first, toUnixTimestamp(max(time)) + 60 AS last, count() AS n FROM {table}"
+    ).to_pylist()
+    row = answer[0] if answer else {"n": 0}
+    if not row.get("n"):
+        return Extent(first=None, last=None)
+    def text(seconds: int) -> str:
+        return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return Extent(first=text(row["first"]), last=text(row["last"]))
