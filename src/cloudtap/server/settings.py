@@ -67,13 +67,26 @@ class ApiSection(_Section):
 
     listen: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8470, ge=0, le=65535, description="port (0 = pick a free one)")
-    agent_token: str | None = Field(None, description="shared token agents must send (X-Cloudtap-Token); none = open")
+    agent_token: str | None = Field(
+        None, exclude=True, deprecated="removed: agents ship with their own credential (controller.token)",
+        description="removed: agents ship with their own credential from registration (controller.token)",
+    )  # fmt: skip
     max_batch_mib: int = Field(64, ge=1, description="largest ingest batch accepted")
     status_file: Path | None = Field(None, description="write the bound URL here once listening")
     tls_cert: Path | None = Field(
         None, description="PEM certificate (chain) to serve HTTPS with; needs tls_key (`cloudtap server certs` makes both)"
     )
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+
+    @field_validator("agent_token")
+    @classmethod
+    def _no_shared_agent_token(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "api.agent_token was never checked and is gone: agents register with controller.token and then "
+                "ship with their own credential; move the token to controller.token"
+            )
+        return None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSection:
