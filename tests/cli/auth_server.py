@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 
 from cloudtap.server.access.principal import RoleBinding
 from cloudtap.server.settings import ServerSettings
+from uvicorn_thread import serve_in_thread
 
 ADMIN = "admin"
 PASSWORD = "correct horse battery staple"
@@ -44,18 +43,5 @@ def token_of(headers: dict[str, str]) -> str:
 @contextmanager
 def serve(app: Any, **ssl: Any) -> Iterator[str]:
     """``app`` on 127.0.0.1, a free port (``ssl_certfile``/``ssl_keyfile``: HTTPS); yields its URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **ssl))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"{'https' if ssl else 'http'}://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(app, **ssl) as url:
+        yield url

@@ -160,6 +160,16 @@ def log_in(page: Any, console: Console, user: str, password: str, path: str = "/
 
 
 @pytest.fixture
+def login(page: Any, console: Console) -> Callable[..., None]:
+    """``login(user, password, path="/panorama")``: log the test's page in through the login page."""
+
+    def go(user: str, password: str, path: str = "/panorama") -> None:
+        log_in(page, console, user, password, path)
+
+    return go
+
+
+@pytest.fixture
 def admin_page(page: Any, console: Console, console_errors: list[str]) -> Any:
     """A page logged in as the admin, on the panorama over the whole seed case."""
     log_in(page, console, "admin", console.admin_password)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="keep server and agent up after the walk (default when run from a terminal)")  # fmt: skip
     keep.add_argument("--no-keep-running", dest="keep_running", action="store_false", help="end after the walk")
     args = parser.parse_args(argv)
+    # SIGTERM ends the demo like Ctrl-C: the server and agent processes are stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.keep_running is None:
         args.keep_running = sys.stdin.isatty() and sys.stdout.isatty()
     console = make_console()

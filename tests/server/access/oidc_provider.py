@@ -17,7 +17,6 @@ import binascii
 import hashlib
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +30,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
+
+from uvicorn_thread import serve_in_thread
 
 CLIENT_ID = "cloudtap-test"
 CLIENT_SECRET = "test-client-secret-not-a-real-one"
@@ -193,26 +194,11 @@ def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str | N
 def serve(app: Any, tls: Any = None) -> Iterator[str]:
     """``app`` on 127.0.0.1 (a free port) in a uvicorn thread, over HTTPS with ``tls`` (a
     :class:`cloudtap.tls.CertFiles`); yields its base URL."""
-    import uvicorn
-
     ssl: dict[str, Any] = (
         {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls is not None else {}
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **ssl)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(app, lifespan="off", **ssl) as url:
+        yield url
 
 
 @contextmanager

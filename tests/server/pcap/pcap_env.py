@@ -7,7 +7,6 @@ An agent's TCP control endpoint needs a key (``control.key_file``): :func:`repla
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import numpy as np
 from cloudtap.agent.config import load_agent_config
 from cloudtap.agent.runner import Agent
 from cloudtap.agent.sinks import MemorySink
+from uvicorn_thread import serve_in_thread
 
 SNAP = 256
 #: The control key of replay agents (at least 16 characters).
@@ -104,26 +104,13 @@ class Served:
 @contextmanager
 def serve(settings: Any, pcap_targets: Any = None) -> Iterator[Served]:
     """The server API on a real socket (uvicorn in a thread)."""
-    import uvicorn
-
     from cloudtap.server.api.app import create_app
 
     app = create_app(settings, _NoStore())  # type: ignore[arg-type]
     if pcap_targets is not None:
         app.state.pcap_targets = pcap_targets
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield Served(f"http://127.0.0.1:{port}", app)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(app, lifespan="off") as url:
+        yield Served(url, app)
 
 
 @contextmanager
