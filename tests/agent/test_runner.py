@@ -16,30 +16,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from agent_replay import ONE_TCP, replay_config
 
-from cloudtap.agent.config import AgentConfig, load_agent_config
 from cloudtap.agent.runner import Agent
 from cloudtap.agent.sinks import MemorySink
 from cloudtap.meter import meter_file
 
-ONE_TCP = "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/one_tcp_stream.pcap"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def replay_config(pcap: Path, tmp_path: Path, **capture: object) -> AgentConfig:
-    env = {
-        "CLOUDTAP_AGENT__CAPTURE__MODE": "replay",
-        "CLOUDTAP_AGENT__CAPTURE__REPLAY_FILE": str(pcap),
-        "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
-        "CLOUDTAP_AGENT__CONTROL__PORT": "0",
-        "CLOUDTAP_AGENT__CONTROL__SOCKET": "",  # no Unix socket in /run
-        "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
-        "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
-    }
-    cfg = load_agent_config(None, env=env)
-    if capture:
-        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update=capture)})
-    return cfg
 
 
 def test_replay_records_equal_the_meter(shared_pcaps: Path, tmp_path: Path) -> None:

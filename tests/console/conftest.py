@@ -1,7 +1,7 @@
 """The console in a real browser against a real server holding the demo's seed case.
 
-One server per test session (``demo_stack``: synthesise, replay through an agent, ship, store; about
-30 s). Set ``CLOUDTAP_CONSOLE_DEV=DIR`` to use a demo already running from
+One server per test session (``demo_stack``: synthesise, replay through an agent, ship, store, then the
+demo's CLI walk; about a minute). Set ``CLOUDTAP_CONSOLE_DEV=DIR`` to use a demo already running from
 ``python -m cloudtap.demo --out DIR --keep-running`` instead (fast iteration).
 
 The browser is Debian's Chromium (``/usr/bin/chromium``), driven by Playwright; no browser is ever
@@ -108,8 +108,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                       (out / "admin-password").read_text().strip(), start, end)  # fmt: skip
         return
     from cloudtap.demo.stack import demo_stack
+    from cloudtap.demo.workflow import walk
 
     with demo_stack(tmp_path_factory.mktemp("console-demo"), "seed-case", 0) as stack:
+        walk(stack)  # as `make demo` leaves it: a saved signature, a PCAP pull in the audit log
         yield Console(stack.url, stack.ca_file, stack.admin_password, start, end)
 
 

@@ -126,6 +126,8 @@ def _agent(
         "CLOUDTAP_AGENT__OUTPUT__SPOOL_DIRECTORY": str(tmp_path / f"spool-{name}"),
         "CLOUDTAP_AGENT__OUTPUT__FLUSH_INTERVAL_S": "0.2",
         "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
+        # these tests are about shipping: a busy test machine must not trip the load breaker mid-replay
+        "CLOUDTAP_AGENT__BREAKERS__MAX_LOAD_PER_CORE": "1000",
         "CLOUDTAP_AGENT__CONTROL__STATUS_FILE": str(tmp_path / f"agent-{name}.url"),
         "CLOUDTAP_AGENT__CONTROL__SOCKET": str(tmp_path / f"agent-{name}.sock"),
         "CLOUDTAP_AGENT__CONTROLLER__URL": url,

@@ -87,16 +87,24 @@ class CaptureWorker:
         self._thread.start()
 
     def set_capturing(self, on: bool) -> None:
-        """Open or close the source; takes effect within one read timeout (0.1 s)."""
+        """Open or close the source; takes effect within one read timeout (0.1 s).
+
+        A finite source (a replay) is paused instead of closed, so it resumes where it stopped, and once it
+        has finished it never starts again: reopening would replay the file from the start, twice stored.
+        """
         if on:
+            if self.finished.is_set():
+                return
             self._capturing.set()
         else:
             self._capturing.clear()
 
     @property
     def capturing(self) -> bool:
-        """True while a source is open (after a stop, false only once the source is really closed)."""
-        return self.source is not None
+        """True while a source is open (after a stop, false only once the source is really closed); a
+        paused finite source is open but not capturing."""
+        source = self.source
+        return source is not None and (self._capturing.is_set() or not _finite(source))
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop the thread, flush the meter, close the source."""
@@ -160,7 +168,7 @@ class CaptureWorker:
         try:
             while not self._stop.is_set():
                 if not self._capturing.is_set():
-                    if self.source is not None:
+                    if self.source is not None and not _finite(self.source):
                         self._close()
                     self._tick()
                     self._stop.wait(0.05)
@@ -237,3 +245,8 @@ def _head(batch: FrameBatch, n: int) -> FrameBatch:
         linktype=batch.linktype[:n],
         interface=batch.interface[:n],
     )
+
+
+def _finite(source: PacketSource) -> bool:
+    """Whether ``source`` ends (a replay): it keeps its position across pauses."""
+    return bool(getattr(source, "finite", False))

@@ -25,6 +25,9 @@ from cloudtap.errors import CaptureError, ConfigError
 class ReplaySource:
     """Replays a pcap/pcapng file; raises ``EOFError`` from ``read()`` once every frame was handed out."""
 
+    #: it ends: the agent pauses it rather than closing it (a reopened replay would start over)
+    finite = True
+
     def __init__(
         self,
         path: str | Path,

@@ -124,7 +124,8 @@ def run_command(
     host, bound = sock.getsockname()[:2]
     url = f"{'https' if api.tls else 'http'}://{f'[{host}]' if ':' in host else host}:{bound}"
     tls: dict[str, Any] = {"ssl_certfile": api.tls_cert, "ssl_keyfile": api.tls_key} if api.tls else {}
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **tls))
+    # agents hold command long-polls open (up to 25 s): a stop waits 5 s for requests in flight, no longer
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, **tls))
     err.print(f"cloudtap server on [bold]{url}[/] (docs {url}/docs), storage {storage.dsn}")
     if generated is not None:
         err.print(f"first start: created admin user [bold]{settings.auth.admin_user}[/] with password "

@@ -27,6 +27,7 @@ import pyarrow as pa
 from cloudtap.server.ingest import IngestError, Ingestor
 from cloudtap.server.ingest_group import PreparedBatch, group_digest, insert_alone, insert_group, logged_keys
 from cloudtap.server.ingest_wal import GroupWal, WalRecord
+from cloudtap.server.metrics.distribution import GROUP_BUCKETS, Distribution
 from cloudtap.server.store.base import BatchKey, InsertResult
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,15 @@ class Group:
     digest: str | None = None
     split_from: int | None = None
     state: str = "open"  #: open, queued, running, failed
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """What waits in the coalescer: batches not answered yet, groups closed but not written, failed groups."""
+
+    batches: int
+    groups: int
+    failed_groups: int
 
 
 class Coalescer:
@@ -65,6 +75,7 @@ class Coalescer:
         self.max_rows = max_rows
         self.wal = wal
         self.groups_written = 0  #: inserts done (each one block per table)
+        self.group_sizes = Distribution(GROUP_BUCKETS)  #: batches written per group
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cloudtap-ingest")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_key: dict[BatchKey, Group] = {}
@@ -104,6 +115,15 @@ class Coalescer:
         if len(group.members) >= self.max_batches or group.rows >= self.max_rows:
             self._close_open()
         return await fut
+
+    def depth(self) -> QueueDepth:
+        """The queue now (read from any thread: a snapshot, not a lock)."""
+        try:
+            groups = list(self._by_key.values())
+        except RuntimeError:  # changed while read (another thread): the next scrape sees it
+            groups = []
+        failed = len({id(g) for g in groups if g.state == "failed"})
+        return QueueDepth(batches=len(groups), groups=len(self._queue), failed_groups=failed)
 
     def close(self) -> None:
         """Stop the writer thread (pending groups stay in their write-ahead files)."""
@@ -219,7 +239,8 @@ class Coalescer:
         results: dict[BatchKey, InsertResult | Exception] = {}
         left_out = self._decode_members(group)
         store = self.ingestor.store
-        with self.ingestor.write_lock:
+        decoded = {m.key: m for m in group.members}
+        with self.ingestor.write_lock, self.ingestor.insert_timings["coalesced"].time():
             if group.digest is None and len(group.members) > 1:  # new group: leave out batches stored before
                 done = logged_keys(store, [m.key for m in group.members])
                 for m in group.members:
@@ -233,11 +254,14 @@ class Coalescer:
             elif group.members:
                 self._write_merged(group, results)
         self.groups_written += 1
+        self.group_sizes.observe(len(decoded))
         for key, result in results.items():
             if isinstance(result, IngestError):
                 self.ingestor.rejected(result.reason, f"batch {key.agent_id}:{key.seq} refused: {result}")
             elif not isinstance(result, Exception):
-                self.ingestor.count(result)
+                member = decoded.get(key)
+                frame = member.frame if member is not None else b""
+                self.ingestor.count(result, member.tables if member is not None else None, len(frame))
         return {**results, **left_out}
 
     def _decode_members(self, group: Group) -> dict[BatchKey, Exception]:

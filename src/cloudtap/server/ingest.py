@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 
 from cloudtap.server.ingest_group import PreparedBatch, insert_alone
+from cloudtap.server.metrics.distribution import Distribution
 from cloudtap.server.store.base import KINDS, BatchKey, FlowStore, InsertResult
 from cloudtap.server.store.clickhouse import prepare_table
 from cloudtap.ship.wire import BatchHeader, WireBatch, WireError, check_readable, decode_batch, read_header
@@ -41,7 +42,10 @@ class IngestStats:
     duplicates: int = 0
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)  #: refusals per reason
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  #: rows acknowledged per kind (duplicates included)
+    stored_rows: dict[str, int] = field(default_factory=dict)  #: rows newly stored per kind (no duplicates)
+    stored_bytes: dict[str, int] = field(default_factory=dict)  #: Arrow bytes newly stored per kind
+    wire_bytes: int = 0  #: encoded (compressed) bytes of the batches newly stored
     last_error: str = ""
     tag_errors: int = 0  #: batches (or coalesced members) stored untagged because tagging failed
 
@@ -53,6 +57,8 @@ class Ingestor:
         self.store = store
         self.tagger = tagger  #: fills cloud identity ids before insert (``cloudtap.inventory.tagging.Tagger``)
         self.stats = IngestStats()
+        #: seconds of each store write, by path: ``single`` (one batch) or ``coalesced`` (one group)
+        self.insert_timings = {"single": Distribution(), "coalesced": Distribution()}
         self._lock = threading.Lock()
         self._counting = threading.Lock()  # the event loop and the writer thread both count
 
@@ -87,7 +93,7 @@ class Ingestor:
             IngestError: the batch is malformed or does not fit the schema; nothing was stored.
         """
         batch = self._decode(data, agent_id, seq)
-        return self.ingest_tables(batch.tables, BatchKey(batch.agent_id, batch.seq))
+        return self.ingest_tables(batch.tables, BatchKey(batch.agent_id, batch.seq), wire_bytes=len(data))
 
     def prepare_bytes(
         self, data: bytes, agent_id: str | None = None, seq: int | None = None, tag: bool = True
@@ -124,14 +130,21 @@ class Ingestor:
             detail = f"sequence header {seq} does not match the batch's sequence {found_seq}"
             self._reject("sequence mismatch", detail)
 
-    def count(self, result: InsertResult) -> None:
-        """Count one stored (or duplicate) batch."""
+    def count(self, result: InsertResult, tables: dict[str, pa.Table] | None = None, wire_bytes: int = 0) -> None:
+        """Count one stored (or duplicate) batch; ``tables`` and ``wire_bytes`` size what a new one added."""
         with self._counting:
-            self.stats.batches += 1
+            stats = self.stats
+            stats.batches += 1
             if result.duplicate:
-                self.stats.duplicates += 1
+                stats.duplicates += 1
             for kind, n in result.rows.items():
-                self.stats.rows[kind] = self.stats.rows.get(kind, 0) + n
+                stats.rows[kind] = stats.rows.get(kind, 0) + n
+                if not result.duplicate:
+                    stats.stored_rows[kind] = stats.stored_rows.get(kind, 0) + n
+            if not result.duplicate:
+                stats.wire_bytes += wire_bytes
+                for kind, table in (tables or {}).items():
+                    stats.stored_bytes[kind] = stats.stored_bytes.get(kind, 0) + table.nbytes
 
     def rejected(self, reason: str, detail: str = "") -> None:
         """Count one batch refused for ``reason`` (a few words); ``detail`` is kept as the last error."""
@@ -140,17 +153,17 @@ class Ingestor:
             self.stats.rejected_by_reason[reason] = self.stats.rejected_by_reason.get(reason, 0) + 1
             self.stats.last_error = detail or reason
 
-    def ingest_tables(self, tables: dict[str, pa.Table], key: BatchKey | None) -> InsertResult:
-        """Store already-decoded tables (``cloudtap import`` path)."""
+    def ingest_tables(self, tables: dict[str, pa.Table], key: BatchKey | None, wire_bytes: int = 0) -> InsertResult:
+        """Store already-decoded tables (``cloudtap import`` path); ``wire_bytes``: the encoded batch's size."""
         tables = self.tag(self._known(tables))
-        with self._lock:  # with a key, an error the store repeats while it answers is the data's
+        with self._lock, self.insert_timings["single"].time():  # with a key, a repeated error is the data's
             try:
                 result = self.store.insert(tables) if key is None else insert_alone(self.store, key, tables)
             except ValueError as exc:  # the store's schema check
                 result = exc
         if isinstance(result, ValueError):
             self._reject("refused by store", str(result))
-        self.count(result)
+        self.count(result, tables, wire_bytes)
         return result
 
     def _known(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:

@@ -57,3 +57,11 @@ def test_bad_input_names_the_field(astore: Any, names: DictNames, change: dict[s
     with pytest.raises(AnalysisError) as err:
         topology(astore, TopologyRequest(**{**DAY, **change}), names)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("since", ["now-15m", "-1h", "now-7d", "now-60d"])
+def test_relative_ranges_answer_even_when_empty(astore: Any, names: DictNames, since: str) -> None:
+    """The console's relative ranges answer (empty where nothing is stored), never "no rollup serves"."""
+    t = topology(astore, TopologyRequest(time_from=since, time_to="now", level="project"), names)
+    if since in ("now-15m", "-1h"):  # the stored day is past
+        assert t.nodes == [] and t.edges == []

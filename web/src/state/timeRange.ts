@@ -38,12 +38,14 @@ export function iso(ms: number): string {
   return new Date(Math.round(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z')
 }
 
-/** A short human label of a range. */
+/** A short human label of a range (the date once when both ends share it). */
 export function describeRange(from: string, to: string): string {
   const preset = PRESETS.find((p) => p.from === from && p.to === to)
   if (preset) return preset.label
-  const fmt = (v: string) => (v.startsWith('now') ? v : iso(toMillis(v)).replace('T', ' ').replace('Z', ''))
-  return `${fmt(from)} → ${fmt(to)} UTC`
+  if (from.startsWith('now') || to.startsWith('now')) return `${from} → ${to}`
+  const [a, b] = [iso(toMillis(from)), iso(toMillis(to))].map((v) => v.replace('T', ' ').replace(/:00Z$/, '').replace(/Z$/, ''))
+  const sameDay = a.slice(0, 10) === b.slice(0, 10)
+  return `${a} → ${sameDay ? b.slice(11) : b} UTC`
 }
 
 /** The shared range, read from and written to the current route's query. */

@@ -1,7 +1,8 @@
 """Topology ("network panorama"): nodes and client -> server edges at a level, for any window.
 
 Edges carry bytes (per direction), packets, flows opened, failed connections, retransmissions and
-handshake RTT (sum and count, so the mean stays exact). Non-ip levels group by the
+handshake RTT (sum and count, so the mean stays exact). At the vm, ip and subnet levels a node also
+names its project (so a drawing can group VMs in their projects). Non-ip levels group by the
 ``client_<level>_id`` / ``server_<level>_id`` columns the inventory fills; names come from the
 :class:`~cloudtap.inventory.names.NameResolver` as they were in the middle of the window.
 """
@@ -30,6 +31,8 @@ from cloudtap.server.analyse.window import pick_edge_table, resolve_window
 
 #: Most edges one topology returns.
 MAX_EDGES = 5000
+#: Levels whose nodes belong to one project.
+PROJECT_LEVELS = ("vm", "ip", "subnet")
 
 
 class TopologyRequest(BaseModel):
@@ -77,6 +80,7 @@ class TopoNode(BaseModel):
     bytes_as_client: int = 0
     bytes_as_server: int = 0
     peers: int = 0
+    project: str | None = Field(None, description="vm, ip, subnet levels: its project")
 
 
 class Topology(BaseModel):
@@ -114,6 +118,9 @@ def topology(store: Any, request: TopologyRequest, names: NameResolver | None = 
     extra = [("groupUniqArray(8)(server_port)", "arrayDistinct(flatten(groupArray({a})))", "ports")]
     if level == "ip":
         extra += [("max(client_vm_id)", "max({a})", "src_vm"), ("max(server_vm_id)", "max({a})", "dst_vm")]
+    if level in PROJECT_LEVELS:
+        extra += [("max(client_project_id)", "max({a})", "src_project"),
+                  ("max(server_project_id)", "max({a})", "dst_project")]  # fmt: skip
     agg = Aggregate(table(store.database, name), keys, [(s, s) for s in EDGE_SUMS], where, None,
                     request.dedup, extra)  # fmt: skip
     sql = (
@@ -125,7 +132,8 @@ def topology(store: Any, request: TopologyRequest, names: NameResolver | None = 
     labels = _labels(names, level, rows, window.mid_ns)
     edges = [_edge(level, r, labels, request.by_port) for r in rows]
     return Topology(
-        level=level, window=window.to_json(), stored_table=name, nodes=_nodes(level, edges), edges=edges,
+        level=level, window=window.to_json(), stored_table=name,
+        nodes=_nodes(level, edges, _projects(names, level, rows, window.mid_ns)), edges=edges,
         edges_total=total, truncated=total > len(edges), elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
     )  # fmt: skip
 
@@ -138,6 +146,19 @@ def _labels(names: NameResolver, level: str, rows: list[dict[str, Any]], at_ns: 
             ip_vm[r["dst"]] = max(ip_vm.get(r["dst"], 0), int(r["dst_vm"]))
         return dict(ip_labels(names, ip_vm, at_ns))
     return dict(id_names(names, level, [r["src"] for r in rows] + [r["dst"] for r in rows], at_ns))
+
+
+def _projects(names: NameResolver, level: str, rows: list[dict[str, Any]], at_ns: int) -> dict[str, str]:
+    """node id -> its project's name (vm, ip and subnet levels; nodes of no known project are left out)."""
+    if level not in PROJECT_LEVELS:
+        return {}
+    of: dict[str, int] = {}
+    for r in rows:
+        for key, project in ((r["src"], r["src_project"]), (r["dst"], r["dst_project"])):
+            nid = node_id(level, key)
+            of[nid] = max(of.get(nid, 0), int(project))
+    labels = id_names(names, "project", [p for p in of.values() if p], at_ns)
+    return {nid: labels[p] for nid, p in of.items() if p}
 
 
 def _edge(level: str, r: dict[str, Any], labels: dict[Any, str], by_port: bool) -> TopoEdge:
@@ -155,12 +176,12 @@ def _edge(level: str, r: dict[str, Any], labels: dict[Any, str], by_port: bool) 
     )  # fmt: skip
 
 
-def _nodes(level: str, edges: list[TopoEdge]) -> list[TopoNode]:
+def _nodes(level: str, edges: list[TopoEdge], projects: dict[str, str]) -> list[TopoNode]:
     nodes: dict[str, TopoNode] = {}
     peers: dict[str, set[str]] = {}
     for e in edges:
         for nid, name in ((e.source, e.source_name), (e.target, e.target_name)):
-            nodes.setdefault(nid, TopoNode(id=nid, name=name, level=level))
+            nodes.setdefault(nid, TopoNode(id=nid, name=name, level=level, project=projects.get(nid)))
         nodes[e.source].bytes_as_client += e.bytes
         nodes[e.target].bytes_as_server += e.bytes
         peers.setdefault(e.source, set()).add(e.target)

@@ -58,7 +58,7 @@ def resolve_window(time_from: Any, time_to: Any = None, now_ns: int | None = Non
     Raises:
         AnalysisError: an instant does not parse, or the window is empty.
     """
-    now = time.time_ns() if now_ns is None else now_ns
+    now = time.time_ns() // NS * NS if now_ns is None else now_ns  # "now", "-1h": whole seconds, as rows are
     if time_from is None:
         raise AnalysisError(f"{field}_from is required", f"{field}_from")
     t0 = _instant(time_from, now, f"{field}_from")
@@ -135,6 +135,8 @@ def pick_edge_table(store: Any, windows: list[Window], step_s: int | None = None
         if step_s is None and any(w.start_ns % (width * NS) or w.end_ns % (width * NS) for w in windows):
             continue
         fits.append((name, width))
+    if not fits and step_s is None:  # ends off every grid ("now-7d"): the finest table the span allows
+        fits = [(name, width) for name, width, max_span in EDGE_TABLES if span <= max_span * NS][:1]
     if not fits:
         if step_s is not None and step_s < 60 and span > EDGE_TABLES[0][2] * NS:
             raise AnalysisError(

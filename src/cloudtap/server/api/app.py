@@ -34,6 +34,7 @@ from cloudtap.server.api.routes import users as user_routes
 from cloudtap.server.audit import audit_of
 from cloudtap.server.housekeeping import Housekeeper
 from cloudtap.server.ingest import Ingestor
+from cloudtap.server.metrics import install_metrics
 from cloudtap.server.pcap.fleet_targets import AppFleetTargets
 from cloudtap.server.settings import ServerSettings
 from cloudtap.server.store.base import FlowStore
@@ -102,6 +103,7 @@ def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
     relying_party_of(app)  # a bad auth.oidc section stops the start, not the first login
     app.state.ingestor = Ingestor(store)
     app.state.pcap_targets = AppFleetTargets(app)  # VM -> agents: inventory, flow records, controller
+    install_metrics(app)  # the app's own Prometheus registry and the request-timing middleware
     app.include_router(health.router)
     app.include_router(auth_routes.router)
     app.include_router(oidc_routes.router)

@@ -108,6 +108,11 @@ class CommandQueue:
     def get(self, command_id: int) -> Command | None:
         return self._all.get(command_id)
 
+    def snapshot(self) -> list[Command]:
+        """Every command still kept (pending and recently done), oldest first (metrics read it)."""
+        with self._lock:
+            return [self._all[cid] for cid in sorted(self._all)]
+
     def _prune(self) -> None:
         if len(self._all) > self.keep_done * 2:
             for cid in sorted(self._all)[: len(self._all) - self.keep_done]:

@@ -39,6 +39,7 @@ from cloudtap.server.api.routes._errors import BAD_JSON, INVALID
 from cloudtap.server.audit import audit_of
 from cloudtap.server.controller.auth import Refusal
 from cloudtap.server.controller.policy import Policy
+from cloudtap.server.controller.preview import group_preview, policy_preview
 from cloudtap.server.controller.project_scope import agent_refusal, policy_refusal, unrestricted_refusal
 from cloudtap.server.controller.registry import AgentRecord
 
@@ -190,6 +191,42 @@ def set_group_config(request: Request, name: str, body: GroupConfig) -> dict[str
     return answer
 
 
+class GroupConfigState(BaseModel):
+    overlay: dict[str, Any]
+    description: str
+
+
+class GroupConfigPreview(BaseModel):
+    """What ``PUT /groups/{name}/config`` with the same body would do; nothing is stored."""
+
+    group: str
+    changed: bool = Field(..., description="whether applying would change anything")
+    version: int = Field(..., description="the group's config version now")
+    version_after: int = Field(..., description="its version once applied")
+    current: GroupConfigState
+    proposed: GroupConfigState
+    diff: str = Field(..., description="unified diff of current -> proposed (indented JSON, sorted keys), '' if none")
+    apply: dict[str, str] = Field(..., description="each key of the proposed overlay -> hot / restart")
+    changed_keys: dict[str, str] = Field(..., description="keys whose value changes -> hot / restart")
+    restart_required: list[str] = Field(..., description="changed keys the agents use only after a restart")
+    agents: list[str] = Field(..., description="names of the agents in the group (they get the new version)")
+
+
+@router.post("/groups/{name}/config/preview", response_model=GroupConfigPreview, dependencies=CONFIG,
+             responses={**FORBIDDEN, **BODY})  # fmt: skip
+def preview_group_config(request: Request, name: str, body: GroupConfig) -> dict[str, Any]:
+    """The diff and effect of replacing a group's overlay, before applying it (422 names a bad key, as the PUT
+    would; config:write on every project). Stores nothing."""
+    reason = unrestricted_refusal(f"the config of group {name!r}", _scope(request, Permission.CONFIG_WRITE))
+    if reason is not None:
+        raise HTTPException(403, reason)
+    ctl = ctl_of(request)
+    try:
+        return group_preview(ctl.groups.get(name), body.overlay, body.description, ctl.registry.all())
+    except ConfigError as exc:
+        raise invalid("body", "overlay", str(exc)) from exc
+
+
 # -- policies -------------------------------------------------------------------------------------------
 @router.get("/policies", dependencies=READ, responses=FORBIDDEN)
 def list_policies(request: Request) -> list[dict[str, Any]]:
@@ -203,21 +240,30 @@ class PolicyBody(Policy):
     name: str | None = Field(None, description="ignored: the name in the path wins")  # type: ignore[assignment]
 
 
-@router.put("/policies/{name}", dependencies=CONFIG, responses={**FORBIDDEN, **BODY})
-def put_policy(request: Request, name: str, policy: PolicyBody) -> dict[str, Any]:
-    """Create or replace a policy (the name in the path wins); recompiles at once. A project-scoped caller
-    may only write a policy limited to one of their projects, and only replace such a policy."""
+def _parse_policy(name: str, policy: PolicyBody) -> Policy:
+    """The policy named ``name`` (the path's) from a body; a bad name is a 422 on the path."""
     try:
-        parsed = Policy.model_validate({**policy.model_dump(), "name": name})
+        return Policy.model_validate({**policy.model_dump(), "name": name})
     except ValidationError as exc:
         errors = [{**e, "loc": ("path", *e["loc"]) if e["loc"] == ("name",) else ("body", *e["loc"])}
                   for e in exc.errors(include_url=False)]  # fmt: skip
         raise RequestValidationError(errors) from None
+
+
+def _policy_put_refusal(request: Request, parsed: Policy, old: Policy | None) -> str | None:
+    """Why the caller may not write ``parsed`` (over ``old``); None when they may."""
+    allowed, snap = _scope(request, Permission.CONFIG_WRITE), ctl_of(request).inventory()
+    return policy_refusal(snap, parsed, allowed) or (policy_refusal(snap, old, allowed) if old else None)
+
+
+@router.put("/policies/{name}", dependencies=CONFIG, responses={**FORBIDDEN, **BODY})
+def put_policy(request: Request, name: str, policy: PolicyBody) -> dict[str, Any]:
+    """Create or replace a policy (the name in the path wins); recompiles at once. A project-scoped caller
+    may only write a policy limited to one of their projects, and only replace such a policy."""
+    parsed = _parse_policy(name, policy)
     ctl = ctl_of(request)
-    allowed, snap = _scope(request, Permission.CONFIG_WRITE), ctl.inventory()
     old = ctl.policies.get(name)
-    reason = policy_refusal(snap, parsed, allowed) or (policy_refusal(snap, old, allowed) if old else None)
-    _deny(request, "policy.put", reason, policy=name)
+    _deny(request, "policy.put", _policy_put_refusal(request, parsed, old), policy=name)
     answer = ctl.put_policy(parsed)
     _audit(request, "policy.put", policy=name, doc=parsed.model_dump(), replaced=old is not None)
     return answer
@@ -238,6 +284,59 @@ def delete_policy(request: Request, name: str) -> dict[str, Any]:
         raise refused(exc) from exc
     _audit(request, "policy.delete", policy=name, doc=old.model_dump() if old else None)
     return answer
+
+
+class PolicyEffect(BaseModel):
+    """How one agent's capture selection would change."""
+
+    agent_id: str
+    agent: str
+    host: str
+    active_before: bool = Field(..., description="a policy is in force on the agent now")
+    active_after: bool
+    vms_before: int
+    vms_after: int
+    added: list[str] = Field(..., description="VMs the agent would start capturing")
+    removed: list[str] = Field(..., description="VMs the agent would stop capturing")
+
+
+class PolicyPreview(BaseModel):
+    """What ``PUT /policies/{name}`` (or its DELETE, with ``?delete=true``) would do; nothing is stored."""
+
+    policy: str
+    exists: bool = Field(..., description="a policy of that name exists now")
+    delete: bool = Field(..., description="this previews deleting it")
+    changed: bool
+    current: dict[str, Any] | None = Field(..., description="the policy now (null: none)")
+    proposed: dict[str, Any] | None = Field(..., description="the policy once applied (null: deleted)")
+    diff: str = Field(..., description="unified diff of current -> proposed (indented JSON, sorted keys)")
+    agents: list[PolicyEffect] = Field(..., description="agents whose compiled selection would change")
+
+
+@router.post("/policies/{name}/preview", response_model=PolicyPreview, dependencies=CONFIG,
+             responses={**FORBIDDEN, **NO_POLICY, **BODY})  # fmt: skip
+def preview_policy(
+    request: Request, name: str, policy: PolicyBody | None = None, delete: bool = False
+) -> dict[str, Any]:
+    """The diff of a policy and which agents would capture which VMs more or less, before putting it (or,
+    with ``delete=true`` and no body, before deleting it). Refused (403) when the PUT or DELETE would be.
+    Stores nothing."""
+    ctl = ctl_of(request)
+    old = ctl.policies.get(name)
+    if delete:
+        if old is None:
+            raise HTTPException(404, f"no policy called {name!r}")
+        parsed = None
+        reason = policy_refusal(ctl.inventory(), old, _scope(request, Permission.CONFIG_WRITE))
+    else:
+        if policy is None:
+            raise invalid("body", "policy", "send the proposed policy, or preview its deletion (delete=true)")
+        parsed = _parse_policy(name, policy)
+        reason = _policy_put_refusal(request, parsed, old)
+    if reason is not None:
+        raise HTTPException(403, reason)
+    return policy_preview(ctl.inventory(), ctl.policies.all(), parsed, name, ctl.registry.all(),
+                          ctl.heartbeats.seen_macs())  # fmt: skip
 
 
 # -- compilation ----------------------------------------------------------------------------------------

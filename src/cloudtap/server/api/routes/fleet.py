@@ -59,8 +59,8 @@ def stale(request: Request) -> list[dict[str, Any]]:
 @router.get("/diagnose/vm/{name}", dependencies=READ, responses={**FORBIDDEN, **INVALID})
 def diagnose_vm(request: Request, name: str) -> dict[str, Any]:
     """Walk inventory -> host -> agent -> alive -> capture -> policy -> interface -> drops -> ingest and name
-    the first broken link. A project-bound caller asks only about VMs of its projects (404 otherwise, the
-    same answer as for a VM that does not exist)."""
+    the first broken link (``name``: the VM's name or key). A project-bound caller asks only about VMs of its
+    projects (404 otherwise, the same answer as for a VM that does not exist)."""
     projects = scope_of(request).projects
     if projects is not None:
         from cloudtap.inventory.visibility import visible
@@ -69,6 +69,7 @@ def diagnose_vm(request: Request, name: str) -> dict[str, Any]:
         install(request.app)
         source = getattr(request.app.state, "inventory", None)
         snapshot = source.current() if source is not None else None
-        if snapshot is None or name not in {v.name for v in visible(snapshot, projects).vms}:
+        known = {n for v in visible(snapshot, projects).vms for n in (v.name, v.key)} if snapshot else set()
+        if name not in known:
             raise HTTPException(404, f"no VM named {name!r} in your projects")
     return ctl_of(request).diagnose_vm(name)

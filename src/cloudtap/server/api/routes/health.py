@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from cloudtap.server.access.permissions import PUBLIC, Permission
 from cloudtap.server.api.guard import require
+from cloudtap.server.metrics import registry_of
 
 router = APIRouter(tags=["health"])
 
@@ -53,29 +53,7 @@ def ingest_stats(request: Request) -> IngestStats:
     )
 
 
-class _IngestCollector:
-    def __init__(self, request_app: object) -> None:
-        self.app = request_app
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        stats = self.app.state.ingestor.stats  # type: ignore[attr-defined]
-        batches = CounterMetricFamily("cloudtap_server_ingest_batches", "batches", labels=["result"])
-        batches.add_metric(["stored"], stats.batches - stats.duplicates)
-        batches.add_metric(["duplicate"], stats.duplicates)
-        batches.add_metric(["rejected"], stats.rejected)
-        yield batches
-        rows = CounterMetricFamily("cloudtap_server_ingest_rows", "rows stored", labels=["kind"])
-        for kind, n in stats.rows.items():
-            rows.add_metric([kind], n)
-        yield rows
-
-
 @router.get("/metrics", dependencies=[Depends(require(Permission.METRICS_READ))], include_in_schema=False)
 def metrics(request: Request) -> Response:
-    """Prometheus metrics of the server."""
-    registry = getattr(request.app.state, "registry", None)
-    if registry is None:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_IngestCollector(request.app))  # type: ignore[arg-type]
-        request.app.state.registry = registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics of the server (fleet-wide: ``metrics:read`` on every project; docs/metrics.md)."""
+    return Response(generate_latest(registry_of(request.app)), media_type=CONTENT_TYPE_LATEST)
