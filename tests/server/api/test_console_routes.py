@@ -84,3 +84,17 @@ def test_console_routes_stay_out_of_the_api_document(app: Any) -> None:
     paths = set(app.openapi()["paths"])
     assert not {"/", "/docs", "/assets/{name}", "/swagger/{name}"} & paths
     assert "/api/v1/query/extent" in paths
+
+
+def test_precompressed_assets_go_to_browsers_that_accept_gzip(app: Any, dist: Path) -> None:
+    import gzip
+
+    source = dist / "assets" / "index-abc.js"
+    (dist / "assets" / "index-abc.js.gz").write_bytes(gzip.compress(source.read_bytes()))
+    client = TestClient(app)
+    packed = client.get("/assets/index-abc.js", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip" and packed.headers["vary"] == "Accept-Encoding"
+    assert packed.headers["content-type"].startswith("text/javascript")
+    assert packed.text == source.read_text()  # the client inflated it
+    plain = client.get("/assets/index-abc.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == source.read_text()

@@ -8,6 +8,7 @@ server's own scripts.
 
 from __future__ import annotations
 
+import mimetypes
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -63,20 +64,29 @@ def _file(root: Path, name: str) -> Path:
     return path
 
 
+def _send(path: Path, request: Request, cache: str) -> Response:
+    """``path``, or its precompressed ``path.gz`` (made at build time) when the browser accepts gzip."""
+    headers = {**_HEADERS, "Cache-Control": cache, "Vary": "Accept-Encoding"}
+    packed = path.with_name(path.name + ".gz")
+    if "gzip" in request.headers.get("accept-encoding", "") and packed.is_file():
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(packed, media_type=media, headers={**headers, "Content-Encoding": "gzip"})
+    return FileResponse(path, headers=headers)
+
+
 @router.get("/", dependencies=_PUBLIC)
 def index(request: Request) -> Response:
     """The console's single page (or how to build it)."""
     dist = dist_of(request)
     if not built(dist):
         return HTMLResponse(_NOT_BUILT, headers=_HEADERS)
-    return FileResponse(dist / "index.html", headers={**_HEADERS, "Cache-Control": "no-cache"})
+    return _send(dist / "index.html", request, "no-cache")
 
 
 @router.get("/assets/{name:path}", dependencies=_PUBLIC)
 def asset(name: str, request: Request) -> Response:
     """A built, content-hashed asset of the console."""
-    path = _file(dist_of(request) / "assets", name)
-    return FileResponse(path, headers={**_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"})
+    return _send(_file(dist_of(request) / "assets", name), request, "public, max-age=31536000, immutable")
 
 
 @router.get("/docs", dependencies=_PUBLIC)
@@ -92,7 +102,4 @@ def swagger_asset(name: str, request: Request) -> Response:
     """Swagger UI's script, stylesheet and icon (copied from the npm package at build time)."""
     if name == "init.js":
         return Response(_INIT, media_type="text/javascript", headers=_HEADERS)
-    return FileResponse(
-        _file(dist_of(request) / "swagger", name),
-        headers={**_HEADERS, "Cache-Control": "public, max-age=86400"},
-    )
+    return _send(_file(dist_of(request) / "swagger", name), request, "public, max-age=86400")
