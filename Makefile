@@ -27,6 +27,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/meter/run.py
+	$(PY) bench/meter/whole_process.py
 	$(PY) bench/capture/read_speed.py
 	$(PY) bench/agent/ring_drain.py
 	$(PY) bench/agent/live_rate.py

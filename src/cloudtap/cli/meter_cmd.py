@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from cloudtap.cli.output import FORMATS, write_table
-from cloudtap.cli.render import top_flows_table
-from cloudtap.errors import CloudtapError
-from cloudtap.meter import MeterConfig, MeterResult, meter_file
+from cloudtap.cli.output import FORMATS, write_flows
+
+if TYPE_CHECKING:
+    from cloudtap.meter import MeterResult
 
 EXIT_PARTIAL = 3  #: some input was corrupt; flows before the damage were written
 
@@ -29,8 +19,10 @@ _PROGRESS_MIN_BYTES = 32 << 20
 
 def summary_line(result: MeterResult) -> str:
     """One line: packets, flows, speed, and everything not metered or lost."""
+    import numpy as np
+
     s = result.stats
-    flows = len({int(x) for x in result.flows["flow_id"]}) if len(result.flows) else 0
+    flows = len(np.unique(result.flows["flow_id"]))
     parts = [
         f"{result.frames:,} packets",
         f"{flows:,} flows ({len(result.flows):,} records)",
@@ -66,6 +58,11 @@ def meter_command(
     max_flows: Annotated[int, typer.Option(help="flow table capacity")] = 1 << 20,
 ) -> None:
     """Meter capture files into flow records with TCP health (RTT, retransmissions, close reason)."""
+    from rich.console import Console
+
+    from cloudtap.errors import CloudtapError
+    from cloudtap.meter import MeterConfig, meter_file
+
     err = Console(stderr=True)
     if fmt not in FORMATS:
         err.print(f"[red]unknown --format {fmt!r}[/]; choose one of {', '.join(FORMATS)}")
@@ -90,6 +87,15 @@ def meter_command(
     total = sum(f.stat().st_size for f in files)
     try:
         if total >= _PROGRESS_MIN_BYTES and err.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             columns = (
                 TextColumn("metering"),
                 BarColumn(),
@@ -107,12 +113,7 @@ def meter_command(
     except CloudtapError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    table = result.to_arrow()
-    if fmt == "table":
-        out = Console(file=open(output, "w", encoding="utf-8") if output else sys.stdout, width=160)  # noqa: SIM115
-        out.print(top_flows_table(table, limit=limit))
-    else:
-        write_table(table, fmt, output)
+    write_flows(result.flows, fmt, output, limit)
     err.print(summary_line(result))
     if result.partial:
         raise typer.Exit(EXIT_PARTIAL)
