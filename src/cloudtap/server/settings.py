@@ -187,6 +187,7 @@ class OidcSection(_Section):
         "projects: [shop]}]}; a user in no mapped group cannot log in",
     )
     ca_file: Path | None = Field(None, description="CA bundle to verify the provider's TLS certificate")
+    label: str = Field("single sign-on", max_length=60, description="the console's button: 'Log in with <label>'")
 
 
 class AuthSection(_Section):

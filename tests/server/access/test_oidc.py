@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, TestProvider, TestUser, serve, serve_provider
 from starlette.routing import NoMatchFound
 
 from cloudtap.errors import CloudtapError
@@ -23,6 +22,7 @@ from cloudtap.server.api.routes import oidc as oidc_routes
 from cloudtap.server.api.routes.oidc import BINDING_COOKIE, local_path
 from cloudtap.server.audit import AuditLog
 from cloudtap.server.settings import AuthSection, OidcSection, ServerSettings
+from oidc_provider import CLIENT_ID, CLIENT_SECRET, TestProvider, TestUser, serve, serve_provider
 
 LOGIN = "/api/v1/auth/oidc/login"
 CALLBACK = "/api/v1/auth/oidc/callback"
@@ -98,7 +98,7 @@ def test_sso_login_maps_groups_to_role_and_projects(cloudtap: Cloudtap, provider
     provider.user = TestUser("alice", ["shop-ops", "developers"])
     with cloudtap.client() as browser:
         assert browser.get("/api/v1/auth/oidc").json() == {"enabled": True, "issuer": provider.url,
-                                                            "login_url": LOGIN}  # fmt: skip
+                                                            "login_url": LOGIN, "label": "single sign-on"}  # fmt: skip
         r = browser.get(LOGIN, params={"next": "/api/v1/auth/me"})
         assert r.status_code == 200, r.text
         assert str(r.url) == f"{cloudtap.url}/api/v1/auth/me"
@@ -286,7 +286,8 @@ def test_sso_not_configured(open_store: Any, tmp_path: Path) -> None:
         auth=AuthSection(db_path=tmp_path / "a.sqlite", audit_log=tmp_path / "audit.jsonl")
     )
     with TestClient(_create(settings, open_store())) as client:
-        assert client.get("/api/v1/auth/oidc").json() == {"enabled": False, "issuer": None, "login_url": None}
+        assert client.get("/api/v1/auth/oidc").json() == {"enabled": False, "issuer": None, "login_url": None,
+                                                                    "label": None}
         for path in (LOGIN, CALLBACK):
             r = client.get(path, params={"state": "x", "code": "y"}, follow_redirects=False)
             assert r.status_code == 404 and r.json()["detail"] == "single sign-on is not configured"

@@ -74,8 +74,8 @@ def oidc_config(request: Request) -> dict[str, Any]:
     """Whether single sign-on is on (the console shows its button then), the issuer and where to start."""
     section = request.app.state.settings.auth.oidc
     if section is None:
-        return {"enabled": False, "issuer": None, "login_url": None}
-    return {"enabled": True, "issuer": section.issuer, "login_url": f"{PREFIX}/login"}
+        return {"enabled": False, "issuer": None, "login_url": None, "label": None}
+    return {"enabled": True, "issuer": section.issuer, "login_url": f"{PREFIX}/login", "label": section.label}
 
 
 @router.get("/login", status_code=302, dependencies=[Depends(require(PUBLIC))],
