@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_pages import log_in
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -152,13 +153,6 @@ def console_errors(page: Any) -> Iterator[list[str]]:
     assert not real, "the page logged errors:\n" + "\n".join(real) + "\nfailed requests:\n" + "\n".join(failed)
 
 
-def log_in(page: Any, console: Console, user: str, password: str, path: str = "/panorama") -> None:
-    """Log in through the login page and land on ``path`` (with the seed case's time range)."""
-    page.goto(console.link("/login", next=console.link(path).split("#", 1)[1]))
-    page.get_by_label("User name").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"**/#{path}**")
 
 
 @pytest.fixture

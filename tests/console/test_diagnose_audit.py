@@ -8,16 +8,11 @@ import urllib.error
 from typing import Any
 
 import pytest
+from console_pages import log_in
 
 Console = Any  # tests/console/conftest.py's Console
 
 
-def log_in(page: Any, console: Console, user: str, password: str, path: str) -> None:
-    page.goto(console.link("/login", next=console.link(path).split("#", 1)[1]))
-    page.get_by_label("User name").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"**/#{path}**")
 
 
 def test_diagnose_shows_the_chain_and_its_first_broken_link(admin_page: Any, console: Console, shot: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from console_pages import log_in
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.slow
@@ -34,12 +35,6 @@ def _query(page: Any) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(fragment).query).items()}
 
 
-def _log_in(page: Any, console: Any, user: str, password: str, path: str) -> None:
-    page.goto(console.link("/login", next=path))
-    page.get_by_label("User name").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/#/incident**")
 
 
 def test_dragging_on_the_series_selects_the_window_and_compare_ranks_the_push_first(
@@ -223,7 +218,7 @@ def test_without_the_permissions_the_buttons_are_disabled_and_errors_are_words(
 ) -> None:
     name, password = console.make_user("viewer")
     path = console.link("/incident", **WINDOW, **EDGE, step="pcap").split("#", 1)[1]
-    _log_in(page, console, name, password, path)
+    log_in(page, console, name, password, path)
     expect(page.locator("[data-test=pcap-preview]")).to_be_disabled()
     expect(page.locator("[data-test=pcap-download]")).to_be_disabled()
     expect(page.get_by_text("You need the pcap:read permission")).to_be_visible()

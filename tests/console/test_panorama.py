@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_pages import log_in
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.slow
@@ -14,13 +15,6 @@ pytestmark = pytest.mark.slow
 PROJECTS = {"shop", "payments", "analytics", "ci", "infra"}
 
 
-def log_in_as(page: Any, console: Any, user: str, password: str, path: str) -> None:
-    """Log in through the login page and land on ``path`` over the whole seed case."""
-    page.goto(console.link("/login", next=console.link(path).split("#", 1)[1]))
-    page.get_by_label("User name").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"**/#{path}**")
 
 
 def _node_names(page: Any) -> set[str]:
@@ -77,7 +71,7 @@ def test_panorama_shows_the_five_projects_and_expands_one(
 def test_a_shop_viewer_sees_no_other_project(page: Any, console: Any, console_errors: list[str],
                                              shot: Callable[[Any, str], Path]) -> None:  # fmt: skip
     user, password = console.make_user("viewer", ["shop"])
-    log_in_as(page, console, user, password, "/panorama")
+    log_in(page, console, user, password, "/panorama")
     names = _node_names(page)
     assert "shop" in names and not names & (PROJECTS - {"shop"}), names
     table = page.locator("[data-test=edge-table]").inner_text()
