@@ -26,19 +26,13 @@ _COLUMNS = (("proto", "left"), ("client", "left"), ("server", "left"), ("packets
             ("close", "left"))  # fmt: skip
 
 
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB' (as :func:`cloudtap.cli.render.human_bytes`)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
 
 def top_flows_rich(rows: list[dict[str, Any]], title: str = "Top flows by bytes") -> Table:
     """Rows of :func:`cloudtap.meter.writers.top.top_flows` as the Rich table ``render`` draws."""
     from rich.table import Table
     from rich.text import Text
+
+    from cloudtap.cli.render import human_bytes
 
     table = Table(title=title, header_style="bold cyan", row_styles=["", "dim"])
     for name, justify in _COLUMNS:
