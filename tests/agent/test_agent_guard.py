@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from agent_replay import replay_config
 
-from cloudtap.agent.config import load_agent_config
 from cloudtap.agent.guard import HostBreakers, HostSample
 from cloudtap.agent.runner import Agent
 from cloudtap.agent.sinks import MemorySink
@@ -26,21 +26,8 @@ def cloud_pcap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 
 
 def replay_agent(pcap: Path, tmp_path: Path, speed: float | None = None, **limits: object) -> Agent:
-    env = {
-        "CLOUDTAP_AGENT__CAPTURE__MODE": "replay",
-        "CLOUDTAP_AGENT__CAPTURE__REPLAY_FILE": str(pcap),
-        "CLOUDTAP_AGENT__OUTPUT__DIRECTORY": str(tmp_path / "out"),
-        "CLOUDTAP_AGENT__CONTROL__PORT": "0",
-        "CLOUDTAP_AGENT__CONTROL__SOCKET": "",  # no Unix socket in /run
-        "CLOUDTAP_AGENT__LIMITS__USE_CGROUP": "false",
-        # The agent runs inside pytest here: the test process (compiler, other tests) is not the grant.
-        "CLOUDTAP_AGENT__LIMITS__MAX_MEMORY_MIB": "16384",
-    }
-    if speed is not None:
-        env["CLOUDTAP_AGENT__CAPTURE__REPLAY_SPEED"] = str(speed)
-    for key, value in limits.items():
-        env[f"CLOUDTAP_AGENT__LIMITS__{key.upper()}"] = str(value)
-    return Agent(load_agent_config(None, env=env), sink=MemorySink())
+    capture = {"replay_speed": speed} if speed is not None else {}
+    return Agent(replay_config(pcap, tmp_path, limits=limits, **capture), sink=MemorySink())
 
 
 def cpu_seconds() -> float:
