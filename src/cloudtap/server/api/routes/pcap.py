@@ -146,19 +146,32 @@ class PcapPreview(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+#: What both the download and its preview refuse, and why.
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"model": PcapErrorOut, "description": "body not JSON, bad window or filter, or vm given with no inventory"},
+    403: {"model": PcapErrorOut, "description": "the VM is not in the caller's projects"},
+    **INVALID,
+    404: {"model": PcapErrorOut, "description": "no agent captured the VM in the window"},
+}
+
+
+def _described(request: Request, body: PcapIn) -> dict[str, Any]:
+    """What a retrieval asked for, as its audit records name it."""
+    return {
+        "client": request.client.host if request.client else None,
+        "vm": body.vm,
+        "agents": [a.agent for a in body.agents or []] or None,
+        "filter": body.filter,
+    }
+
+
 @router.post(
     "",
     dependencies=[Depends(require(Permission.PCAP_READ))],
     response_class=StreamingResponse,
     responses={
         200: {"content": {PCAPNG: {}}, "description": "the merged pcapng"},
-        400: {
-            "model": PcapErrorOut,
-            "description": "body not JSON, bad window or filter, or vm given with no inventory",
-        },
-        403: {"model": PcapErrorOut, "description": "the VM is not in the caller's projects"},
-        **INVALID,
-        404: {"model": PcapErrorOut, "description": "no agent captured the VM in the window"},
+        **_REFUSALS,
         413: {"model": PcapErrorOut, "description": "the packets exceed the size cap (reason in detail)"},
         502: {"model": PcapErrorOut, "description": "an agent failed or could not be reached"},
     },
@@ -168,12 +181,7 @@ async def pcap(body: PcapIn, request: Request, principal: PrincipalDep) -> Any:
     settings = request.app.state.settings.pcap
     audit = audit_of(request.app)
     started = time.perf_counter()
-    what: dict[str, Any] = {
-        "client": request.client.host if request.client else None,
-        "vm": body.vm,
-        "agents": [a.agent for a in body.agents or []] or None,
-        "filter": body.filter,
-    }
+    what = _described(request, body)
 
     def refused(status: int, reason: str) -> JSONResponse:
         audit.record("pcap.retrieve", principal.name, "refused" if status < 500 else "failed", **what, status=status,
@@ -216,13 +224,7 @@ async def pcap(body: PcapIn, request: Request, principal: PrincipalDep) -> Any:
     dependencies=[Depends(require(Permission.PCAP_READ))],
     response_model=PcapPreview,
     responses={
-        400: {
-            "model": PcapErrorOut,
-            "description": "body not JSON, bad window or filter, or vm given with no inventory",
-        },
-        403: {"model": PcapErrorOut, "description": "the VM is not in the caller's projects"},
-        **INVALID,
-        404: {"model": PcapErrorOut, "description": "no agent captured the VM in the window"},
+        **_REFUSALS,
         502: {"model": PcapErrorOut, "description": "an agent failed or could not be reached"},
     },
     summary="Size of a retrieval, before downloading it",
@@ -235,12 +237,7 @@ async def pcap_preview(body: PcapIn, request: Request, principal: PrincipalDep) 
     settings = request.app.state.settings.pcap
     audit = audit_of(request.app)
     started = time.perf_counter()
-    what: dict[str, Any] = {
-        "client": request.client.host if request.client else None,
-        "vm": body.vm,
-        "agents": [a.agent for a in body.agents or []] or None,
-        "filter": body.filter,
-    }
+    what = _described(request, body)
 
     def done(outcome: str, status: int, **extra: Any) -> None:
         audit.record("pcap.preview", principal.name, outcome, **what, status=status, **extra,
