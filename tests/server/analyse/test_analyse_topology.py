@@ -65,3 +65,13 @@ def test_relative_ranges_answer_even_when_empty(astore: Any, names: DictNames, s
     t = topology(astore, TopologyRequest(time_from=since, time_to="now", level="project"), names)
     if since in ("now-15m", "-1h"):  # the stored day is past
         assert t.nodes == [] and t.edges == []
+
+
+def test_edge_ports_name_services_not_icmp_identifiers(astore: Any, names: DictNames, adata: AnalyseData) -> None:
+    edges = adata.tables["edges_60s"].to_pylist()
+    services = {int(r["server_port"]) for r in edges if int(r["proto"]) not in (1, 58)}
+    icmp_ids = {int(r["server_port"]) for r in edges if int(r["proto"]) in (1, 58)} - services
+    assert icmp_ids  # the data has pings whose "ports" are echo identifiers
+    t = topology(astore, TopologyRequest(**DAY, level="ip", limit=1000), names)
+    listed = {p for e in t.edges for p in e.ports}
+    assert listed and listed <= services and not listed & icmp_ids

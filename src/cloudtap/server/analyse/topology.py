@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudtap.inventory.names import NameResolver, NoNames
+from cloudtap.schema.packet import PROTO_ICMP, PROTO_ICMPV6
 from cloudtap.server.analyse._sql import (
     EDGE_SUMS,
     Params,
@@ -115,7 +116,9 @@ def topology(store: Any, request: TopologyRequest, names: NameResolver | None = 
     keys = [(c_expr, "src"), (s_expr, "dst")]
     if request.by_port:
         keys += [("server_port", "server_port"), ("proto", "proto")]
-    extra = [("groupUniqArray(8)(server_port)", "arrayDistinct(flatten(groupArray({a})))", "ports")]
+    # ICMP "ports" are echo identifiers, not services: an edge's port list names TCP/UDP/SCTP services only
+    extra = [(f"groupUniqArrayIf(8)(server_port, proto NOT IN ({PROTO_ICMP}, {PROTO_ICMPV6}))",
+              "arrayDistinct(flatten(groupArray({a})))", "ports")]  # fmt: skip
     if level == "ip":
         extra += [("max(client_vm_id)", "max({a})", "src_vm"), ("max(server_vm_id)", "max({a})", "dst_vm")]
     if level in PROJECT_LEVELS:
