@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 from cloudtap import __version__
 from cloudtap.agent.config import AgentConfig
 from cloudtap.agent.config_apply import apply_hot, revert
+from cloudtap.agent.vm_report import VmReporter
 from cloudtap.errors import CloudtapError, ConfigError
 from cloudtap.server.controller.overlay import changed_keys, effective_config
 
@@ -152,6 +153,7 @@ class ControllerClient:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._cached_doc = self._load_cache()
+        self.vm_reporter = VmReporter(agent.config.capture.libvirt_dirs)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -231,9 +233,13 @@ class ControllerClient:
         s = self.agent.status()
         breakers = getattr(self.agent.breakers, "breakers", [])
         sink_stats = getattr(self.agent.sink, "stats", None)
-        pending = sink_stats().pending_batches if callable(sink_stats) else 0
+        ship = sink_stats() if callable(sink_stats) else None
+        governor = getattr(self.agent, "governor", None)
+        points = getattr(self.agent, "points", None)
+        ports = self.vm_reporter.ports(points) if points is not None else {}
         interfaces = [{"name": name, "mac": c.get("vm_mac"), "domain": c.get("vm_domain"),
-                       "packets": int(c.get("packets", 0) or 0), "kernel_drops": int(c.get("kernel_drops", 0) or 0)}
+                       "packets": int(c.get("packets", 0) or 0), "kernel_drops": int(c.get("kernel_drops", 0) or 0),
+                       **ports.get(name, {})}
                       for name, c in s.interfaces.items()]  # fmt: skip
         return {
             "version": __version__, "mode": s.mode, "uptime_s": s.uptime_s, "capturing": s.capturing,
@@ -243,8 +249,12 @@ class ControllerClient:
             "captured_packets": s.captured_packets, "captured_bytes": s.captured_bytes,
             "record_bytes": s.record_bytes, "records": s.records, "kernel_drops": s.kernel_drops,
             "meter_drops": s.meter_drops, "pps_limit_drops": s.pps_limit_drops, "interfaces": interfaces,
+            "vms": self.vm_reporter.vms(points) if points is not None else [],
             "config_version": self.applied_version, "restart_required": self.restart_required,
-            "config_error": self.config_error, "ship_pending_batches": pending, "errors": s.errors[-5:],
+            "config_error": self.config_error, "ship_pending_batches": getattr(ship, "pending_batches", 0),
+            "ship_dead_letters": getattr(ship, "dead_letters", 0), "ship_retries": getattr(ship, "retries", 0),
+            "ship_last_status": getattr(ship, "last_status", 0),
+            "throttled_s": float(getattr(governor, "throttled_s", 0.0) or 0.0), "errors": s.errors[-5:],
             "control_url": advertised_control_url(self.agent, self.cfg.url or ""),
         }  # fmt: skip
 

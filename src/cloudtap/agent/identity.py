@@ -1,4 +1,8 @@
-"""Observation points: stable ids for capture interfaces and the VM behind each one."""
+"""Observation points: stable ids for capture interfaces and the VM behind each one.
+
+Annotating a flow batch also teaches the points' :class:`~cloudtap.agent.port_addresses.PortAddresses`
+which IPs each VM uses (``points.addresses``; vectorised over the batch).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+
+from cloudtap.agent.port_addresses import PortAddresses, mac_to_int
 
 
 @dataclass(frozen=True)
@@ -23,10 +29,12 @@ class ObservationPoint:
 class ObservationPoints:
     """Assigns each interface name a stable small id (it survives removal and re-adding)."""
 
-    def __init__(self) -> None:
+    def __init__(self, addresses: PortAddresses | None = None) -> None:
         self._lock = threading.Lock()
         self._by_name: dict[str, ObservationPoint] = {}
         self._by_id: list[ObservationPoint] = []
+        self._vm_macs = np.zeros(0, np.uint64)  # VM MAC by point id (0: none)
+        self.addresses = addresses if addresses is not None else PortAddresses()  #: IPs seen per point
 
     def register(
         self, interface: str, vm_mac: str | None = None, domain: str | None = None, domain_uuid: str | None = None
@@ -41,7 +49,11 @@ class ObservationPoints:
             else:
                 self._by_id[point_id] = point
             self._by_name[interface] = point
-            return point
+            if old is None or old.vm_mac != vm_mac:
+                self._vm_macs = np.array([mac_to_int(p.vm_mac) for p in self._by_id], np.uint64)
+        if old is not None and old.vm_mac != vm_mac:
+            self.addresses.forget(point_id)  # another VM behind this interface now
+        return point
 
     def ids_for(self, names: list[str]) -> np.ndarray:
         """Map a source's interface list (position -> name) to point ids."""
@@ -59,6 +71,8 @@ class ObservationPoints:
         idx = np.where(ids < len(points), ids, len(points))
         table = table.append_column("interface_name", pa.array(names[idx], pa.string()))
         table = table.append_column("vm_domain", pa.array(domains[idx], pa.string()))
+        if column == "interface":
+            self.addresses.observe(table, self._vm_macs)  # skips tables without MACs (edges)
         return table.append_column("vm_mac", pa.array(macs[idx], pa.string()))
 
     def all(self) -> list[ObservationPoint]:

@@ -1,5 +1,10 @@
 """libvirt domain XML: which VM owns a host interface (tap/vnet name -> domain name, uuid, guest MAC).
 
+OpenStack nova also writes what it knows of the instance into ``<metadata><nova:instance>`` (namespace
+``http://openstack.org/xmlns/libvirt/nova/<version>``, any version accepted): the instance's name, flavor,
+owner user and project (ids and names); :class:`NovaInstance` keeps them, so an agent can report its VMs'
+business identity without any cloud API.
+
 libvirt keeps two copies of each domain: the live status in ``/run/libvirt/qemu/<name>.xml`` (a
 ``<domstatus>`` wrapping the ``<domain>``, with the ``vnetN`` names the running VM really got) and the
 persistent definition in ``/etc/libvirt/qemu/<name>.xml`` (OpenStack nova names its ports there:
@@ -25,6 +30,22 @@ log = logging.getLogger(__name__)
 
 # <source> attributes naming what a NIC plugs into; a live type="network" NIC also names its bridge
 _SOURCE_ATTRS = ("network", "bridge", "dev", "path", "name")
+#: nova's metadata namespaces: ``.../nova/1.0``, ``1.1``, ``1.2``... (the version is not checked)
+NOVA_NS_PREFIX = "http://openstack.org/xmlns/libvirt/nova/"
+#: longest text kept from the metadata (nova's own limit for names is 255)
+MAX_TEXT = 255
+
+
+@dataclass(frozen=True)
+class NovaInstance:
+    """What nova wrote about the instance in the domain's ``<metadata>`` (``""`` when absent)."""
+
+    name: str = ""  #: <nova:name>: the instance's display name
+    flavor: str = ""  #: <nova:flavor name=...>
+    project_id: str = ""  #: <nova:owner><nova:project uuid=...>
+    project_name: str = ""  #: its text
+    user_id: str = ""  #: <nova:owner><nova:user uuid=...>
+    user_name: str = ""
 
 
 class DomainInterface(NamedTuple):
@@ -43,6 +64,7 @@ class LibvirtDomain:
     name: str
     uuid: str | None
     interfaces: tuple[DomainInterface, ...]
+    nova: NovaInstance | None = None  #: nova's metadata, when the domain has some
 
     def interface(self, target: str) -> DomainInterface | None:
         """Return the interface whose ``<target dev>`` is ``target``, or None."""
@@ -75,6 +97,52 @@ def _parse_interface(element: ET.Element) -> DomainInterface:
     )
 
 
+def _local(tag: object) -> tuple[str, str]:
+    """``(namespace, local name)`` of an element tag (comments and PIs have no str tag)."""
+    if not isinstance(tag, str):
+        return "", ""
+    if tag.startswith("{"):
+        ns, _, local = tag[1:].partition("}")
+        return ns, local
+    return "", tag
+
+
+def _clip(value: str | None) -> str:
+    return (value or "").strip()[:MAX_TEXT]
+
+
+def _nova_child(parent: ET.Element, ns: str, local: str) -> ET.Element | None:
+    return parent.find(f"{{{ns}}}{local}")
+
+
+def parse_nova_metadata(domain: ET.Element) -> NovaInstance | None:
+    """nova's ``<nova:instance>`` of a ``<domain>`` element, or None when it has none.
+
+    Any namespace starting with :data:`NOVA_NS_PREFIX` is accepted; missing parts are ``""``.
+    """
+    metadata = domain.find("metadata")
+    if metadata is None:
+        return None
+    for element in metadata:
+        ns, local = _local(element.tag)
+        if local != "instance" or not ns.startswith(NOVA_NS_PREFIX):
+            continue
+        name_el = _nova_child(element, ns, "name")
+        flavor_el = _nova_child(element, ns, "flavor")
+        owner = _nova_child(element, ns, "owner")
+        user = _nova_child(owner, ns, "user") if owner is not None else None
+        project = _nova_child(owner, ns, "project") if owner is not None else None
+        return NovaInstance(
+            name=_clip(name_el.text if name_el is not None else None),
+            flavor=_clip(flavor_el.get("name") if flavor_el is not None else None),
+            project_id=_clip(project.get("uuid") if project is not None else None).lower(),
+            project_name=_clip(project.text if project is not None else None),
+            user_id=_clip(user.get("uuid") if user is not None else None).lower(),
+            user_name=_clip(user.text if user is not None else None),
+        )
+    return None
+
+
 def parse_domain_xml(text: str) -> LibvirtDomain:
     """Parse a libvirt domain definition or live status file.
 
@@ -82,7 +150,7 @@ def parse_domain_xml(text: str) -> LibvirtDomain:
         text: the XML: a ``<domain>`` document, or a ``<domstatus>`` wrapping one (``/run/libvirt``).
 
     Returns:
-        The domain's name, uuid and interfaces (in document order).
+        The domain's name, uuid, interfaces (in document order) and nova metadata (when present).
 
     Raises:
         ValueError: the text is not well-formed XML or holds no named ``<domain>``.
@@ -99,7 +167,7 @@ def parse_domain_xml(text: str) -> LibvirtDomain:
         raise ValueError("libvirt domain without <name>")
     uuid = (domain.findtext("uuid") or "").strip().lower() or None
     nics = tuple(_parse_interface(el) for el in domain.findall("devices/interface"))
-    return LibvirtDomain(name=name, uuid=uuid, interfaces=nics)
+    return LibvirtDomain(name=name, uuid=uuid, interfaces=nics, nova=parse_nova_metadata(domain))
 
 
 class DomainIndex:
@@ -114,12 +182,17 @@ class DomainIndex:
         # path -> (file signature, parsed domain or None when the file is bad)
         self._files: dict[Path, tuple[tuple[int, int, int], LibvirtDomain | None]] = {}
         self._by_target: dict[str, LibvirtDomain] = {}
+        self._by_name: dict[str, LibvirtDomain] = {}
         self.version = 0  # incremented whenever a refresh changes the index
 
     @property
     def by_target(self) -> dict[str, LibvirtDomain]:
         """Domains by interface target name (as of the last :meth:`refresh`)."""
         return dict(self._by_target)
+
+    def domain(self, name: str) -> LibvirtDomain | None:
+        """The domain called ``name`` (as of the last :meth:`refresh`), or None."""
+        return self._by_name.get(name)
 
     def lookup(self, target: str) -> tuple[LibvirtDomain, DomainInterface] | None:
         """Return the domain and interface whose ``<target dev>`` is ``target``, or None."""
@@ -133,6 +206,7 @@ class DomainIndex:
         """Re-scan the directories; parse new or changed files. Returns True if the index changed."""
         seen: dict[Path, tuple[tuple[int, int, int], LibvirtDomain | None]] = {}
         by_target: dict[str, LibvirtDomain] = {}
+        by_name: dict[str, LibvirtDomain] = {}
         for directory in self.dirs:
             for path, signature in _xml_files(directory):
                 cached = self._files.get(path)
@@ -143,12 +217,14 @@ class DomainIndex:
                 seen[path] = (signature, domain)
                 if domain is None:
                     continue
+                by_name.setdefault(domain.name, domain)
                 for nic in domain.interfaces:
                     if nic.target and nic.target not in by_target:
                         by_target[nic.target] = domain
         self._files = seen
         changed = by_target != self._by_target
         self._by_target = by_target
+        self._by_name = by_name
         self.version += changed
         return changed
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from cloudtap.cli.errors import CliError
@@ -175,13 +176,16 @@ def why_command(
             "warn": "[yellow]warn[/]",
             "skipped": "[dim]skip[/]",
         }
+        width = max((len(s["step"]) for s in d["steps"]), default=11)
         for s in d["steps"]:
-            console.print(f"{marks.get(s['status'], s['status']):>8}  {s['step']:<11} {s['detail']}")
+            console.print(f"{marks.get(s['status'], s['status']):>8}  {s['step']:<{width}} {escape(s['detail'])}")
         console.print(
             ("[bold red]broken link:[/] " if d["broken"] else "[green]")
-            + d["summary"]
+            + escape(d["summary"])
             + ("" if d["broken"] else "[/]")
         )
+        if d["broken"] and d.get("fix"):  # servers before the fixes answer without one
+            console.print(f"[bold]what to do:[/] {escape(d['fix'])}")
     if d["broken"]:
         raise typer.Exit(3)
 

@@ -257,7 +257,7 @@ class Coalescer:
         self.group_sizes.observe(len(decoded))
         for key, result in results.items():
             if isinstance(result, IngestError):
-                self.ingestor.rejected(result.reason, f"batch {key.agent_id}:{key.seq} refused: {result}")
+                self.ingestor.rejected(result.reason, f"batch {key.agent_id}:{key.seq} refused: {result}", key.agent_id)
             elif not isinstance(result, Exception):
                 member = decoded.get(key)
                 frame = member.frame if member is not None else b""
@@ -282,7 +282,7 @@ class Coalescer:
                 left_out[m.key] = exc
             except Exception as exc:  # an unexpected reader error: refuse this batch, not its group
                 detail = f"malformed batch: cannot be read: {type(exc).__name__}: {exc}"
-                self.ingestor.rejected("malformed", detail)
+                self.ingestor.rejected("malformed", detail, m.key.agent_id)
                 left_out[m.key] = IngestError(detail, "malformed")
         group.members = [m for m in group.members if m.key not in left_out]
         return left_out

@@ -5,7 +5,8 @@
   ClickHouse (embedded chDB too) deletes expired rows in background merges; nothing to schedule.
 * **Disk budget** (``storage.max_disk_gib``): needs a caller. :class:`Housekeeper` runs
   ``store.enforce_disk_budget`` every ``storage.housekeeping_s`` in a daemon thread and keeps what it
-  did (runs, errors, partitions and bytes dropped, data size) for ``/metrics``.
+  did (runs, errors, partitions and bytes dropped, data size) for ``/metrics``, and remembers each
+  dropped partition (table, the record-time range it held, when) for "why is there no data for VM X?".
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from cloudtap.server.settings import ServerSettings, StorageSection
@@ -22,6 +25,39 @@ from cloudtap.server.store.retention import DroppedPartition, RetentionPolicy
 
 log = logging.getLogger(__name__)
 GIB = 1 << 30
+#: dropped partitions remembered (newest kept)
+KEEP_DROPS = 500
+
+
+@dataclass(frozen=True)
+class DropRecord:
+    """A partition the disk budget dropped: which, the record time it held (epoch s, UTC), and when."""
+
+    table: str
+    partition_id: str
+    bytes: int
+    time_from: float | None  #: start of the partition's record time (None: the id is not a day or month)
+    time_to: float | None  #: end (exclusive)
+    dropped_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "partition_id": self.partition_id, "bytes": self.bytes,
+                "time_from": self.time_from, "time_to": self.time_to, "dropped_at": self.dropped_at}  # fmt: skip
+
+
+def partition_range(partition_id: str) -> tuple[float, float] | None:
+    """The UTC time range of a ``toYYYYMMDD`` (one day) or ``toYYYYMM`` (one month) partition id."""
+    try:
+        if len(partition_id) == 8 and partition_id.isdigit():
+            start = datetime.strptime(partition_id, "%Y%m%d").replace(tzinfo=UTC)
+            return start.timestamp(), start.timestamp() + 86_400
+        if len(partition_id) == 6 and partition_id.isdigit():
+            start = datetime.strptime(partition_id, "%Y%m").replace(tzinfo=UTC)
+            end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+            return start.timestamp(), end.timestamp()
+    except ValueError:
+        return None
+    return None
 
 
 def retention_policy(storage: StorageSection) -> RetentionPolicy:
@@ -110,6 +146,13 @@ class Housekeeper:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.data_bytes: int | None = None
+        self._drops: deque[DropRecord] = deque(maxlen=KEEP_DROPS)
+
+    def drops(self, since: float | None = None, tables: tuple[str, ...] | None = None) -> list[DropRecord]:
+        """Partitions dropped (oldest first; the last ``KEEP_DROPS``), at or after ``since``, of ``tables``."""
+        with self._lock:
+            found = list(self._drops)
+        return [d for d in found if (since is None or d.dropped_at >= since) and (tables is None or d.table in tables)]
 
     # -- one pass ----------------------------------------------------------------------------------
     def run_once(self) -> HousekeepingRun:
@@ -151,7 +194,11 @@ class Housekeeper:
             self.last_dropped = list(run.dropped)
             if run.data_bytes is not None:
                 self.data_bytes = run.data_bytes
+            at = run.started + run.duration_s
             for d in run.dropped:
+                span = partition_range(d.partition_id)
+                self._drops.append(DropRecord(d.table, d.partition_id, d.bytes, span[0] if span else None,
+                                              span[1] if span else None, at))  # fmt: skip
                 self.dropped_partitions_total += 1
                 self.dropped_bytes_total += d.bytes
                 by_count, by_bytes = self.dropped_partitions_by_table, self.dropped_bytes_by_table
@@ -221,4 +268,5 @@ class Housekeeper:
         self.stop()
 
 
-__all__ = ["GIB", "Housekeeper", "HousekeepingRun", "RetentionStore", "retention_policy"]
+__all__ = ["GIB", "DropRecord", "Housekeeper", "HousekeepingRun", "RetentionStore", "partition_range",
+           "retention_policy"]

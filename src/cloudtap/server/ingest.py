@@ -6,6 +6,7 @@ Kept apart from HTTP so `cloudtap import` and tests use the same path as agents.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -29,6 +30,20 @@ class IngestError(ValueError):
         self.reason = reason
 
 
+#: agents whose refusals are remembered (the oldest is forgotten beyond it: names in headers are free text)
+MAX_AGENTS = 4096
+
+
+@dataclass
+class AgentRefusals:
+    """Batches of one agent the server refused: how many, why, and the last one (for "why no data?")."""
+
+    count: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    last_at: float = 0.0  #: epoch seconds
+    last_error: str = ""
+
+
 @dataclass
 class IngestStats:
     """Counters of the ingest path.
@@ -42,6 +57,8 @@ class IngestStats:
     duplicates: int = 0
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)  #: refusals per reason
+    #: refusals per agent (the batch's agent, or the one its headers claim), for the VM diagnosis
+    rejected_by_agent: dict[str, AgentRefusals] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  #: rows acknowledged per kind (duplicates included)
     stored_rows: dict[str, int] = field(default_factory=dict)  #: rows newly stored per kind (no duplicates)
     stored_bytes: dict[str, int] = field(default_factory=dict)  #: Arrow bytes newly stored per kind
@@ -78,7 +95,8 @@ class Ingestor:
             head = read_header(data)
             check_readable(head, KINDS)
         except WireError as exc:
-            self._reject(exc.reason, f"malformed batch: {exc}" if exc.reason == "malformed" else str(exc))
+            detail = f"malformed batch: {exc}" if exc.reason == "malformed" else str(exc)
+            self._reject(exc.reason, detail, _claimed_agent(data, agent_id))
         self._check_key(head.agent_id, head.seq, agent_id, seq)
         return head
 
@@ -104,31 +122,32 @@ class Ingestor:
             IngestError: the batch is malformed or does not fit the schema.
         """
         batch = self._decode(data, agent_id, seq)
-        tables = self._known(batch.tables)
+        tables = self._known(batch.tables, batch.agent_id)
         if tag:
             tables = self.tag(tables)
         try:  # checked here, so one bad batch is refused alone; the store prepares the merged block again
             for kind, table in tables.items():
                 prepare_table(kind, table)
         except (ValueError, TypeError, pa.ArrowException) as exc:
-            self._reject("bad columns", str(exc))
+            self._reject("bad columns", str(exc), batch.agent_id)
         return PreparedBatch(BatchKey(batch.agent_id, batch.seq), tables, data, sum(batch.rows.values()))
 
     def _decode(self, data: bytes, agent_id: str | None, seq: int | None) -> WireBatch:
         try:  # unknown kinds, versions and decoded sizes are refused before anything is decompressed
             batch = decode_batch(data, KINDS)
         except WireError as exc:
-            self._reject(exc.reason, f"malformed batch: {exc}" if exc.reason == "malformed" else str(exc))
+            detail = f"malformed batch: {exc}" if exc.reason == "malformed" else str(exc)
+            self._reject(exc.reason, detail, _claimed_agent(data, agent_id))
         self._check_key(batch.agent_id, batch.seq, agent_id, seq)
         return batch
 
     def _check_key(self, found_agent: str, found_seq: int, agent_id: str | None, seq: int | None) -> None:
         if agent_id is not None and agent_id != found_agent:
             detail = f"agent header {agent_id!r} does not match the batch's agent {found_agent!r}"
-            self._reject("agent mismatch", detail)
+            self._reject("agent mismatch", detail, found_agent)
         if seq is not None and seq != found_seq:
             detail = f"sequence header {seq} does not match the batch's sequence {found_seq}"
-            self._reject("sequence mismatch", detail)
+            self._reject("sequence mismatch", detail, found_agent)
 
     def count(self, result: InsertResult, tables: dict[str, pa.Table] | None = None, wire_bytes: int = 0) -> None:
         """Count one stored (or duplicate) batch; ``tables`` and ``wire_bytes`` size what a new one added."""
@@ -146,30 +165,51 @@ class Ingestor:
                 for kind, table in (tables or {}).items():
                     stats.stored_bytes[kind] = stats.stored_bytes.get(kind, 0) + table.nbytes
 
-    def rejected(self, reason: str, detail: str = "") -> None:
-        """Count one batch refused for ``reason`` (a few words); ``detail`` is kept as the last error."""
+    def rejected(self, reason: str, detail: str = "", agent: str | None = None) -> None:
+        """Count one batch refused for ``reason`` (a few words); ``detail`` is kept as the last error, and as
+        ``agent``'s last refusal when the batch's agent is known."""
         with self._counting:
             self.stats.rejected += 1
             self.stats.rejected_by_reason[reason] = self.stats.rejected_by_reason.get(reason, 0) + 1
             self.stats.last_error = detail or reason
+            if agent:
+                self._refused_by(agent, reason, detail or reason)
+
+    def _refused_by(self, agent: str, reason: str, detail: str) -> None:
+        by_agent = self.stats.rejected_by_agent
+        mine = by_agent.pop(agent, None) or AgentRefusals()  # re-inserted: the dict stays oldest-first
+        if len(by_agent) >= MAX_AGENTS:
+            del by_agent[next(iter(by_agent))]
+        mine.count += 1
+        mine.by_reason[reason] = mine.by_reason.get(reason, 0) + 1
+        mine.last_at, mine.last_error = time.time(), detail
+        by_agent[agent] = mine
+
+    def refusals_of(self, agent: str) -> AgentRefusals | None:
+        """A copy of ``agent``'s refusals (None: none counted)."""
+        with self._counting:
+            found = self.stats.rejected_by_agent.get(agent)
+            return None if found is None else AgentRefusals(found.count, dict(found.by_reason), found.last_at,
+                                                            found.last_error)  # fmt: skip
 
     def ingest_tables(self, tables: dict[str, pa.Table], key: BatchKey | None, wire_bytes: int = 0) -> InsertResult:
         """Store already-decoded tables (``cloudtap import`` path); ``wire_bytes``: the encoded batch's size."""
-        tables = self.tag(self._known(tables))
+        agent = key.agent_id if key is not None else None
+        tables = self.tag(self._known(tables, agent))
         with self._lock, self.insert_timings["single"].time():  # with a key, a repeated error is the data's
             try:
                 result = self.store.insert(tables) if key is None else insert_alone(self.store, key, tables)
             except ValueError as exc:  # the store's schema check
                 result = exc
         if isinstance(result, ValueError):
-            self._reject("refused by store", str(result))
+            self._reject("refused by store", str(result), agent)
         self.count(result, tables, wire_bytes)
         return result
 
-    def _known(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    def _known(self, tables: dict[str, pa.Table], agent: str | None = None) -> dict[str, pa.Table]:
         unknown = sorted(set(tables) - set(KINDS))
         if unknown:
-            self._reject("unknown kind", f"unknown stream kind(s) {unknown}; expected {list(KINDS)}")
+            self._reject("unknown kind", f"unknown stream kind(s) {unknown}; expected {list(KINDS)}", agent)
         return tables
 
     def tag(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
@@ -188,6 +228,16 @@ class Ingestor:
             self.stats.tag_errors += 1
             self.stats.last_error = f"tagging failed ({what} stored untagged): {type(exc).__name__}: {exc}"
 
-    def _reject(self, reason: str, detail: str) -> NoReturn:
-        self.rejected(reason, detail)
+    def _reject(self, reason: str, detail: str, agent: str | None = None) -> NoReturn:
+        self.rejected(reason, detail, agent)
         raise IngestError(detail, reason)
+
+
+def _claimed_agent(data: bytes, agent_id: str | None) -> str | None:
+    """The agent a refused batch belongs to: its HTTP header's, else its frame header's when readable."""
+    if agent_id:
+        return agent_id
+    try:
+        return read_header(data).agent_id or None
+    except WireError:
+        return None

@@ -1,49 +1,24 @@
 """Why is there no data for VM X?: walk inventory -> host -> agent -> liveness -> capture -> policy ->
-interface -> drops -> ingest -> the VM's own records, and name the first broken link."""
+interface -> drops (kernel, flow table) -> limits (pps cap, CPU throttle), then the server's links
+(``diagnose_storage``: rejected -> backpressure -> retention -> ingest -> vm_traffic -> tagging), and name
+the first broken link with what to do about it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from cloudtap.inventory.model import Snapshot
 from cloudtap.server.controller.compiler import Compilation, agent_for_host
+from cloudtap.server.controller.diagnose_model import FIXES, Diagnosis, Step
+from cloudtap.server.controller.diagnose_storage import RecordsLookup, ServerSide, Subject, storage_steps
 from cloudtap.server.controller.fleet import Fleet
 from cloudtap.server.controller.status import rates
 
+__all__ = ["FIXES", "STOPPED_STATES", "Diagnosis", "RecordsLookup", "ServerSide", "Step", "diagnose_vm"]
+
 STOPPED_STATES = frozenset({"shutoff", "stopped", "poweredoff", "suspended", "paused", "deleted", "error", "shelved"})
-
-
-@dataclass
-class Step:
-    """One link of the chain."""
-
-    step: str
-    status: str  #: ok / broken / warn / skipped
-    detail: str
-
-
-@dataclass
-class Diagnosis:
-    """The walk for one VM; ``broken`` is the first broken link (None: data should be there)."""
-
-    vm: str
-    steps: list[Step] = field(default_factory=list)
-
-    @property
-    def broken(self) -> Step | None:
-        return next((s for s in self.steps if s.status == "broken"), None)
-
-    def as_dict(self) -> dict[str, Any]:
-        b = self.broken
-        return {"vm": self.vm, "ok": b is None, "broken": b.step if b else None,
-                "summary": b.detail if b else "every link works: data for this VM should be arriving",
-                "steps": [s.__dict__ for s in self.steps]}  # fmt: skip
-
-
-RecordsLookup = Callable[[str, list[str], list[str]], dict[str, Any]]
+DROPS_WINDOW_S = 60.0  #: the agent's drops and limits are judged on the last minute of heartbeats
 
 
 def diagnose_vm(
@@ -53,18 +28,18 @@ def diagnose_vm(
     compilation: Compilation | None,
     records: RecordsLookup | None,
     ingest_fresh_s: float = 300.0,
+    server: ServerSide | None = None,
 ) -> Diagnosis:
     """Walk the chain for the VM called (or keyed) ``name``; stop at the first broken link.
 
     Args:
-        records: ``(agent name, VM MACs, VM IPs) -> {"last_any": epoch s or None, "last_vm": ..., "error": str}``.
+        records: ``(agent name, VM MACs, VM IPs) -> {"last_any": epoch s or None, "last_vm": ..., "error": str}``
+            (``"last_logged"``: the agent's last batch in ``ingest_log``, for the retention link).
         ingest_fresh_s: records older than this count as stopped.
+        server: the server's ingest, retention and tagging state (None: those links only from heartbeats).
     """
     d = Diagnosis(name)
-
-    def add(step: str, status: str, detail: str) -> bool:
-        d.steps.append(Step(step, status, detail))
-        return status != "broken"
+    add = d.add
 
     vms = [v for v in snap.vms if v.name == name or v.key == name]
     if not vms:
@@ -124,33 +99,33 @@ def diagnose_vm(
         add("interface", "ok", f"captures {', '.join(sorted(set(hit)))}")
     else:
         add("interface", "skipped", f"{agent.mode or 'unknown'} mode: the agent sees all VMs' traffic, not per-VM interfaces")
-    figures = rates(fleet.heartbeats.history.window(agent.id, now - 60))
-    if figures["drops"] and not figures["pps"]:
-        add("drops", "broken", f"agent {agent.name} dropped {figures['drops']} packets and kept none in the last minute")
+    figures = rates(fleet.heartbeats.history.window(agent.id, now - DROPS_WINDOW_S))
+    if not _drops(d, agent.name, figures) or not _limits(d, agent.name, figures):
         return d
-    add("drops", "warn" if figures["drops"] else "ok", f"{figures['drops']} drops, {figures['pps']:.0f} packets/s in the last minute")
-    if records is None:
-        add("ingest", "skipped", "no flow store attached")
-        return d
-    found = records(agent.name, macs, ips)
-    if found.get("error"):
-        add("ingest", "warn", f"cannot query the store: {found['error']}")
-        return d
-    last_any = found.get("last_any")
-    if not last_any:
-        add("ingest", "broken", f"no record from agent {agent.name} was ever stored (is its output.sink 'server'? "
-            f"ship errors: {rep.errors[-1] if rep.errors else 'none reported'})")  # fmt: skip
-        return d
-    age = now - last_any
-    if age > ingest_fresh_s:
-        add("ingest", "broken", f"records from agent {agent.name} stopped {age:.0f} s ago "
-            f"({rep.ship_pending_batches} batches waiting in its spool)")  # fmt: skip
-        return d
-    add("ingest", "ok", f"last record from agent {agent.name} stored {max(age, 0):.0f} s ago")
-    last_vm = found.get("last_vm")
-    if not last_vm:
-        add("vm_traffic", "broken", f"agent {agent.name}'s records hold no traffic of VM {vm.name} "
-            f"(MACs {', '.join(macs) or '-'}, IPs {', '.join(ips) or '-'}): is the VM silent?")  # fmt: skip
-        return d
-    add("vm_traffic", "ok", f"last record of VM {vm.name} stored {max(now - last_vm, 0):.0f} s ago")
+    window = rates(fleet.heartbeats.history.window(agent.id, now - ingest_fresh_s))
+    subject = Subject(agent.name, rep, vm, macs, ips, window, ingest_fresh_s)
+    storage_steps(d, subject, records, server, ingest_fresh_s, now)
     return d
+
+
+def _drops(d: Diagnosis, agent: str, f: dict[str, Any]) -> bool:
+    """Kernel drops (ring overflow) and flow-table-full drops; broken when they took every packet."""
+    lost = f["kernel_drops"] + f["meter_drops"]
+    what = f"kernel {f['kernel_drops']}, flow table full {f['meter_drops']}"
+    if lost and not f["pps"] and not f["pps_limit_drops"]:
+        return d.add("drops", "broken", f"agent {agent} dropped every packet in the last minute ({what}): "
+                     "it cannot keep up with the traffic")  # fmt: skip
+    return d.add("drops", "warn" if lost else "ok", f"{what} drops, {f['pps']:.0f} packets/s kept in the last minute")
+
+
+def _limits(d: Diagnosis, agent: str, f: dict[str, Any]) -> bool:
+    """Drops by the agent's own limits: the pps cap (``limits.max_pps``), and CPU throttling."""
+    capped, throttled = f["pps_limit_drops"], float(f["throttled_s"])
+    held = f"; the CPU governor held capture back {throttled:.1f} s (limits.max_cpu_cores)" if throttled >= 0.05 else ""
+    if capped and not f["pps"]:
+        return d.add("limits", "broken", f"the pps cap (limits.max_pps) of agent {agent} dropped all {capped} packets "
+                     f"of the last minute and kept none{held}")  # fmt: skip
+    if capped or held:
+        return d.add("limits", "warn", f"the pps cap dropped {capped} packets in the last minute{held}: records "
+                     "are incomplete")  # fmt: skip
+    return d.add("limits", "ok", "no packet dropped by the agent's limits (pps cap, CPU)")

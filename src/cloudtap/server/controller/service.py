@@ -18,6 +18,7 @@ from cloudtap.server.controller.compiler import Compilation, compile_policies
 from cloudtap.server.controller.control_url import ControlNetworks, UrlRefusals, check_control_url
 from cloudtap.server.controller.db import ControllerDB, dumps
 from cloudtap.server.controller.diagnose import diagnose_vm
+from cloudtap.server.controller.diagnose_query import StoreLookup
 from cloudtap.server.controller.fleet import Fleet
 from cloudtap.server.controller.groups import Groups
 from cloudtap.server.controller.heartbeats import Heartbeats
@@ -317,43 +318,7 @@ class Controller:
 
     # -- diagnose ---------------------------------------------------------------------------------------
     def diagnose_vm(self, name: str) -> dict[str, Any]:
-        """Why is there no data for VM ``name``: the chain and its first broken link."""
-        records = self._records if self.store is not None else None
-        return diagnose_vm(name, self.inventory(), self.fleet, self.compilation, records).as_dict()
-
-    def _records(self, agent_name: str, macs: list[str], ips: list[str]) -> dict[str, Any]:
-        ctx = getattr(self.store, "ctx", None)
-
-        def table(name: str) -> str:
-            return ctx.table(name) if ctx is not None else f"{self.database}.{name}"
-
-        try:
-            last_any = 0.0
-            for name in ("flow_log", "edge_1s"):
-                t = self.store.query_arrow(
-                    f"SELECT toUnixTimestamp(max(inserted_at)) AS t, count() AS n FROM {table(name)} WHERE agent_id = {{a:String}}",
-                    {"a": agent_name},
-                )
-                if t.num_rows and t.column("n")[0].as_py():
-                    last_any = max(last_any, float(t.column("t")[0].as_py()))
-            last_vm = 0.0
-            if last_any and (macs or ips):
-                conds = []
-                params: dict[str, Any] = {"a": agent_name}
-                if macs:
-                    conds.append("lower(vm_mac) IN {macs:Array(String)}")
-                    params["macs"] = macs
-                if ips:
-                    conds.append("client_ip IN (SELECT toIPv6(arrayJoin({ips:Array(String)})))")
-                    conds.append("server_ip IN (SELECT toIPv6(arrayJoin({ips:Array(String)})))")
-                    params["ips"] = ips
-                t = self.store.query_arrow(
-                    f"SELECT toUnixTimestamp(max(inserted_at)) AS t, count() AS n FROM {table('flow_log')} "
-                    f"WHERE agent_id = {{a:String}} AND ({' OR '.join(conds)})",
-                    params,
-                )
-                if t.num_rows and t.column("n")[0].as_py():
-                    last_vm = float(t.column("t")[0].as_py())
-            return {"last_any": last_any or None, "last_vm": last_vm or None, "error": ""}
-        except Exception as exc:  # noqa: BLE001 - a store problem is reported as such in the diagnosis
-            return {"last_any": None, "last_vm": None, "error": str(exc).splitlines()[0][:300]}
+        """Why is there no data for VM ``name``: the agent-side chain and the store's records (the API route
+        adds the server-side links: refusals, backpressure, retention, tagging)."""
+        lookup = StoreLookup(self.store, self.database) if self.store is not None else None
+        return diagnose_vm(name, self.inventory(), self.fleet, self.compilation, lookup).as_dict()

@@ -24,7 +24,7 @@ from cloudtap.server.audit import audit_of
 from cloudtap.server.controller.auth import Refusal
 from cloudtap.server.controller.registry import AgentRecord
 from cloudtap.server.controller.service import IMPORTER_PREFIX
-from cloudtap.server.controller.status import HeartbeatReport
+from cloudtap.server.controller.status import HeartbeatReport, inventory_report
 
 router = APIRouter(tags=["controller"], route_class=CheckedRoute)
 AGENT_ONLY = [Depends(require(AGENT))]
@@ -135,12 +135,16 @@ def _teach_inventory(request: Request, rec: AgentRecord, report: HeartbeatReport
     learner = getattr(service, "agents", None)
     if learner is None:
         return
-    vm_ports = [{"name": i.name, "mac": i.mac, "domain": i.domain or ""} for i in report.interfaces if i.mac]
+    learner.update(agent_inventory_report(rec, report))
+
+
+def agent_inventory_report(rec: AgentRecord, report: HeartbeatReport) -> dict[str, Any]:
+    """What the inventory learns from ``rec``'s ``report``: host, VM ports with their IPs, VMs (nova metadata)."""
     try:
         address = str(ipaddress.ip_address(rec.address)) if rec.address else ""
     except ValueError:
         address = ""
-    learner.update({"agent_id": rec.name, "host": rec.hostname, "address": address, "interfaces": vm_ports})
+    return inventory_report(rec.name, rec.hostname, address, report)
 
 
 @router.get("/agents/{agent_id}/config", dependencies=AGENT_ONLY, responses={**AUTH, **UNKNOWN_AGENT, **INVALID})

@@ -15,10 +15,17 @@ from cloudtap.server.api.guard import require, scope_of
 from cloudtap.server.api.routes._controller_app import FORBIDDEN
 from cloudtap.server.api.routes._errors import INVALID
 from cloudtap.server.api.routes.controller import CheckedRoute, ctl_of, invalid
+from cloudtap.server.controller.diagnose import diagnose_vm as run_diagnosis
+from cloudtap.server.controller.diagnose_query import StoreLookup
+from cloudtap.server.controller.diagnose_storage import server_side
 from cloudtap.server.controller.fleet import WINDOWS, window_seconds
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=CheckedRoute)
 READ = [Depends(require(Permission.FLEET_READ))]
+
+UNKNOWN_VM: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no VM of that name or key in the caller's projects (project-bound callers)"},
+}
 
 Metric = Literal["cpu", "memory", "bps", "pps", "shipped_bps", "drops", "load"]
 Window = Annotated[str, Query(description="1m, 5m, 1h or seconds (e.g. 90 or 90s)")]
@@ -56,11 +63,13 @@ def stale(request: Request) -> list[dict[str, Any]]:
     return ctl_of(request).fleet.stale()
 
 
-@router.get("/diagnose/vm/{name}", dependencies=READ, responses={**FORBIDDEN, **INVALID})
+@router.get("/diagnose/vm/{name}", dependencies=READ, responses={**FORBIDDEN, **INVALID, **UNKNOWN_VM})
 def diagnose_vm(request: Request, name: str) -> dict[str, Any]:
-    """Walk inventory -> host -> agent -> alive -> capture -> policy -> interface -> drops -> ingest and name
-    the first broken link (``name``: the VM's name or key). A project-bound caller asks only about VMs of its
-    projects (404 otherwise, the same answer as for a VM that does not exist)."""
+    """Walk inventory -> host -> agent -> alive -> capture -> policy -> interface -> drops -> limits ->
+    rejected -> backpressure -> retention -> ingest -> vm_traffic -> tagging and name the first broken link,
+    with what to do (``name``: the VM's name or key). A project-bound caller asks only about VMs of its
+    projects (404 otherwise, the same answer as for a VM that does not exist); the store is asked only about
+    that VM's agent and addresses."""
     projects = scope_of(request).projects
     if projects is not None:
         from cloudtap.inventory.visibility import visible
@@ -72,4 +81,7 @@ def diagnose_vm(request: Request, name: str) -> dict[str, Any]:
         known = {n for v in visible(snapshot, projects).vms for n in (v.name, v.key)} if snapshot else set()
         if name not in known:
             raise HTTPException(404, f"no VM named {name!r} in your projects")
-    return ctl_of(request).diagnose_vm(name)
+    ctl = ctl_of(request)
+    lookup = StoreLookup(ctl.store, ctl.database) if ctl.store is not None else None
+    server = server_side(request.app.state, lookup)
+    return run_diagnosis(name, ctl.inventory(), ctl.fleet, ctl.compilation, lookup, server=server).as_dict()

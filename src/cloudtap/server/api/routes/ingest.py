@@ -80,7 +80,7 @@ def _check_owner(ingestor: Ingestor, body: bytes, owner: str) -> None:
         return
     if head.agent_id != owner:
         ingestor.rejected("agent credential mismatch",
-                          f"batch of agent {head.agent_id!r} sent with {owner!r}'s credential")  # fmt: skip
+                          f"batch of agent {head.agent_id!r} sent with {owner!r}'s credential", owner)  # fmt: skip
         raise HTTPException(403, f"this credential is agent {owner!r}'s; the batch is agent {head.agent_id!r}'s")
 
 
@@ -112,7 +112,7 @@ async def ingest(
         body = await read_body(request, settings.api.max_batch_mib << 20)
     except BodyRefused as exc:  # 413 (over max_batch_mib), 400 (bad Content-Length)
         reason = "too large" if exc.status_code == 413 else "malformed"
-        ingestor.rejected(reason, f"batch refused: {exc.detail}")
+        ingestor.rejected(reason, f"batch refused: {exc.detail}", owner)
         raise
     if owner is not None:
         _check_owner(ingestor, body, owner)

@@ -1,4 +1,5 @@
-"""/api/v1/inventory: entities (now or at a time), history, names, connector status and on-demand sync.
+"""/api/v1/inventory: entities (now or at a time), history, names, connector status, on-demand sync, and
+where the agents disagree with the cloud inventory.
 
 The router's lifespan builds the inventory service (``app.state.inventory``, ``.names``,
 ``.inventory_service``; the ingest tagger) from ``settings.inventory`` and runs the periodic syncs.
@@ -15,9 +16,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi import Query as Param
 
+from cloudtap.inventory.connectors.agents import NAME as AGENTS
+from cloudtap.inventory.connectors.agents import seen_addresses, snapshot_from_agents
+from cloudtap.inventory.disagreements import KINDS, Kind, compare, visible_to
 from cloudtap.inventory.entities import KIND_SPECS
 from cloudtap.inventory.model import Snapshot
 from cloudtap.inventory.service import InventoryService, build_service
+from cloudtap.inventory.view import build_view
 from cloudtap.inventory.visibility import visible
 from cloudtap.server.access.permissions import Permission
 from cloudtap.server.api.guard import require, scope_of
@@ -141,6 +146,43 @@ def sync(request: Request, connector: Annotated[str | None, Param(description="o
             for r in results
         ]
     }  # fmt: skip
+
+
+def _agent_reports(request: Request) -> list[dict[str, Any]]:
+    """What each registered agent's latest heartbeat teaches the inventory, oldest first."""
+    from cloudtap.server.api.routes._controller_app import get_controller_app
+    from cloudtap.server.api.routes.agents import agent_inventory_report
+
+    ctl = get_controller_app(request.app)
+    latest = [(last.at, rec, last.report) for rec in ctl.registry.all() if (last := ctl.heartbeats.latest(rec.id))]
+    return [agent_inventory_report(rec, report) for _, rec, report in sorted(latest, key=lambda t: t[0])]
+
+
+@router.get("/disagreements", dependencies=[Depends(require(Permission.INVENTORY_READ))])
+def disagreements(
+    request: Request,
+    kind: Annotated[Kind | None, Param(description="only this kind")] = None,
+    limit: Annotated[int, Param(ge=1, le=MAX_ITEMS)] = 1000,
+) -> dict[str, Any]:
+    """What the agents see that the cloud inventory lacks or contradicts: VMs it does not know, VMs on
+    another host or project, NICs and IPs its ports do not list (empty without a cloud source)."""
+    import dataclasses
+
+    svc = _service(request)
+    reports = _agent_reports(request)
+    records = [r for r in svc.inventory.records() if r.is_open and r.source != AGENTS]
+    reference = build_view(records, None, svc.inventory.priority).snapshot
+    observed = snapshot_from_agents(reports)
+    items = compare(observed, reference, seen_addresses(reports)) if records else []
+    projects = scope_of(request).projects
+    if projects is not None:
+        items = visible_to(items, projects, (observed, reference))
+    counts = {k: sum(1 for d in items if d.kind == k) for k in KINDS}
+    items = [d for d in items if kind is None or d.kind == kind]
+    answer = {"counts": counts, "total": len(items), "items": [dataclasses.asdict(d) for d in items[:limit]]}
+    if projects is None:  # how many agents and which sources: fleet-wide facts
+        answer.update({"reference_sources": sorted({r.source for r in records}), "agents": len(reports)})
+    return answer
 
 
 @router.get("/{kind}/history", dependencies=[Depends(require(Permission.INVENTORY_READ))], responses=_NOT_FOUND)
