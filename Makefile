@@ -10,7 +10,7 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
 APT_PACKAGES := tshark tcpdump tcpreplay nfdump softflowd argus-server argus-client \
 	libpcap0.8-dev iproute2 iperf3 python3-venv golang-go golang-github-vmware-govmomi-dev chromium \
-	prometheus
+	prometheus postgresql
 # (after APT_PACKAGES: := expands at once)
 APT_STAMP := /var/lib/cloudtap-apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 CONSOLE_DIST := src/cloudtap/server/console/dist

@@ -53,3 +53,9 @@ def open_store(chdb_dsn: str, request: pytest.FixtureRequest) -> Iterator[Callab
     yield factory
     for store in opened:
         store.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API keeps an event loop running in this thread for as long as
+    its (session-scoped) browser lives, and ``asyncio.run`` refuses to start inside it."""
+    items.sort(key=lambda item: "tests/console/" in item.nodeid.replace("\\", "/"))

@@ -12,7 +12,8 @@ import pytest
 
 from capture_frames import frames_of
 from cloudtap.agent.config import PacketsSection
-from cloudtap.agent.packet_store import PacketQueryTooLarge, PacketStore
+from cloudtap.agent.packet_query import PacketQueryTooLarge
+from cloudtap.agent.packet_store import PacketStore
 from cloudtap.capture.pcap_file import CaptureFile
 from cloudtap.decode import decode_frames
 from cloudtap.errors import FilterError

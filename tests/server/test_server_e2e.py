@@ -217,7 +217,9 @@ def test_server_down_two_minutes_agent_spools_and_loses_nothing(cloud_pcap: Path
                     break
                 time.sleep(1.0)
             assert before < want
-            assert total_packets(url) == want  # nothing lost, nothing twice
+            counters = {k: status.get(k) for k in ("captured_packets", "kernel_drops", "meter_drops", "pps_limit_drops",
+                                                   "ship_pending_batches", "replay_done", "paused_by", "errors")}  # fmt: skip
+            assert total_packets(url) == want, counters  # nothing lost, nothing twice
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(30)

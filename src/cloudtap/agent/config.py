@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloudtap.agent.interfaces import DEFAULT_INTERFACE_PATTERN
 from cloudtap.config_loader import load_layered
@@ -57,6 +57,41 @@ class CaptureSection(_Section):
         default_factory=lambda: [Path("/run/libvirt/qemu"), Path("/etc/libvirt/qemu")],
         description="where libvirt domain XML lives (VM identity of tap interfaces)",
     )
+
+
+class MirrorTarget(_Section):
+    """The VM port(s) behind one mirror session, VNI or VLAN."""
+
+    name: str = Field("", description="observation point label in records (interface_name); default: the key")
+    vms: dict[str, str] = Field(
+        default_factory=dict, description="VM MAC -> VM name of the mirrored ports (records' vm_mac / vm_domain)"
+    )
+
+    @field_validator("vms")
+    @classmethod
+    def _macs(cls, value: dict[str, str]) -> dict[str, str]:
+        from cloudtap.agent.mirror_attribution import mac_text, parse_mac
+
+        return {mac_text(parse_mac(mac)): name for mac, name in value.items()}
+
+
+class MirrorSection(_Section):
+    """Mirror mode: which VM each mirrored copy belongs to (docs/flow-semantics.md, "Mirrored traffic")."""
+
+    sessions: dict[str, MirrorTarget] = Field(
+        default_factory=dict,
+        description="'session:N' (ERSPAN session id / GRE key), 'vni:N' (VXLAN/Geneve), 'vlan:N' (inner VLAN) or "
+        "'N' (any tunnel id) -> {name, vms: {mac: vm name}}; unmatched copies are attributed by inner MAC",
+    )
+
+    @field_validator("sessions")
+    @classmethod
+    def _keys(cls, value: dict[str, MirrorTarget]) -> dict[str, MirrorTarget]:
+        from cloudtap.agent.mirror_attribution import parse_key
+
+        for key in value:
+            parse_key(key)
+        return value
 
 
 class LimitsSection(_Section):
@@ -174,6 +209,7 @@ class AgentConfig(_Section):
 
     agent_id: str = Field("", description="name of this agent (default: the host name)")
     capture: CaptureSection = Field(default_factory=CaptureSection)
+    mirror: MirrorSection = Field(default_factory=MirrorSection)
     meter: MeterConfig = Field(default_factory=lambda: MeterConfig(max_flows=1 << 18, key_by_interface=True))
     limits: LimitsSection = Field(default_factory=LimitsSection)
     breakers: BreakersSection = Field(default_factory=BreakersSection)
@@ -209,7 +245,7 @@ def documented_defaults() -> str:
                 walk(type(value), value, indent + 1)
             else:
                 dumped = yaml.safe_dump({name: _plain(value)}, default_flow_style=True, width=1000).strip()
-                lines.append(f"{pad}{dumped.strip('{}')}")
+                lines.append(f"{pad}{dumped[1:-1] if dumped.startswith('{') else dumped}")  # {} values stay
 
     walk(AgentConfig, AgentConfig(), 0)
     return "\n".join(lines) + "\n"

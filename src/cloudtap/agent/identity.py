@@ -1,7 +1,9 @@
 """Observation points: stable ids for capture interfaces and the VM behind each one.
 
 Annotating a flow batch also teaches the points' :class:`~cloudtap.agent.port_addresses.PortAddresses`
-which IPs each VM uses (``points.addresses``; vectorised over the batch).
+which IPs each VM uses (``points.addresses``; vectorised over the batch). In mirror mode
+(``points.mirror`` set) the VM of each record comes from the mirror session / VNI / VLAN mapping and
+the inner MACs instead (:mod:`cloudtap.agent.mirror_attribution`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from cloudtap.agent.mirror_attribution import MirrorAttribution
 from cloudtap.agent.port_addresses import PortAddresses, mac_to_int
 
 
@@ -29,7 +32,8 @@ class ObservationPoint:
 class ObservationPoints:
     """Assigns each interface name a stable small id (it survives removal and re-adding)."""
 
-    def __init__(self, addresses: PortAddresses | None = None) -> None:
+    def __init__(self, addresses: PortAddresses | None = None, mirror: MirrorAttribution | None = None) -> None:
+        self.mirror = mirror  #: mirror mode: per-record VM attribution (replaces the interface's VM)
         self._lock = threading.Lock()
         self._by_name: dict[str, ObservationPoint] = {}
         self._by_id: list[ObservationPoint] = []
@@ -61,7 +65,12 @@ class ObservationPoints:
                          for n in names], dtype=np.uint16)  # fmt: skip
 
     def annotate(self, table: pa.Table, column: str = "interface") -> pa.Table:
-        """Add ``interface_name``, ``vm_domain`` and ``vm_mac`` columns looked up from ``column``."""
+        """Add ``interface_name``, ``vm_domain`` and ``vm_mac`` columns looked up from ``column``.
+
+        With ``mirror`` set they come from the mirror mapping of each record (see the module doc).
+        """
+        if self.mirror is not None:
+            return self.mirror.annotate(table)
         with self._lock:
             points = list(self._by_id)
         ids = table[column].to_numpy()

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
-from cloudtap.agent.packet_store import PacketQueryTooLarge
+from cloudtap.agent.packet_query import PacketQueryTooLarge
 from cloudtap.errors import FilterError
 
 if TYPE_CHECKING:

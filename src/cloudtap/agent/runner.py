@@ -27,6 +27,7 @@ from typing import Any
 from cloudtap.agent.config import AgentConfig
 from cloudtap.agent.guard import CpuGovernor, HostBreakers, PpsLimiter, RssWatch, plan_budget
 from cloudtap.agent.identity import ObservationPoints
+from cloudtap.agent.mirror_attribution import MirrorAttribution
 from cloudtap.agent.output import RecordOutput
 from cloudtap.agent.sinks import FileSink, RecordSink
 from cloudtap.agent.status import AgentStatus
@@ -62,7 +63,8 @@ class Agent:
         self.credentials = credential_store(config)  #: what the controller issued (None: standalone)
         self.control_keys = ControlKeys(config.control.key_file, self.credentials)
         self.exit_code = 0  #: what ``cloudtap agent run`` exits with (see the module doc)
-        self.points = ObservationPoints()
+        mirror = MirrorAttribution(config.mirror.sessions) if config.capture.mode == "mirror" else None
+        self.points = ObservationPoints(mirror=mirror)  # mirror mode: copies attributed to VMs (config.mirror)
         cap = config.capture
         n_workers = cap.workers if cap.mode == "interfaces" else 1
         budget = plan_budget(
@@ -127,7 +129,8 @@ class Agent:
                 dedup = Deduplicator(window_ns=int(config.capture.mirror_dedup_ms * 1e6))
                 worker.pipeline.packet_filter = dedup.mask
                 worker.dedup = dedup  # type: ignore[attr-defined]
-        from cloudtap.agent.packet_store import PacketStore, point_namer
+        from cloudtap.agent.packet_interfaces import point_namer
+        from cloudtap.agent.packet_store import PacketStore
 
         replay_name = cap.replay_file.name if cap.mode == "replay" and cap.replay_file is not None else None
         self.packet_store = PacketStore(config.packets, point_namer(self.points, replay_name))

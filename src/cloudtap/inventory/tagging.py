@@ -3,10 +3,12 @@
 For each side (``client`` / ``server``) of every row, the address is looked up:
 
 1. by IP within the row's segment: ``tunnel_id`` (VNI) first, then ``vlan``, when an inventory
-   network carries that segment id;
+   network carries that segment id (an ERSPAN session id is a mirror session, never a segment:
+   rows whose ``tunnel_type`` is ``erspan1/2/3`` use ``vlan`` only);
 2. by IP alone, when the IP belongs to exactly one inventory address (no overlap between tenants);
 3. by MAC (``client_mac`` / ``server_mac`` of flow records, and the agent's ``vm_mac``), when the
-   interface with that MAC has no known IP or lists the row's IP;
+   interface with that MAC has no known IP or lists the row's IP; ``vm_mac`` (the VM of the tap port
+   or mirror session the record was seen on) only for a side whose own MAC is unknown or is it;
 4. else by subnet CIDR (longest prefix, within the segment, then globally when unambiguous): only
    subnet, project and region ids.
 
@@ -41,6 +43,8 @@ _GLOBAL_SEG = 1 << 40  #: segment key of subnets matched regardless of segment
 _FULL = (1 << 64) - 1
 _CIDR_IDS = ("subnet", "project", "region")
 _INDEX_IPS: dict[str, tuple[int, int]] = {}  #: parsed inventory addresses, shared by index builds
+#: Tunnel types whose id is a mirror session, not a network segment.
+MIRROR_SESSION_TUNNELS = ("erspan1", "erspan2", "erspan3")
 
 
 def identity_columns() -> list[str]:
@@ -283,12 +287,18 @@ class Tagger:
         times = None if tcol is None else np.asarray(table[tcol].to_numpy(zero_copy_only=False), np.int64)
         vlan = _int_column(table, "vlan", n)
         tun = _int_column(table, "tunnel_id", n)
+        if "tunnel_type" in table.column_names and not pa.types.is_integer(table["tunnel_type"].type):
+            ttype = table["tunnel_type"].combine_chunks()
+            if pa.types.is_dictionary(ttype.type):
+                ttype = ttype.cast(pa.string())
+            session = pc.is_in(ttype, value_set=pa.array(MIRROR_SESSION_TUNNELS))
+            tun = np.where(np.asarray(session.fill_null(False).to_numpy(zero_copy_only=False)), 0, tun)
         vm_mac = _mac_column(table, "vm_mac", n)
         sides = {}
         for side in SIDES:
             codes, pairs = self._encode(table[f"{side}_ip"])
             mac = _int_column(table, f"{side}_mac", n)
-            sides[side] = (codes, pairs, mac)
+            sides[side] = (codes, pairs, mac, np.where((mac == 0) | (mac == vm_mac), vm_mac, 0))
         out = {side: np.zeros((n, len(ID_FIELDS)), np.uint32) for side in SIDES}
         if times is None:
             groups: list[tuple[int | None, np.ndarray | None]] = [(None, None)]
@@ -305,12 +315,12 @@ class Tagger:
             if index.empty:
                 continue
             for side in SIDES:
-                codes, pairs, mac = sides[side]
+                codes, pairs, mac, side_vm = sides[side]
                 if rows is None:
-                    out[side][:] = self._match(index, codes, pairs, vlan, tun, mac, vm_mac)
+                    out[side][:] = self._match(index, codes, pairs, vlan, tun, mac, side_vm)
                 else:
                     out[side][rows] = self._match(
-                        index, codes[rows], pairs, vlan[rows], tun[rows], mac[rows], vm_mac[rows]
+                        index, codes[rows], pairs, vlan[rows], tun[rows], mac[rows], side_vm[rows]
                     )
         self.stats.rows += n
         self.stats.batches += 1

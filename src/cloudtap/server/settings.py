@@ -116,6 +116,8 @@ class IngestSection(_Section):
 class ControllerSection(_Section):
     """Agents under the controller: registration, heartbeats, groups, policies (see docs/controller.md)."""
 
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # tokens and database URLs stay out
+
     token: str | None = Field(
         None, description="shared bootstrap token, only for registration (each agent then gets its own credential); "
         "none (and no agent_tokens) = open registration, for a lab only (warned at start)"
@@ -134,9 +136,23 @@ class ControllerSection(_Section):
     db_path: Path | None = Field(
         None, description="controller state (SQLite); default <chDB data dir>/controller.sqlite or /var/lib/cloudtap/"
     )
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL (postgresql://user:password@host:5432/db) of the controller state, shared "
+        "by several server processes behind one address; none = SQLite at db_path. Set it by environment "
+        "(CLOUDTAP_SERVER__CONTROLLER__DATABASE_URL): it holds a password; never logged"
+    )
     inventory_file: Path | None = Field(
         None, description="static inventory snapshot (YAML/JSON) when no inventory service is configured"
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("database_url must be a postgresql:// URL (SQLite is db_path)")
+        return value.strip()
 
 
 class PcapSection(_Section):

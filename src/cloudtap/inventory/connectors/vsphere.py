@@ -13,6 +13,10 @@ object ids, e.g. ``vm-42``; references use keys):
   standard port group when every host gives it the same VLAN (trunk/PVLAN/untagged: none);
 - interface: each virtual NIC (``config.hardware.device``): MAC, port group, and the guest's IPs from
   ``guest.net`` (VMware Tools; link-local IPv6 dropped), keyed ``<vm>/<device key>``.
+
+Port mirroring sessions of the distributed switches (``config.vspanSession``) are resolved to the VM
+NICs of their source ports and kept in ``mirror_sessions`` after each ``fetch`` (see
+:mod:`~cloudtap.inventory.connectors.vsphere_mirror`; the Snapshot model has no place for them yet).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from cloudtap.inventory.connectors.base import ConnectorError
+from cloudtap.inventory.connectors.vsphere_mirror import MirrorSession, nic_ports, sessions_of
 from cloudtap.inventory.model import VM, Host, Interface, Network, Project, Region, Snapshot, Zone
 
 NAME = "vsphere"
@@ -51,6 +56,7 @@ class VSphereConnector:
 
     def __init__(self, config: VSphereConfig) -> None:
         self.config = config
+        self.mirror_sessions: list[MirrorSession] = []  #: port mirroring sessions seen by the last fetch
 
     @property
     def _where(self) -> str:
@@ -95,7 +101,7 @@ class VSphereConnector:
         taken = time.time_ns()
         si = self._connect()
         try:
-            objects, portgroups = self._collect(si)
+            objects, portgroups, switches = self._collect(si)
         except ConnectorError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -105,9 +111,12 @@ class VSphereConnector:
                 Disconnect(si)
             except Exception:  # noqa: BLE001 - logging out must not hide the real outcome
                 pass
+        self.mirror_sessions = _mirror_sessions(objects, switches)
         return _snapshot(taken, objects, portgroups)
 
-    def _collect(self, si: Any) -> tuple[dict[str, tuple[Any, dict[str, Any]]], dict[str, dict[str, Any]]]:
+    def _collect(
+        self, si: Any
+    ) -> tuple[dict[str, tuple[Any, dict[str, Any]]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         from pyVmomi import vim
 
         content = si.RetrieveContent()
@@ -132,7 +141,12 @@ class VSphereConnector:
             content,
             {
                 vim.dvs.DistributedVirtualPortgroup: ["key", "config.defaultPortConfig", "config.uplink"],
-                vim.DistributedVirtualSwitch: ["config.uplinkPortgroup"],
+                vim.DistributedVirtualSwitch: ["config.uplinkPortgroup", "uuid"],
+                vim.dvs.VmwareDistributedVirtualSwitch: [
+                    "config.uplinkPortgroup",
+                    "uuid",
+                    "config.vspanSession",
+                ],
             },
         )
         uplinks = {
@@ -145,7 +159,10 @@ class VSphereConnector:
         for moid, (obj, props) in switching.items():
             if isinstance(obj, vim.dvs.DistributedVirtualPortgroup):
                 pgs[moid] = {**props, "config.uplink": bool(props.get("config.uplink")) or moid in uplinks}
-        return objects, pgs
+        switches = {
+            m: props for m, (obj, props) in switching.items() if isinstance(obj, vim.DistributedVirtualSwitch)
+        }
+        return objects, pgs, switches
 
     def _retrieve(self, content: Any, types: dict[Any, list[str]]) -> dict[str, tuple[Any, dict[str, Any]]]:
         from pyVmomi import vim, vmodl
@@ -184,6 +201,25 @@ class VSphereConnector:
 
 def _moid(ref: Any) -> str:
     return ref._moId if ref is not None else ""
+
+
+def _mirror_sessions(
+    objects: dict[str, tuple[Any, dict[str, Any]]], switches: dict[str, dict[str, Any]]
+) -> list[MirrorSession]:
+    from pyVmomi import vim
+
+    ports = [
+        (*port, vm)
+        for vm, (obj, p) in objects.items()
+        if isinstance(obj, vim.VirtualMachine) and not p.get("config.template")
+        for port in nic_ports(vm, p.get("config.hardware.device") or [])
+    ]
+    out: list[MirrorSession] = []
+    for moid, props in sorted(switches.items()):
+        out.extend(
+            sessions_of(moid, str(props.get("uuid") or ""), props.get("config.vspanSession") or [], ports)
+        )
+    return out
 
 
 def _snapshot(

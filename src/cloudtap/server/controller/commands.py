@@ -1,4 +1,8 @@
-"""Commands to agents (capture start/stop...), delivered by long-poll as soon as they are queued."""
+"""Commands to agents (capture start/stop...), delivered by long-poll as soon as they are queued.
+
+:class:`CommandQueue` keeps them in this process (the SQLite default); with a shared database,
+:func:`command_queue` gives :class:`~.commands_shared.SharedCommandQueue` (any server process delivers them).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,11 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cloudtap.server.controller.commands_shared import SharedCommandQueue
+    from cloudtap.server.controller.db import StateDB
 
 ACTIONS = ("start", "stop")
 
@@ -119,3 +128,12 @@ class CommandQueue:
                 cmd = self._all[cid]
                 if cmd.done_at is not None or time.time() - cmd.issued_at > self.ttl_s:
                     del self._all[cid]
+
+
+def command_queue(db: StateDB) -> CommandQueue | SharedCommandQueue:
+    """The queue for ``db``: in the shared database when other processes share it, else in memory."""
+    if db.shared:
+        from cloudtap.server.controller.commands_shared import SharedCommandQueue
+
+        return SharedCommandQueue(db)
+    return CommandQueue()

@@ -1,8 +1,11 @@
-"""ControllerDB: the controller's state (agents, groups, policies) in SQLite, WAL mode.
+"""ControllerDB: the controller's state (agents, groups, policies) in SQLite, WAL mode; :class:`StateDB`,
+what the controller needs of any backend; :func:`open_controller_db` picks SQLite or PostgreSQL.
 
 Flows live in ClickHouse/chDB; this small, transactional state does not belong there. The file holds
 the agents' control keys (the server sends them), so it is created 0600. Columns added since the
-first release are added to an existing database at open (:data:`ADDED_COLUMNS`).
+first release are added to an existing database at open (:data:`ADDED_COLUMNS`). With PostgreSQL
+(``controller.database_url``, :mod:`~cloudtap.server.controller.db_postgres`) several server processes
+share the state; each keeps its in-memory view fresh through :meth:`StateDB.subscribe`.
 """
 
 from __future__ import annotations
@@ -10,10 +13,47 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+#: called with the change's detail (e.g. an agent id; "" = anything may have changed)
+Listener = Callable[[str], None]
+#: topics a shared backend announces: agents (identity, group, config), agents_seen (last_seen, status),
+#: groups, policies, commands (detail: the agent id)
+TOPICS = ("agents", "agents_seen", "groups", "policies", "commands")
+
+
+class Cursorish(Protocol):
+    """What :meth:`StateDB.transaction` yields."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
+
+
+class StateDB(Protocol):
+    """The controller's storage: SQL with ``?`` placeholders, portable between SQLite and PostgreSQL."""
+
+    #: True when other server processes share it (PostgreSQL): in-memory views must follow :meth:`subscribe`
+    shared: bool
+
+    def transaction(self) -> AbstractContextManager[Cursorish]: ...
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ...) -> None: ...
+    def rows(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ...) -> list[dict[str, Any]]: ...
+    def subscribe(self, topic: str, listener: Listener) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_controller_db(target: str | Path) -> StateDB:
+    """PostgreSQL for a ``postgresql://`` URL (the schema created or migrated), else a SQLite file
+    (``":memory:"`` for tests)."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        from cloudtap.server.controller.db_postgres import PostgresDB
+
+        return PostgresDB(text)
+    return ControllerDB(target)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -60,11 +100,13 @@ ADDED_COLUMNS = (
 
 
 class ControllerDB:
-    """A thread-safe SQLite connection holding the controller's state.
+    """A thread-safe SQLite connection holding the controller's state (one process: nothing to announce).
 
     Args:
         path: database file (created with its directory); ``":memory:"`` for tests.
     """
+
+    shared = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -110,6 +152,9 @@ class ControllerDB:
         """All rows of a query as dicts."""
         with self._lock:
             return [dict(r) for r in self._conn.execute(sql, params).fetchall()]
+
+    def subscribe(self, topic: str, listener: Listener) -> None:
+        """Nothing to follow: this process is the only writer."""
 
     def close(self) -> None:
         """Close the connection."""

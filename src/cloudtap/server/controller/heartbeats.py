@@ -6,7 +6,7 @@ import json
 import threading
 from dataclasses import dataclass
 
-from cloudtap.server.controller.db import ControllerDB
+from cloudtap.server.controller.db import StateDB
 from cloudtap.server.controller.status import HeartbeatReport, History, Sample
 
 
@@ -21,17 +21,31 @@ class Latest:
 class Heartbeats:
     """Latest report per agent + history for the fleet tops."""
 
-    def __init__(self, db: ControllerDB) -> None:
+    def __init__(self, db: StateDB) -> None:
         self.db = db
         self.history = History()
         self._lock = threading.Lock()
         self._latest: dict[str, Latest] = {}
         self._dirty: set[str] = set()
-        for row in db.rows("SELECT id, last_seen, status FROM agents WHERE status != '{}'"):
-            try:
-                self._latest[row["id"]] = Latest(row["last_seen"], HeartbeatReport.model_validate(json.loads(row["status"])))
-            except ValueError:
-                continue
+        self._loaded = 0.0  #: the newest ``last_seen`` read from the database
+        db.subscribe("agents_seen", self.reload)  # reports another server process received and flushed
+        self.reload()
+
+    def reload(self, _detail: str = "") -> None:
+        """Read the reports flushed since the last read (a few seconds' overlap: flushes are not atomic)."""
+        rows = self.db.rows("SELECT id, last_seen, status FROM agents WHERE status != '{}' AND last_seen > ?",
+                            (self._loaded - 10.0,))  # fmt: skip
+        with self._lock:
+            for row in rows:
+                self._loaded = max(self._loaded, row["last_seen"])
+                known = self._latest.get(row["id"])
+                if known is not None and known.at >= row["last_seen"]:
+                    continue
+                try:
+                    report = HeartbeatReport.model_validate(json.loads(row["status"]))
+                except ValueError:
+                    continue
+                self._latest[row["id"]] = Latest(row["last_seen"], report)
 
     def record(self, agent_id: str, at: float, report: HeartbeatReport) -> Latest | None:
         """Store a report; returns the previous one."""

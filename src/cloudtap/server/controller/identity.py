@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cloudtap.server.access.credentials import digest, new_secret, same
 from cloudtap.server.controller.auth import Refusal
-from cloudtap.server.controller.db import ControllerDB
+from cloudtap.server.controller.db import StateDB
 
 CREDENTIAL_PREFIX = "cta_"
 
@@ -46,14 +46,19 @@ def credential_agent(token: str) -> str | None:
 class AgentIdentities:
     """Credential digests and control keys of the registered agents, in memory and in the ``agents`` table."""
 
-    def __init__(self, db: ControllerDB) -> None:
+    def __init__(self, db: StateDB) -> None:
         self.db = db
         self._lock = threading.Lock()
         self._stored: dict[str, _Stored] = {}
-        for row in db.rows("SELECT id, credential_digest, control_key, credential_at FROM agents"):
-            if row["credential_digest"]:
-                stored = _Stored(row["credential_digest"], row["control_key"], row["credential_at"])
-                self._stored[row["id"]] = stored
+        db.subscribe("agents", self.reload)  # another server process registered an agent
+        self.reload()
+
+    def reload(self, _detail: str = "") -> None:
+        """Read every agent's credential digest and control key again."""
+        with self._lock:  # held by :meth:`issue` too: a reload never undoes a rotation of this process
+            rows = self.db.rows("SELECT id, credential_digest, control_key, credential_at FROM agents")
+            self._stored = {r["id"]: _Stored(r["credential_digest"], r["control_key"], r["credential_at"])
+                            for r in rows if r["credential_digest"]}  # fmt: skip
 
     def issue(self, agent_id: str) -> Issued:
         """New credential and control key for ``agent_id`` (the previous ones stop working now)."""
@@ -61,10 +66,10 @@ class AgentIdentities:
         stored = _Stored(digest(secret), key, now)
         with self._lock:
             self._stored[agent_id] = stored
-        self.db.execute(
-            "UPDATE agents SET credential_digest = ?, control_key = ?, credential_at = ? WHERE id = ?",
-            (stored.digest, key, now, agent_id),
-        )
+            self.db.execute(
+                "UPDATE agents SET credential_digest = ?, control_key = ?, credential_at = ? WHERE id = ?",
+                (stored.digest, key, now, agent_id),
+            )
         return Issued(f"{CREDENTIAL_PREFIX}{agent_id}_{secret}", key)
 
     def has_credential(self, agent_id: str) -> bool:

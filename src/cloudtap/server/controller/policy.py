@@ -8,7 +8,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cloudtap.server.controller.db import ControllerDB, dumps
+from cloudtap.server.controller.db import StateDB, dumps
 
 
 class _Strict(BaseModel):
@@ -59,13 +59,26 @@ class Policy(_Strict):
 
 
 class Policies:
-    """Policies in memory, written through to SQLite; ``generation`` counts changes."""
+    """Policies in memory, written through to the database; ``generation`` counts changes (another server
+    process's too: reloaded whenever one changes them)."""
 
-    def __init__(self, db: ControllerDB) -> None:
+    def __init__(self, db: StateDB) -> None:
         self.db = db
         self._lock = threading.Lock()
-        self._policies = {r["name"]: Policy.model_validate(json.loads(r["doc"])) for r in db.rows("SELECT * FROM policies")}
+        self._policies: dict[str, Policy] = {}
         self.generation = 0
+        db.subscribe("policies", self.reload)
+        self.reload()
+        self.generation = 0
+
+    def reload(self, _detail: str = "") -> None:
+        """Read every policy again (``generation`` goes up when they differ)."""
+        with self._lock:  # held by the writers too: a reload never undoes a write of this process
+            rows = self.db.rows("SELECT * FROM policies")
+            fresh = {r["name"]: Policy.model_validate(json.loads(r["doc"])) for r in rows}
+            if fresh != self._policies:
+                self._policies = fresh
+                self.generation += 1
 
     def all(self) -> list[Policy]:
         """Every policy, by priority then name."""
@@ -82,8 +95,9 @@ class Policies:
                 return False
             self._policies[policy.name] = policy
             self.generation += 1
-        self.db.execute("INSERT OR REPLACE INTO policies (name, doc, updated_at) VALUES (?,?,?)",
-                        (policy.name, dumps(policy.model_dump(mode="json")), time.time()))  # fmt: skip
+            self.db.execute("INSERT INTO policies (name, doc, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                            "SET doc = excluded.doc, updated_at = excluded.updated_at",
+                            (policy.name, dumps(policy.model_dump(mode="json")), time.time()))  # fmt: skip
         return True
 
     def delete(self, name: str) -> bool:
@@ -91,5 +105,5 @@ class Policies:
         with self._lock:
             existed = self._policies.pop(name, None) is not None
             self.generation += int(existed)
-        self.db.execute("DELETE FROM policies WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM policies WHERE name = ?", (name,))
         return existed

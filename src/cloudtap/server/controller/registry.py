@@ -9,7 +9,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cloudtap.server.controller.auth import Refusal
-from cloudtap.server.controller.db import ControllerDB
+from cloudtap.server.controller.db import StateDB
+
+_COLUMNS = ("id, name, hostname, machine_id, address, group_name, version, mode, heartbeat_s, registered_at, "
+            "last_seen, config_version, control_url")  # fmt: skip
 
 
 def agent_id_for(hostname: str, machine_id: str) -> str:
@@ -39,20 +42,44 @@ class AgentRecord:
 
 
 class Registry:
-    """Agents in memory, written through to SQLite (``last_seen`` is written in batches by :meth:`flush`)."""
+    """Agents in memory, written through to the database (``last_seen`` is written in batches by :meth:`flush`);
+    with a shared database, reloaded whenever another process changes them."""
 
-    def __init__(self, db: ControllerDB) -> None:
+    def __init__(self, db: StateDB) -> None:
         self.db = db
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()
         self._agents: dict[str, AgentRecord] = {}
         self._dirty_seen: set[str] = set()
-        for row in db.rows("SELECT * FROM agents"):
-            self._agents[row["id"]] = AgentRecord(
-                id=row["id"], name=row["name"], hostname=row["hostname"], machine_id=row["machine_id"],
-                address=row["address"], group=row["group_name"], version=row["version"], mode=row["mode"],
-                heartbeat_s=row["heartbeat_s"], registered_at=row["registered_at"], last_seen=row["last_seen"],
-                config_version=row["config_version"], control_url=row["control_url"],
-            )  # fmt: skip
+        self._touched: set[str] = set()  #: written here since the running reload began: memory wins
+        db.subscribe("agents", self.reload)
+        db.subscribe("agents_seen", self._reload_seen)
+        self.reload()
+
+    def reload(self, _detail: str = "") -> None:
+        """Read every agent again (a ``last_seen`` newer in memory, not yet flushed, is kept)."""
+        with self._reloading:
+            with self._lock:
+                self._touched = set()
+            rows = self.db.rows(f"SELECT {_COLUMNS} FROM agents")
+            with self._lock:
+                known = self._agents
+                fresh = {r["id"]: _record(r, known.get(r["id"])) for r in rows}
+                for agent_id in self._touched:  # its write's own notification reloads it again
+                    if agent_id in known:
+                        fresh[agent_id] = known[agent_id]
+                    else:
+                        fresh.pop(agent_id, None)
+                self._agents = fresh
+
+    def _reload_seen(self, _detail: str = "") -> None:
+        """Follow the ``last_seen`` other processes flushed."""
+        rows = self.db.rows("SELECT id, last_seen FROM agents")
+        with self._lock:
+            for r in rows:
+                rec = self._agents.get(r["id"])
+                if rec is not None and r["last_seen"] > rec.last_seen:
+                    self._agents[r["id"]] = replace(rec, last_seen=r["last_seen"])
 
     def register(
         self,
@@ -83,6 +110,7 @@ class Registry:
                 config_version=old.config_version if old else 0, control_url=old.control_url if old else "",
             )  # fmt: skip
             self._agents[agent_id] = record
+            self._touched.add(agent_id)
         self.db.execute(
             """INSERT INTO agents (id, name, hostname, machine_id, address, group_name, version, mode, heartbeat_s,
                                    registered_at, last_seen, config_version)
@@ -137,6 +165,7 @@ class Registry:
         with self._lock:
             rec = replace(self.get(agent_id), **known)
             self._agents[agent_id] = rec
+            self._touched.add(agent_id)
         sets = ", ".join(f"{columns.get(k, k)} = ?" for k in changes)
         self.db.execute(f"UPDATE agents SET {sets} WHERE id = ?", (*changes.values(), agent_id))
         return rec
@@ -145,6 +174,7 @@ class Registry:
         """Forget an agent (decommissioned)."""
         with self._lock:
             self._agents.pop(agent_id, None)
+            self._touched.add(agent_id)
         self.db.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
 
     def flush(self) -> None:
@@ -155,3 +185,14 @@ class Registry:
         if values:
             with self.db.transaction() as conn:
                 conn.executemany("UPDATE agents SET last_seen = ? WHERE id = ?", values)
+
+
+def _record(row: dict[str, Any], known: AgentRecord | None) -> AgentRecord:
+    """An agent's row as a record; ``known``'s later ``last_seen`` wins (heartbeats not flushed yet)."""
+    return AgentRecord(
+        id=row["id"], name=row["name"], hostname=row["hostname"], machine_id=row["machine_id"],
+        address=row["address"], group=row["group_name"], version=row["version"], mode=row["mode"],
+        heartbeat_s=row["heartbeat_s"], registered_at=row["registered_at"],
+        last_seen=max(row["last_seen"], known.last_seen if known is not None else 0.0),
+        config_version=row["config_version"], control_url=row["control_url"],
+    )  # fmt: skip

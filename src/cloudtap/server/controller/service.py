@@ -13,10 +13,10 @@ from typing import Any
 
 from cloudtap.inventory.model import Snapshot
 from cloudtap.server.controller.auth import Refusal, check_token, registration_open
-from cloudtap.server.controller.commands import CommandQueue
+from cloudtap.server.controller.commands import command_queue
 from cloudtap.server.controller.compiler import Compilation, compile_policies
 from cloudtap.server.controller.control_url import ControlNetworks, UrlRefusals, check_control_url
-from cloudtap.server.controller.db import ControllerDB, dumps
+from cloudtap.server.controller.db import dumps, open_controller_db
 from cloudtap.server.controller.diagnose import diagnose_vm
 from cloudtap.server.controller.diagnose_query import StoreLookup
 from cloudtap.server.controller.fleet import Fleet
@@ -45,7 +45,7 @@ class Controller:
 
     Args:
         cfg: the ``controller`` settings.
-        db_path: SQLite file of the controller state.
+        db_path: SQLite file of the controller state (unless ``cfg.database_url`` names a PostgreSQL).
         inventory: returns the inventory now (default: empty).
         store: the flow store (for "last records ingested"); optional.
         database: ClickHouse database of the flow tables.
@@ -60,7 +60,7 @@ class Controller:
         database: str = "cloudtap",
     ) -> None:
         self.cfg = cfg
-        self.db = ControllerDB(db_path)
+        self.db = open_controller_db(cfg.database_url or db_path)
         self.inventory: Inventory = inventory or _empty
         self.store = store
         self.database = database
@@ -74,19 +74,37 @@ class Controller:
         self.heartbeats = Heartbeats(self.db)
         self.groups = Groups(self.db)
         self.policies = Policies(self.db)
-        self.commands = CommandQueue()
+        self.commands = command_queue(self.db)
         self.fleet = Fleet(self.registry, self.heartbeats, cfg.stale_after, self.url_refusals)
         self.compilation: Compilation | None = None
         self._docs: dict[str, tuple[int, str, dict[str, Any]]] = {}
-        for row in self.db.rows("SELECT id, config_version, config_hash, config_doc FROM agents"):
-            self._docs[row["id"]] = (row["config_version"], row["config_hash"], json.loads(row["config_doc"]))
         self._sync_lock = threading.RLock()
         self._inventory_print = ""
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.db.subscribe("agents", self._load_docs)  # another server process compiled or registered
+        self.db.subscribe("policies", lambda _: self._dirty.set())  # recompile here too (same documents)
+        self.db.subscribe("groups", lambda _: self._dirty.set())
+        self._load_docs()
         self.last_sync: dict[str, Any] = {}
         self.sync()
+
+    def _load_docs(self, _detail: str = "") -> None:
+        """Read the agents' config documents whose hash changed in the database."""
+        with self._sync_lock:
+            rows = self.db.rows("SELECT id, config_version, config_hash FROM agents")
+            docs = {r["id"]: self._docs.get(r["id"]) for r in rows}
+            stale = {r["id"] for r in rows
+                     if (docs[r["id"]] or (None, None))[:2] != (r["config_version"], r["config_hash"])}  # fmt: skip
+            sql = "SELECT id, config_version, config_hash, config_doc FROM agents"
+            if len(stale) > 20:  # many (the start): one query
+                texts = [r for r in self.db.rows(sql) if r["id"] in stale]
+            else:
+                texts = [r for agent_id in stale for r in self.db.rows(sql + " WHERE id = ?", (agent_id,))]
+            for r in texts:
+                docs[r["id"]] = (r["config_version"], r["config_hash"], json.loads(r["config_doc"]))
+            self._docs = {k: v for k, v in docs.items() if v is not None}
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cloudtap.server.query.catalog import MAX_RANGE_NS, StoredTable, candidates
 from cloudtap.server.query.model import Query
-from cloudtap.server.query.sql import _misfit
+from cloudtap.server.query.table_choice import misfit
 from cloudtap.server.query.timespec import parse_duration
 
 
@@ -37,7 +37,7 @@ def coarser_tiers(query: Query, base: StoredTable) -> list[StoredTable]:
         t
         for t in candidates(base.logical)
         if t.width_ns > base.width_ns
-        and _misfit(t, query) is None
+        and misfit(t, query) is None
         and (step_ns is None or step_ns % t.width_ns == 0)
     ]
     return sorted(out, key=lambda t: t.width_ns, reverse=True)
