@@ -130,15 +130,19 @@ def test_inventory_learned_from_one_agent_answers_project_and_vm_queries(open_st
         runner.start()
         try:
             vms = wait_for("VMs learned", lambda: {v["name"]: v for v in items("vm")},
-                           lambda d: set(d) == {"shop-web-1", "billing-db-1"})  # fmt: skip
+                           lambda d: set(d) == {"shop-web-1", "billing-db-1"}, timeout_s=90)  # fmt: skip
             # the first words of each VM teach the agent its IP (records after the 1 s idle timeout); a
             # heartbeat and a sync later the inventory lists it on the VM's interface
-            with db.udp_sink(5001), web.udp_sink(7001):
-                web.send_udp(db.ip, 5001, count=3, sport=40001)
-                db.send_udp(web.ip, 7001, count=3, sport=42001)
-            ifaces = wait_for("IPs learned", lambda: {i["mac"]: i for i in items("interface")},
-                              lambda d: d.get(web.mac, {}).get("ips") == [web.ip]
-                              and d.get(db.mac, {}).get("ips") == [db.ip])  # fmt: skip
+            # (sent again at every look: the agent may not have its sockets on the taps yet when the VMs
+            # are known, and a busy machine may take a while)
+            def learned() -> dict[str, Any]:
+                with db.udp_sink(5001), web.udp_sink(7001):
+                    web.send_udp(db.ip, 5001, count=1, sport=40001)
+                    db.send_udp(web.ip, 7001, count=1, sport=42001)
+                return {i["mac"]: i for i in items("interface")}
+
+            ifaces = wait_for("IPs learned", learned, lambda d: d.get(web.mac, {}).get("ips") == [web.ip]
+                              and d.get(db.mac, {}).get("ips") == [db.ip], timeout_s=90)  # fmt: skip
             # from now on both ends of a flow are tagged, on every tap
             with db.udp_sink(5000) as got5000, db.udp_sink(6000) as got6000, web.udp_sink(7000) as got7000:
                 web.send_udp(db.ip, 5000, count=40, sport=40000)
@@ -152,7 +156,8 @@ def test_inventory_learned_from_one_agent_answers_project_and_vm_queries(open_st
                     "filter": "server_port=5000,6000,7000", **names}).json()  # fmt: skip
                 return {tuple(row) for row in answer.get("rows", [])}
 
-            on_db = wait_for("flows stored", lambda: flows_of(vm="billing-db-1"), lambda rows: len(rows) == 6)
+            on_db = wait_for("flows stored", lambda: flows_of(vm="billing-db-1"), lambda rows: len(rows) == 6,
+                             timeout_s=90)  # fmt: skip
             shop = flows_of(project="shop")
             web_flows = flows_of(vm="shop-web-1")
             billing = flows_of(project="billing")
