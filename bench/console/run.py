@@ -47,7 +47,10 @@ def measure_page(page: Any, url: str) -> dict[str, Any]:
             return
         timing = request.timing
         response = request.response()
-        size = len(response.body()) if response is not None and response.ok else 0
+        try:
+            size = len(response.body()) if response is not None and response.ok else 0
+        except Exception:  # noqa: BLE001 - the page navigated away first (a reload): its size is unknown
+            size = 0
         calls.append({"method": request.method, "url": request.url, "body": request.post_data,
                       "ms": timing["responseEnd"], "bytes": size})  # fmt: skip
 
