@@ -14,8 +14,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,14 @@ def postgres_cluster() -> Iterator[Cluster]:
 def postgres_url(postgres_cluster: Cluster) -> str:
     """URL of a fresh database on the session's PostgreSQL."""
     return postgres_cluster.create_database()
+
+
+def eventually(what: Callable[[], Any], timeout_s: float = 15.0) -> Any:
+    """``what()`` once it is truthy (another server's change arrives by NOTIFY, or a 2 s re-check at worst)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"not true within {timeout_s} s")

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from postgres_cluster import postgres_cluster, postgres_url  # noqa: F401 - fixtures
+from postgres_cluster import eventually, postgres_cluster, postgres_url  # noqa: F401 - fixtures
 
 from access_helpers import grant
 from cloudtap.server.api.app import create_app
@@ -33,16 +33,6 @@ def settings(tmp: Path, url: str) -> ServerSettings:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def eventually(what: Callable[[], Any], timeout_s: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not true within {timeout_s} s")
 
 
 @pytest.fixture

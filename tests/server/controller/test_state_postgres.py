@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from postgres_cluster import postgres_cluster, postgres_url  # noqa: F401 - fixtures
+from postgres_cluster import eventually, postgres_cluster, postgres_url  # noqa: F401 - fixtures
 
 from cloudtap.server.controller.commands import CommandQueue, command_queue
 from cloudtap.server.controller.db import ControllerDB, open_controller_db
@@ -20,16 +20,6 @@ from cloudtap.server.controller.registry import Registry
 pytest.importorskip("psycopg")
 from cloudtap.server.controller.commands_shared import SharedCommandQueue  # noqa: E402
 from cloudtap.server.controller.db_postgres import PostgresDB, describe  # noqa: E402
-
-
-def eventually(what: Callable[[], Any], timeout_s: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not true within {timeout_s} s")
 
 
 @pytest.fixture
