@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -14,6 +15,8 @@ from cloudtap.agent.config_apply import POLICY_PAUSE, MacSelect
 from cloudtap.agent.controller_client import ControllerClient
 from cloudtap.agent.runner import Agent
 from cloudtap.schema.packet import PACKET_DTYPE
+from cloudtap.server.controller.status import HeartbeatReport, Sample, rates
+from cloudtap.ship.server_sink import ShipStats
 
 POLICY = {"active": True, "capture": True, "interfaces": [], "macs": ["fa:16:3e:00:00:01"],
           "bpf": "(ether host fa:16:3e:00:00:01)", "snaplen": None, "store_packets": False, "policies": ["p"]}  # fmt: skip
@@ -127,3 +130,28 @@ def test_protocol_register_heartbeat_fetch_and_reregister(tmp_path: Path) -> Non
     assert calls.count("GET /api/v1/agents/ag-1/config cta_ag-1_s1") == 1  # only when the version changes
     client.stop()
     second.stop()
+
+
+# The heartbeat carries the figures "why no data?" needs apart: pps-cap drops, kernel drops, CPU throttling,
+# and the shipper's dead letters, retries and last HTTP answer.
+def test_report_carries_ship_and_throttle_figures(tmp_path: Path) -> None:
+    agent = Agent(config(tmp_path))
+    agent.workers[0].counters.pps_limit_drops = 1234
+    agent.sink = SimpleNamespace(stats=lambda: ShipStats(dead_letters=2, retries=5, last_status=503))
+    agent.governor.throttled_s = 1.5
+    client = ControllerClient(agent)
+    report = HeartbeatReport.model_validate(client.report())
+    client.stop()
+    assert report.pps_limit_drops == 1234 and report.kernel_drops == 0
+    assert (report.ship_dead_letters, report.ship_retries, report.ship_last_status) == (2, 5, 503)
+    assert report.throttled_s == 1.5
+
+
+def test_rates_keep_each_kind_of_drop_apart() -> None:
+    a = Sample.of(0.0, HeartbeatReport(kernel_drops=1, pps_limit_drops=10, meter_drops=0, ship_dead_letters=0))
+    b = Sample.of(10.0, HeartbeatReport(kernel_drops=4, pps_limit_drops=110, meter_drops=2, ship_dead_letters=3,
+                                        ship_retries=7, throttled_s=0.5))  # fmt: skip
+    r = rates([a, b])
+    assert (r["drops"], r["kernel_drops"], r["pps_limit_drops"], r["meter_drops"]) == (105, 3, 100, 2)
+    assert (r["dead_letters"], r["ship_retries"], r["throttled_s"]) == (3, 7, 0.5)
+    assert rates([])["pps_limit_drops"] == 0 and rates([a])["kernel_drops"] == 0
