@@ -125,6 +125,10 @@ class Coalescer:
         failed = len({id(g) for g in groups if g.state == "failed"})
         return QueueDepth(batches=len(groups), groups=len(self._queue), failed_groups=failed)
 
+    def holds(self, key: BatchKey) -> bool:
+        """Whether batch ``key`` waits here already (a resend joins it: it adds nothing to the queue)."""
+        return key in self._by_key
+
     def close(self) -> None:
         """Stop the writer thread (pending groups stay in their write-ahead files)."""
         if self._task is not None:

@@ -65,6 +65,7 @@ class IngestStats:
     wire_bytes: int = 0  #: encoded (compressed) bytes of the batches newly stored
     last_error: str = ""
     tag_errors: int = 0  #: batches (or coalesced members) stored untagged because tagging failed
+    throttled: int = 0  #: batches answered 429 (queue full, resend later): not refused, nothing counted above
 
 
 class Ingestor:
@@ -164,6 +165,11 @@ class Ingestor:
                 stats.wire_bytes += wire_bytes
                 for kind, table in (tables or {}).items():
                     stats.stored_bytes[kind] = stats.stored_bytes.get(kind, 0) + table.nbytes
+
+    def throttled(self) -> None:
+        """Count one batch turned away because the server cannot keep up (429: the agent resends it)."""
+        with self._counting:
+            self.stats.throttled += 1
 
     def rejected(self, reason: str, detail: str = "", agent: str | None = None) -> None:
         """Count one batch refused for ``reason`` (a few words); ``detail`` is kept as the last error, and as

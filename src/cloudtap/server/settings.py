@@ -108,6 +108,9 @@ class IngestSection(_Section):
     )
     max_group_batches: int = Field(1000, ge=1, description="at most this many batches in one coalesced insert")
     max_group_rows: int = Field(2_000_000, ge=1, description="at most this many rows (all kinds) in one coalesced insert")
+    max_pending_batches: int = Field(
+        2000, ge=0, description="answer 429 (Retry-After) to new batches while this many wait to be stored; 0 = no limit"
+    )
     wal_dir: Path | None = Field(
         None, description="write-ahead files of coalesced inserts; default <chDB data dir>/ingest-wal or /var/lib/cloudtap/"
     )

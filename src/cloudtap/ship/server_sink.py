@@ -6,8 +6,9 @@
 spool *before* anything is sent. A sender thread sends spooled batches strictly in sequence order:
 on success (200, including "duplicate") the batch is acked and deleted; on a retryable failure
 (connection refused, timeout, 5xx, 429...) the same batch is retried with exponential backoff
-(jittered, capped at ``backoff_max_s``); a batch the server rejects (400/413/422...) is moved to the
-dead-letter folder, counted, and the next batch goes on. ``close`` flushes, tries to drain the spool
+(jittered, capped at ``backoff_max_s``), and never sooner than the server's ``Retry-After`` (a 429
+when its ingest queue is full: the batch stays spooled, counted in ``retries``); a batch the server
+rejects (400/413/422...) is moved to the dead-letter folder, counted, and the next batch goes on. ``close`` flushes, tries to drain the spool
 for ``timeout_s`` and leaves the rest on disk: the next start sends it first.
 """
 
@@ -286,7 +287,10 @@ class ServerSink:
                         "ship: cannot deliver batch %d (%s); retrying", header.seq, self._stats.last_error
                     )
                     self._failing = True
-                self._stop_sender.wait(backoff * random.uniform(0.5, 1.0))
+                delay = backoff * random.uniform(0.5, 1.0)
+                if result.retry_after_s is not None:  # the server said when (429 throttling, 503): not sooner
+                    delay = max(delay, result.retry_after_s)
+                self._stop_sender.wait(delay)
                 backoff = min(backoff * 2, self.backoff_max_s)
             else:
                 self._dead_letter(seq, data, result)

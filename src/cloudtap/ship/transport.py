@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,14 +37,23 @@ class SendResult:
     retry: bool  #: not stored, try again later
     status: int  #: HTTP status (0 when no answer: connection error, file transport)
     detail: str = ""  #: server's ``detail``, error text, or "duplicate"
+    #: the server's ``Retry-After`` (429 throttling, 503), seconds: the sender waits at least this long
+    retry_after_s: float | None = None
 
 
-def classify_status(status: int, detail: str = "") -> SendResult:
+#: statuses whose ``Retry-After`` the sender honours
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: longest ``Retry-After`` honoured (seconds): a wrong header must not stall an agent for hours
+MAX_RETRY_AFTER_S = 300.0
+
+
+def classify_status(status: int, detail: str = "", retry_after_s: float | None = None) -> SendResult:
     """Map an HTTP status to a :class:`SendResult` (2xx ok, rejects final, everything else retried).
 
     Args:
         status: HTTP status code.
         detail: text to carry along.
+        retry_after_s: the answer's ``Retry-After`` in seconds (kept on retried results only).
     Returns:
         The result.
     """
@@ -49,7 +61,30 @@ def classify_status(status: int, detail: str = "") -> SendResult:
         return SendResult(True, False, status, detail)
     if status in REJECT_STATUSES:
         return SendResult(False, False, status, detail)
-    return SendResult(False, True, status, detail)
+    return SendResult(False, True, status, detail, retry_after_s)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date); None when absent or bad.
+
+    Capped at :data:`MAX_RETRY_AFTER_S`; a date in the past gives 0.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 class Transport(Protocol):
@@ -124,7 +159,10 @@ class HttpTransport:
         except self._httpx.HTTPError as exc:
             return SendResult(False, True, 0, f"{type(exc).__name__}: {exc}")
         detail = _detail(response)
-        result = classify_status(response.status_code, detail)
+        retry_after = None
+        if response.status_code in RETRY_AFTER_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        result = classify_status(response.status_code, detail, retry_after)
         if result.ok and not detail:
             try:
                 body = response.json()

@@ -42,6 +42,8 @@ class IngestCollector(AppCollector):
                        stats.rows)  # fmt: skip
         yield _by_kind(P + "bytes", "decoded (Arrow) bytes newly stored, by stream kind", stats.stored_bytes)
         yield counter(P + "wire_bytes", "encoded (compressed) bytes of the batches newly stored", stats.wire_bytes)
+        yield counter(P + "throttled", "batches answered 429 (ingest queue full; the agent resends them later)",
+                      stats.throttled)  # fmt: skip
         yield counter(P + "tag_errors", "batches stored untagged because inventory tagging failed", stats.tag_errors)
         inserts = histogram("cloudtap_server_storage_insert_seconds",
                             "time of one store write: one batch (single) or one coalesced group", ["path"])  # fmt: skip

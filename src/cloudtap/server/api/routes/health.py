@@ -28,6 +28,7 @@ class IngestStats(BaseModel):
     duplicate_batches: int
     rejected_batches: int
     rejected_by_reason: dict[str, int]
+    throttled_batches: int = 0  #: answered 429 (queue full): not rejected, resent later
     rows: dict[str, int]
 
 
@@ -49,6 +50,7 @@ def ingest_stats(request: Request) -> IngestStats:
         duplicate_batches=stats.duplicates,
         rejected_batches=stats.rejected,
         rejected_by_reason=dict(getattr(stats, "rejected_by_reason", {}) or {}),
+        throttled_batches=getattr(stats, "throttled", 0),
         rows=stats.rows,
     )
 

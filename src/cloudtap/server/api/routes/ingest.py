@@ -65,6 +65,30 @@ def coalescer(app: FastAPI, settings: ServerSettings) -> Coalescer | None:
     return found
 
 
+#: longest Retry-After (seconds) of a 429: at twice the limit or more
+MAX_RETRY_AFTER_S = 5
+
+
+def _throttle(ingestor: Ingestor, merger: Coalescer | None, limit: int, agent: str | None, seq: int | None) -> None:
+    """429 with ``Retry-After`` while ``limit`` batches wait in the coalescer (``ingest.max_pending_batches``).
+
+    Decided from the HTTP headers only, before the body is read. A resend of a batch that waits already
+    (same ``X-Cloudtap-Agent``/``X-Cloudtap-Seq``) goes through: it joins its group and adds nothing.
+    A resend of a batch stored earlier is throttled like any other (telling it needs the store).
+    """
+    if merger is None or limit <= 0:
+        return
+    pending = merger.depth().batches
+    if pending < limit:
+        return
+    if agent is not None and seq is not None and merger.holds(BatchKey(agent, seq)):
+        return
+    ingestor.throttled()
+    retry_after = min(MAX_RETRY_AFTER_S, 1 + (pending - limit) * (MAX_RETRY_AFTER_S - 1) // limit)
+    raise HTTPException(429, f"ingest queue full ({pending} batches pending): spool and resend in {retry_after}s",
+                        headers={"Retry-After": str(retry_after)})  # fmt: skip
+
+
 def _pending(ingestor: Ingestor, body: bytes, agent_id: str | None, seq: int | None) -> PreparedBatch:
     """The batch's key from its frame header (checked against the HTTP headers); decoded later."""
     head = ingestor.check_header(body, agent_id, seq)  # versions and kinds are refused here already
@@ -91,6 +115,7 @@ def _check_owner(ingestor: Ingestor, body: bytes, owner: str) -> None:
                401: {"description": "missing, unknown or replaced agent credential (or user token)"},
                403: {"description": "the batch is another agent's, or the user may not import"},
                413: {"description": "batch too large"},
+               429: {"description": "ingest queue full (ingest.max_pending_batches): resend after Retry-After seconds"},
                503: {"description": "the store failed; nothing acknowledged, resend the same batch"}},  # fmt: skip
     openapi_extra={"requestBody": {"content": {"application/vnd.cloudtap.batch": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
     dependencies=[Depends(require(AGENT))],
@@ -108,6 +133,8 @@ async def ingest(
     """
     owner = batch_owner(request)  # the credential's agent (``Authorization: Bearer``); None: an importing admin
     ingestor: Ingestor = request.app.state.ingestor
+    merger = coalescer(request.app, settings)
+    _throttle(ingestor, merger, settings.ingest.max_pending_batches, x_cloudtap_agent, x_cloudtap_seq)
     try:  # never more than the limit in memory: refused as soon as the header or the stream says so
         body = await read_body(request, settings.api.max_batch_mib << 20)
     except BodyRefused as exc:  # 413 (over max_batch_mib), 400 (bad Content-Length)
@@ -116,7 +143,6 @@ async def ingest(
         raise
     if owner is not None:
         _check_owner(ingestor, body, owner)
-    merger = coalescer(request.app, settings)
     try:
         # decoding, tagging and the blocking insert run off the event loop: heartbeats, long-polls and queries go on
         if merger is None:
