@@ -5,10 +5,11 @@ Passwords are argon2id hashes; tokens and sessions are stored as SHA-256 digests
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
+
+from cloudtap.server.sqlite_file import open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -53,17 +54,8 @@ class AccessDB:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            p = Path(self.path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.touch(mode=0o600, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
+        self._conn = open_sqlite(self.path, SCHEMA)
         self._lock = threading.RLock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(SCHEMA)
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Run one statement; returns the number of rows it changed."""

@@ -18,6 +18,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from cloudtap.server.sqlite_file import open_sqlite
+
 #: called with the change's detail (e.g. an agent id; "" = anything may have changed)
 Listener = Callable[[str], None]
 #: topics a shared backend announces: agents (identity, group, config), agents_seen (last_seen, status),
@@ -110,18 +112,9 @@ class ControllerDB:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            p = Path(self.path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.touch(mode=0o600, exist_ok=True)
-            _owner_only(p)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
+        self._conn = open_sqlite(self.path, SCHEMA)
         self._lock = threading.RLock()
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(SCHEMA)
             self._migrate()
 
     def _migrate(self) -> None:
@@ -160,15 +153,6 @@ class ControllerDB:
         """Close the connection."""
         with self._lock:
             self._conn.close()
-
-
-def _owner_only(path: Path) -> None:
-    """Make the database file readable by its owner only (it holds secrets); best effort."""
-    try:
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
-    except OSError:
-        pass
 
 
 def dumps(obj: Any) -> str:
