@@ -18,6 +18,7 @@ from cloudtap.agent import guard
 from cloudtap.agent.config import BreakersSection, LimitsSection
 from cloudtap.agent.guard import (
     BASELINE_BYTES,
+    INITIAL_FLOWS,
     MIB,
     MIN_FLOWS,
     RING_SHARE,
@@ -28,7 +29,9 @@ from cloudtap.agent.guard import (
     PpsLimiter,
     RssWatch,
     flow_table_bytes,
+    flow_table_peak_bytes,
     frame_bytes,
+    initial_flows_for,
     output_buffer_bytes,
     plan_budget,
 )
@@ -41,7 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 # -- plan_budget -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cap", [16, 1000, 4096, 5000, 65536, 100_003])
 def test_flow_table_bytes_matches_the_meter(cap: int) -> None:
-    meter = Meter(MeterConfig(max_flows=cap, output_batch=64))
+    meter = Meter(MeterConfig(max_flows=cap, initial_flows=cap, output_batch=64))
     assert flow_table_bytes(cap) == meter.memory_bytes - output_buffer_bytes(64)
     if cap == 65536:
         assert 430 <= meter.bytes_per_flow_slot <= 450
@@ -58,13 +61,13 @@ def test_budget_fits_the_grant_and_shrinks_with_it() -> None:
         assert b.baseline_bytes == BASELINE_BYTES
         assert b.ring_bytes == 4 * b.ring_block_size * b.ring_block_count
         assert b.ring_block_size & (b.ring_block_size - 1) == 0 and b.ring_block_size % 4096 == 0
-        assert flow_table_bytes(b.max_flows) <= b.table_bytes < flow_table_bytes(b.max_flows + 64)
+        assert flow_table_peak_bytes(b.max_flows) <= b.table_bytes < flow_table_peak_bytes(b.max_flows + 64)
         assert 64 <= b.output_batch <= 65536 and b.fragment_capacity >= 1024
     # rings never exceed their share; a large grant gets the full requested ring (1 MiB x 32)
     spendable_512 = 512 * MIB - BASELINE_BYTES - budgets[512].headroom_bytes
     assert budgets[512].ring_bytes <= RING_SHARE * spendable_512
     assert (budgets[4096].ring_block_size, budgets[4096].ring_block_count) == (1 << 20, 32)
-    assert budgets[4096].max_flows > 7_000_000
+    assert budgets[4096].max_flows > 5_000_000  # the last doubling holds 1.5 tables
 
 
 def test_budget_workers_interfaces_and_snaplen() -> None:
@@ -304,3 +307,18 @@ def test_rss_can_leave_out_file_pages(tmp_path: Path) -> None:
     assert total == 32 * MIB // 4096
     assert after_all - before_all >= 24 * MIB
     assert after_anon - before_anon < 8 * MIB
+
+
+@pytest.mark.parametrize("max_flows", [16, 4096, 5000, 65536, 100_003, 1 << 20])
+def test_the_agent_table_doubles_onto_its_budgeted_size(max_flows: int) -> None:
+    start = initial_flows_for(max_flows)
+    assert start <= max_flows and (start >= INITIAL_FLOWS or start == max_flows)
+    meter = Meter(MeterConfig(max_flows=max_flows, initial_flows=start, output_batch=64))
+    sizes = [meter.capacity]
+    while meter.capacity < max_flows:
+        meter._grow()
+        sizes.append(meter.capacity)
+    assert sizes[-1] == max_flows
+    steps = [flow_table_bytes(a) + flow_table_bytes(b) for a, b in zip(sizes, sizes[1:], strict=False)]
+    assert max([flow_table_bytes(max_flows), *steps]) == flow_table_peak_bytes(max_flows)
+    assert flow_table_peak_bytes(max_flows) <= 1.6 * flow_table_bytes(max_flows)

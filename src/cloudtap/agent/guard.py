@@ -28,6 +28,7 @@ from cloudtap.agent.config import BreakersSection, LimitsSection
 from cloudtap.decode._fragment_kernels import TABLE_DTYPE as FRAGMENT_SLOT_DTYPE
 from cloudtap.errors import ConfigError
 from cloudtap.meter._state import DIR_STATE_DTYPE, EDGE_DELTA_DTYPE, FLOW_STATE_DTYPE
+from cloudtap.meter.config import MeterConfig
 from cloudtap.schema.flow import FLOW_DTYPE
 from cloudtap.schema.packet import PACKET_DTYPE
 
@@ -62,6 +63,7 @@ MIN_RING_BLOCKS = 4
 MIN_RING_BLOCK_BYTES = 64 * 1024
 #: Upper bounds (the meter's own limits and sane TPACKET_V3 block sizes: order <= 10 pages).
 MAX_FLOWS = 1 << 28
+INITIAL_FLOWS = MeterConfig.model_fields["initial_flows"].default  #: the table starts this small and doubles
 MAX_OUTPUT_BATCH = 65536
 MAX_FRAGMENTS = 65536
 MAX_RING_BLOCK_BYTES = 4 * MIB
@@ -134,6 +136,26 @@ def flow_table_bytes(max_flows: int) -> int:
     return max_flows * per_slot + index * (4 + 4)
 
 
+def initial_flows_for(max_flows: int) -> int:
+    """The start size (near :data:`INITIAL_FLOWS`) from which the table doubles to ``max_flows``: the last
+    doubling then grows from about half of it."""
+    start = max_flows
+    while -(-start // 2) >= INITIAL_FLOWS:
+        start = -(-start // 2)
+    return start
+
+
+def flow_table_peak_bytes(max_flows: int) -> int:
+    """Bytes a table growing from :func:`initial_flows_for` up to ``max_flows`` slots holds at its peak: the
+    full table plus the one it doubled from, while the state is copied over."""
+    cap = initial_flows_for(max_flows)
+    if cap >= max_flows:
+        return flow_table_bytes(max_flows)
+    while 2 * cap < max_flows:
+        cap *= 2
+    return flow_table_bytes(max_flows) + flow_table_bytes(cap)
+
+
 def output_buffer_bytes(output_batch: int) -> int:
     """Bytes of the meter's output buffers (flow records + edge deltas) of ``output_batch`` rows."""
     return output_batch * (FLOW_DTYPE.itemsize + EDGE_DELTA_DTYPE.itemsize)
@@ -157,7 +179,7 @@ def _max_flows_within(nbytes: int) -> int:
     lo, hi = 0, MAX_FLOWS
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if flow_table_bytes(mid) <= nbytes:
+        if flow_table_peak_bytes(mid) <= nbytes:
             lo = mid
         else:
             hi = mid - 1
@@ -196,7 +218,7 @@ def _plan(grant: int, rings: int, workers: int, snaplen: int, want_block: int, w
     frags = max(MIN_FRAGMENTS, min(MAX_FRAGMENTS, frags))
     fragments = fragment_table_bytes(frags)
     max_flows = _max_flows_within(table_share - fragments)
-    needed = ring_bytes + decode + workers * (output + fragments + flow_table_bytes(MIN_FLOWS))
+    needed = ring_bytes + decode + workers * (output + fragments + flow_table_peak_bytes(MIN_FLOWS))
     if max_flows < MIN_FLOWS:
         return _Plan(None, needed - spendable)
     budget = Budget(
@@ -208,7 +230,7 @@ def _plan(grant: int, rings: int, workers: int, snaplen: int, want_block: int, w
         grant_bytes=grant,
         baseline_bytes=BASELINE_BYTES,
         ring_bytes=ring_bytes,
-        table_bytes=workers * flow_table_bytes(max_flows),
+        table_bytes=workers * flow_table_peak_bytes(max_flows),
         output_bytes=workers * output,
         fragment_bytes=workers * fragments,
         decode_bytes=decode,

@@ -25,7 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 from cloudtap.agent.config import AgentConfig
-from cloudtap.agent.guard import CpuGovernor, HostBreakers, PpsLimiter, RssWatch, plan_budget
+from cloudtap.agent.guard import (
+    CpuGovernor,
+    HostBreakers,
+    PpsLimiter,
+    RssWatch,
+    initial_flows_for,
+    plan_budget,
+)
 from cloudtap.agent.identity import ObservationPoints
 from cloudtap.agent.mirror_attribution import MirrorAttribution
 from cloudtap.agent.output import RecordOutput
@@ -77,7 +84,8 @@ class Agent:
         )
         max_flows = min(config.meter.max_flows, budget.max_flows)
         self.meter_config = config.meter.model_copy(
-            update={"max_flows": max_flows, "key_by_interface": True, "output_batch": budget.output_batch}
+            update={"max_flows": max_flows, "initial_flows": initial_flows_for(max_flows), "key_by_interface": True,
+                    "output_batch": budget.output_batch}
         )
         self.budget = budget
         out = config.output

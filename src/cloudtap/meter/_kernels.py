@@ -11,8 +11,9 @@ Array contract (allocated and owned by :class:`cloudtap.meter.meter.Meter`):
 - ``out``: ``FLOW_DTYPE[m]`` records, filled from ``st[ST_OUT_N]``; ``edges``: ``EDGE_DELTA_DTYPE[m]``.
 
 ``meter_packets`` stops early (returning the next row to process) when the output buffers are nearly
-full; the wrapper drains them and calls again. Nothing is dropped silently: a packet that finds no
-free slot is counted in ``ST_TABLE_FULL_*``.
+full, and when a new flow finds no free slot while the table may still grow (``ST_GROW``); the wrapper
+drains or grows, then calls again. Nothing is dropped silently: a packet that finds no free slot in a
+table at ``CFG_MAX_FLOWS`` is counted in ``ST_TABLE_FULL_*``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cloudtap.meter._state import (
     ST_ACTIVE,
     ST_EDGE_DELTAS,
     ST_FLOWS_CREATED,
+    ST_GROW,
     ST_METERED,
     ST_NEXT_FLOW_ID,
     ST_NEXT_SCAN_NS,
@@ -65,6 +67,7 @@ CFG_PERIOD_NS = 3  #: periodic record interval (aligned to multiples of it)
 CFG_SCAN_NS = 4  #: how often (packet time) the table is scanned for expiry
 CFG_EDGE_NS = 5  #: edge delta bucket (1 s)
 CFG_KEY_INTERFACE = 6  #: 1: the capture interface is part of the flow key (agent), 0: it is not (files)
+CFG_MAX_FLOWS = 7  #: the table may grow up to this many slots
 CFG_SIZE = 8
 
 # st vector slots used only here ---------------------------------------------------------------
@@ -590,6 +593,10 @@ def meter_packets(
                 )
                 s = -1
         if s < 0:
+            if free_top[0] == 0 and fs.shape[0] < cfg[CFG_MAX_FLOWS]:
+                st[ST_PACKETS] -= 1  # offered again once the wrapper has grown the table
+                st[ST_GROW] = 1
+                return i
             s = _create(
                 fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, h, p, iface
             )

@@ -125,6 +125,7 @@ ST_RECORDS = 6  #: flow records emitted
 ST_EDGE_DELTAS = 7
 ST_ACTIVE = 8  #: active flows now
 ST_PEAK_ACTIVE = 9
+ST_GROW = 10  #: set by the kernel: the table is full but may grow (the wrapper grows it and calls again)
 ST_NOW_NS = 11  #: the meter's clock (highest timestamp seen)
 ST_NEXT_SCAN_NS = 12
 ST_NEXT_FLOW_ID = 13

@@ -102,3 +102,13 @@ def index_remove(idx_slot: np.ndarray, idx_hash: np.ndarray, h: np.uint32, slot:
     idx_slot[hole] = -1
     idx_hash[hole] = 0
     return True
+
+
+@njit(**KERNEL_OPTS)
+def index_rebuild(
+    idx_slot: np.ndarray, idx_hash: np.ndarray, hashes: np.ndarray, active: np.ndarray, n: int
+) -> None:
+    """Index the ``n`` used slots listed in ``active`` (whose key hashes are ``hashes[slot]``) into an empty index."""
+    for k in range(n):
+        s = active[k]
+        index_insert(idx_slot, idx_hash, hashes[s], s)

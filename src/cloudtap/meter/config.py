@@ -11,6 +11,12 @@ class MeterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_flows: int = Field(1 << 20, ge=16, le=1 << 28, description="flow table capacity (active flows)")
+    initial_flows: int = Field(
+        1 << 12,
+        ge=16,
+        le=1 << 28,
+        description="slots allocated at start; a full table doubles, up to max_flows",
+    )
     idle_timeout_s: float = Field(
         60.0, gt=0, description="idle timeout of UDP, ICMP, other protocols and TCP before establishment"
     )

@@ -13,10 +13,12 @@ from cloudtap.meter._state import (
     EDGE_DELTA_DTYPE,
     FLOW_STATE_DTYPE,
     ST_ACTIVE,
+    ST_GROW,
     ST_NEXT_FLOW_ID,
     ST_SIZE,
     STAT_NAMES,
 )
+from cloudtap.meter._table import index_rebuild
 from cloudtap.meter.config import MeterConfig
 from cloudtap.schema.flow import FLOW_DTYPE
 from cloudtap.schema.packet import PACKET_DTYPE
@@ -46,6 +48,11 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(4, (n - 1).bit_length())
 
 
+def _empty_index(capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    size = _pow2_at_least(2 * capacity)
+    return np.full(size, -1, np.int32), np.zeros(size, np.uint32)
+
+
 class Meter:
     """A flow table fed with decoded packets; emits flow records and edge deltas.
 
@@ -60,12 +67,10 @@ class Meter:
         on_edges: RecordSink | None = None,
     ) -> None:
         self.config = config or MeterConfig()
-        cap = self.config.max_flows
+        cap = min(self.config.initial_flows, self.config.max_flows)
         self._fs = np.zeros(cap, FLOW_STATE_DTYPE)
         self._ds = np.zeros(2 * cap, DIR_STATE_DTYPE)
-        size = _pow2_at_least(2 * cap)
-        self._idx_slot = np.full(size, -1, np.int32)
-        self._idx_hash = np.zeros(size, np.uint32)
+        self._idx_slot, self._idx_hash = _empty_index(cap)
         self._free = np.arange(cap - 1, -1, -1, dtype=np.int32)
         self._free_top = np.array([cap], np.int64)
         self._active = np.zeros(cap, np.int32)
@@ -81,6 +86,7 @@ class Meter:
         cfg[K.CFG_SCAN_NS] = int(self.config.scan_interval_s * _NS)
         cfg[K.CFG_EDGE_NS] = int(self.config.edge_interval_s * _NS)
         cfg[K.CFG_KEY_INTERFACE] = int(self.config.key_by_interface)
+        cfg[K.CFG_MAX_FLOWS] = self.config.max_flows
         self._cfg = cfg
         self._out = np.zeros(self.config.output_batch, FLOW_DTYPE)
         self._edges = np.zeros(self.config.output_batch, EDGE_DELTA_DTYPE)
@@ -96,7 +102,9 @@ class Meter:
         i, n = 0, len(packets)
         while i < n:
             i = K.meter_packets(packets, i, *self._kernel_args())
-            if i < n or self._cursor[0] >= 0:
+            if self._st[ST_GROW]:
+                self._grow()
+            elif i < n or self._cursor[0] >= 0:
                 self.drain()
         while self._cursor[0] >= 0:  # an interrupted scan still pending
             self.drain()
@@ -140,6 +148,30 @@ class Meter:
                 self._on_edges(self._edges[:n_edges].copy())
             self._st[K.ST_EDGE_N] = 0
 
+    def _grow(self) -> None:
+        """Double the table (up to ``max_flows``): state copied, free slots added, the index rebuilt."""
+        self._st[ST_GROW] = 0
+        old = self.capacity
+        cap = min(2 * old, self.config.max_flows)
+        fs = np.zeros(cap, FLOW_STATE_DTYPE)
+        fs[:old] = self._fs
+        ds = np.zeros(2 * cap, DIR_STATE_DTYPE)
+        ds[: 2 * old] = self._ds
+        top = int(self._free_top[0])
+        free = np.empty(cap, np.int32)
+        added = cap - old
+        free[:added] = np.arange(cap - 1, old - 1, -1, dtype=np.int32)  # the old free slots stay on top
+        free[added : added + top] = self._free[:top]
+        active = np.zeros(cap, np.int32)
+        active[:old] = self._active
+        active_pos = np.zeros(cap, np.int32)
+        active_pos[:old] = self._active_pos
+        idx_slot, idx_hash = _empty_index(cap)
+        index_rebuild(idx_slot, idx_hash, fs["hash"], active, int(self._st[ST_ACTIVE]))
+        self._fs, self._ds, self._free, self._active, self._active_pos = fs, ds, free, active, active_pos
+        self._idx_slot, self._idx_hash = idx_slot, idx_hash
+        self._free_top[0] = added + top
+
     def _scan_args(self, forced: bool) -> tuple[object, ...]:
         return (*self._kernel_args(), forced)
 
@@ -168,6 +200,11 @@ class Meter:
         return MeterStats(**values)
 
     @property
+    def capacity(self) -> int:
+        """Flow slots allocated now (grows up to ``config.max_flows``)."""
+        return int(self._fs.shape[0])
+
+    @property
     def active_flows(self) -> int:
         """Flows in the table now."""
         return int(self._st[ST_ACTIVE])
@@ -191,7 +228,7 @@ class Meter:
     @property
     def bytes_per_flow_slot(self) -> float:
         """Table bytes per flow of capacity (state + index share), excluding output buffers."""
-        cap = self.config.max_flows
+        cap = self.capacity
         table = (
             self._fs.nbytes
             + self._ds.nbytes
