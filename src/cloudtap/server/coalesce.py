@@ -67,7 +67,7 @@ class Coalescer:
 
     def __init__(
         self, ingestor: Ingestor, wait_s: float, max_batches: int = 1000, max_rows: int = 2_000_000,
-        wal: GroupWal | None = None,
+        wal: GroupWal | None = None, decode_threads: int = 2,
     ) -> None:  # fmt: skip
         self.ingestor = ingestor
         self.wait_s = wait_s
@@ -77,6 +77,7 @@ class Coalescer:
         self.groups_written = 0  #: inserts done (each one block per table)
         self.group_sizes = Distribution(GROUP_BUCKETS)  #: batches written per group
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cloudtap-ingest")
+        self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="cloudtap-decode")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_key: dict[BatchKey, Group] = {}
         self._queue: collections.deque[Group] = collections.deque()
@@ -134,6 +135,7 @@ class Coalescer:
         if self._task is not None:
             self._task.cancel()
         self._executor.shutdown(wait=True)
+        self._decoders.shutdown(wait=True)
 
     # -- writer ----------------------------------------------------------------------------------
     async def _start(self) -> None:
@@ -271,25 +273,32 @@ class Coalescer:
     def _decode_members(self, group: Group) -> dict[BatchKey, Exception]:
         """Decode the members not decoded yet; those that fail are left out of the group, each with its error.
 
-        Decoded here, in one thread: the event loop only read the frame headers.
+        Decoded here, by the decode threads (decompressing and reading Arrow release the GIL): the event loop
+        only read the frame headers.
         """
         left_out: dict[BatchKey, Exception] = {}
-        for m in group.members:
-            if m.tables is not None:
-                continue
-            try:
-                m.tables = self.ingestor.prepare_bytes(m.frame, m.key.agent_id, m.key.seq, tag=False).tables
-            except IngestError as exc:  # counted by prepare_bytes
-                left_out[m.key] = exc
-            except MemoryError as exc:  # not the batch's fault: it alone is answered 503 and resent
-                log.warning("batch %s:%d left out of its group: %r", m.key.agent_id, m.key.seq, exc)
-                left_out[m.key] = exc
-            except Exception as exc:  # an unexpected reader error: refuse this batch, not its group
-                detail = f"malformed batch: cannot be read: {type(exc).__name__}: {exc}"
-                self.ingestor.rejected("malformed", detail, m.key.agent_id)
-                left_out[m.key] = IngestError(detail, "malformed")
+        todo = [m for m in group.members if m.tables is None]
+        outcomes = self._decoders.map(self._decode_one, todo) if len(todo) > 1 else map(self._decode_one, todo)
+        for m, error in zip(todo, list(outcomes), strict=True):
+            if error is not None:
+                left_out[m.key] = error
         group.members = [m for m in group.members if m.key not in left_out]
         return left_out
+
+    def _decode_one(self, m: PreparedBatch) -> Exception | None:
+        """Decode one member in place; the error that leaves it out of its group, if any."""
+        try:
+            m.tables = self.ingestor.prepare_bytes(m.frame, m.key.agent_id, m.key.seq, tag=False).tables
+        except IngestError as exc:  # counted by prepare_bytes
+            return exc
+        except MemoryError as exc:  # not the batch's fault: it alone is answered 503 and resent
+            log.warning("batch %s:%d left out of its group: %r", m.key.agent_id, m.key.seq, exc)
+            return exc
+        except Exception as exc:  # an unexpected reader error: refuse this batch, not its group
+            detail = f"malformed batch: cannot be read: {type(exc).__name__}: {exc}"
+            self.ingestor.rejected("malformed", detail, m.key.agent_id)
+            return IngestError(detail, "malformed")
+        return None
 
     def _write_merged(self, group: Group, results: dict[BatchKey, InsertResult | Exception]) -> None:
         store = self.ingestor.store

@@ -107,6 +107,9 @@ class IngestSection(_Section):
         50.0, ge=0, le=10_000, description="batches arriving within this window are inserted as one block per table; 0 = one insert per batch"
     )
     max_group_batches: int = Field(1000, ge=1, description="at most this many batches in one coalesced insert")
+    decode_threads: int = Field(
+        2, ge=1, le=64, description="threads decompressing and checking a coalesced group's batches (Arrow releases the GIL)"
+    )
     max_group_rows: int = Field(2_000_000, ge=1, description="at most this many rows (all kinds) in one coalesced insert")
     max_pending_batches: int = Field(
         2000, ge=0, description="answer 429 (Retry-After) to new batches while this many wait to be stored; 0 = no limit"

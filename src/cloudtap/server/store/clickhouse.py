@@ -12,6 +12,7 @@ keep the last ``DEDUP_WINDOW`` block tokens), so the replay heals without double
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -276,27 +277,30 @@ def prepare_table(kind: str, table: pa.Table) -> pa.Table:
     Raises:
         ValueError: naming the kind and column, when the table does not fit.
     """
-    columns = insert_columns(kind)
-    inputs = {c.input_name for c in columns}
-    for name in table.column_names:
-        col = _column_named(kind, name)
-        if col is not None and col.role == DERIVED and name not in inputs:
+    columns, inputs, derived = _insert_plan(kind)
+    names = table.column_names  # a new list on every access: read once
+    for name in names:
+        if name in derived and name not in inputs:
             raise ValueError(f"{kind}: column {name!r} is set by the store and must not be sent")
+    position = {name: i for i, name in enumerate(names)}
     out: dict[str, pa.ChunkedArray] = {}
     for col in columns:
-        if col.input_name not in table.column_names:
+        i = position.get(col.input_name)
+        if i is None:
             if col.role == REQUIRED:
                 raise ValueError(f"{kind}: missing required column {col.input_name!r}")
             continue
-        out[col.name] = _fit(kind, col, table[col.input_name])
-    return pa.table(out).combine_chunks()
+        out[col.name] = _fit(kind, col, table.column(i))
+    prepared = pa.table(out)
+    return prepared if all(c.num_chunks == 1 for c in prepared.columns) else prepared.combine_chunks()
 
 
-def _column_named(kind: str, name: str) -> Column | None:
-    for col in TABLES[KIND_TABLES[kind]].columns:
-        if col.name == name:
-            return col
-    return None
+@functools.cache
+def _insert_plan(kind: str) -> tuple[tuple[Column, ...], frozenset[str], frozenset[str]]:
+    """A kind's insert columns, their input names, and the names of its store-set columns."""
+    columns = insert_columns(kind)
+    derived = frozenset(c.name for c in TABLES[KIND_TABLES[kind]].columns if c.role == DERIVED)
+    return columns, frozenset(c.input_name for c in columns), derived
 
 
 _INT_TYPES = {
