@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from postgres_cluster import eventually, postgres_cluster, postgres_url  # noqa: F401 - fixtures
 
 from access_helpers import grant
 from cloudtap.server.api.app import create_app
 from cloudtap.server.settings import ServerSettings
+from postgres_cluster import eventually, postgres_cluster, postgres_url  # noqa: F401 - fixtures
 
 BOOT = "bootstrap-token"
 AGENT = {"name": "agent-hv1", "hostname": "hv1", "machine_id": "m-hv1"}

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from postgres_cluster import eventually, postgres_cluster, postgres_url  # noqa: F401 - fixtures
 
 from cloudtap.server.controller.commands import CommandQueue, command_queue
 from cloudtap.server.controller.db import ControllerDB, open_controller_db
 from cloudtap.server.controller.groups import Groups
 from cloudtap.server.controller.policy import Policies, Policy
 from cloudtap.server.controller.registry import Registry
+from postgres_cluster import eventually, postgres_cluster, postgres_url  # noqa: F401 - fixtures
 
 pytest.importorskip("psycopg")
 from cloudtap.server.controller.commands_shared import SharedCommandQueue  # noqa: E402

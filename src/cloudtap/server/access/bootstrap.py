@@ -5,7 +5,7 @@ from __future__ import annotations
 from cloudtap.errors import CloudtapError
 from cloudtap.server.access.credentials import new_secret
 from cloudtap.server.access.principal import RoleBinding
-from cloudtap.server.access.service import AccessService
+from cloudtap.server.access.service import AccessService, AuthError
 from cloudtap.server.settings import AuthSection
 
 
@@ -34,4 +34,8 @@ def ensure_admin(access: AccessService, auth: AuthSection) -> str | None:
         access.add_user(auth.admin_user, password, [RoleBinding("admin")])
     except ValueError as exc:
         raise CloudtapError(f"first admin {auth.admin_user!r}: {exc}") from exc
+    except AuthError as exc:  # another server process sharing the access state created it first
+        if exc.status != 409:
+            raise
+        return None
     return generated

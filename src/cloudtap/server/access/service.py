@@ -101,8 +101,8 @@ class AccessService:
         hashed = hash_password(password) if password else None
         doc = json.dumps([b.to_doc() for b in bindings])
         changed = self.db.execute(
-            "INSERT OR IGNORE INTO users (name, password_hash, bindings, source, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (name, hashed, doc, source, now, now))  # fmt: skip
+            "INSERT INTO users (name, password_hash, bindings, source, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING", (name, hashed, doc, source, now, now))  # fmt: skip
         if not changed:
             raise AuthError(409, f"user {name!r} exists")
         return self.user(name)

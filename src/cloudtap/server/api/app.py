@@ -60,7 +60,8 @@ def _loopback(address: str) -> bool:
 
 
 def build_access(settings: ServerSettings) -> AccessService:
-    """The access service over its SQLite file (auth.enabled false is refused off loopback)."""
+    """The access service over its SQLite file, or PostgreSQL with ``controller.database_url`` (auth.enabled false is
+    refused off loopback)."""
     auth = settings.auth
     if not auth.enabled:
         if not _loopback(settings.api.listen):
@@ -69,6 +70,11 @@ def build_access(settings: ServerSettings) -> AccessService:
                 "read every project's flows and packets; turn auth on, or listen on 127.0.0.1 only"
             )
         log.warning("auth.enabled is false: every caller on this host is an admin (development only)")
+    url = settings.controller.database_url
+    if url:  # several server processes share users, tokens and sessions with their other control state
+        from cloudtap.server.access.db_postgres import AccessPostgresDB
+
+        return AccessService(AccessPostgresDB(url), auth.session_hours * 3600, auth.token_days)
     return AccessService(AccessDB(access_db_path(settings)), auth.session_hours * 3600, auth.token_days)
 
 
