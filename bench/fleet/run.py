@@ -293,6 +293,8 @@ def main() -> None:
         "lost_rows": {k: stats.rows_sent.get(k, 0) - stored.get(k, 0) for k in stats.rows_sent},
         "nothing_lost": all(stats.rows_sent.get(k, 0) == stored.get(k, 0) for k in stats.rows_sent),
         "server_cpu_cores": round(server_cpu_s / elapsed, 3), "server_rss_mib": rss >> 20,
+        "server_cpu_ms_per_request": round(1000 * server_cpu_s / max(1, stats.batches + len(stats.hb_ms)), 2),
+        "server_cpu_s_per_million_rows": round(1e6 * server_cpu_s / max(1, sent_total), 1),
         "bench_client_cpu_cores": round(((me1.user + me1.system) - (me0.user + me0.system)) / elapsed, 3),
         "command_delivery_ms_p50": round(pct(stats.cmd_ms, 0.5), 1), "command_delivery_ms_max": round(max(stats.cmd_ms, default=0), 1),
         "commands_delivered": len(stats.cmd_ms), "fleet_top_ms_max": round(max((s["fleet_top_ms"] for s in samples), default=0), 1),
