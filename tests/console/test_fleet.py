@@ -38,7 +38,7 @@ def test_the_fleet_shows_the_demo_agent_and_its_page(admin_page: Any, console: C
     row = page.locator(f'[data-test="agents-table"] tr[data-agent="{agent["name"]}"]')
     row.wait_for()
     assert agent["host"] in row.inner_text()
-    for title in ("CPU", "Memory", "Captured", "Forwarded", "Drops"):
+    for title in ("CPU", "Memory", "Captured", "Shipped", "Forwarded", "Drops"):
         page.locator(f'[data-test="top-{title}"] canvas').first.wait_for()
     assert "1 agents" in page.locator('[data-test="fleet-summary"]').inner_text().replace("\n", " ")
     page.locator('[data-test="hosts-table"]').get_by_text(agent["host"], exact=True).wait_for()

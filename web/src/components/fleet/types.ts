@@ -23,6 +23,10 @@ export interface AgentRow {
   pps: number
   bps: number
   shipped_bps: number
+  /** packet copies the broker sent to tools (bits/s); absent from servers before distribution */
+  forwarded_bps?: number
+  /** copies dropped by a destination cap, the host fuse or send errors (over the window) */
+  forward_drops?: number
   drops: number
 }
 
