@@ -42,6 +42,10 @@ TSHARK_OPTS = (
     "-d", "udp.port==4789,vxlan",
     "-d", "udp.port==6081,geneve",
 )  # fmt: skip
+#: UDP tunnels tshark decodes by default, by their tokens, and the ports cloudtap recognises them on
+#: ("dst": destination port only, "any": either port); see docs/flow-semantics.md.
+_UDP_TUNNELS = {"gtp": ((2152,), "any"), "teredo": ((3544,), "any"), "gre": ((4754,), "dst"),
+                "mpls": ((6635,), "dst")}  # fmt: skip
 
 FIELDS = (
     "frame.number",
@@ -101,7 +105,7 @@ _COL = {name: i for i, name in enumerate(FIELDS)}
 #: Tokens of frame.protocols allowed between a tunnel header and the inner IP header.
 _TUNNEL_L2 = frozenset(
     {"eth", "ethertype", "vlan", "ieee8021ad", "ieee8021ah", "mpls", "pwethcw", "pwethheuristic",
-     "erspan", "pppoes", "ppp"}
+     "erspan", "pppoes", "ppp", "vntag", "etag"}
 )  # fmt: skip
 #: IPv6 extension header tokens and the field holding their next-header value.
 _TUNNEL_PORTS = {"vxlan": (4789, 8472), "geneve": (6081,)}
@@ -165,14 +169,22 @@ def _is_ext(token: str) -> bool:
     return token.startswith("ipv6.") or token == "ah"
 
 
-def innermost_ip(tokens: list[str], udp_dport: Callable[[int], int]) -> int | None:
+def innermost_ip(
+    tokens: list[str],
+    udp_dport: Callable[[int], int],
+    udp_sport: Callable[[int], int] = lambda i: -1,
+    is_fragment: Callable[[int], bool] = lambda i: False,
+) -> int | None:
     """Index in ``tokens`` of the IP layer cloudtap meters, or None when the frame is not metered.
 
     VXLAN (UDP destination port 4789/8472), Geneve (6081), GRE (IP, PPP-carried IP, WCCP, TEB,
-    MPLS, ERSPAN) and IP-in-IP are decapsulated; everything else (ICMP quotes, GTP, AYIYA, NSH,
-    sFlow samples...) ends the descent. A tunnel that carries Ethernet/MPLS whose payload is not IP
-    makes the whole frame unmetered. ``udp_dport(i)`` is the destination port of the UDP layer at
-    token index ``i``.
+    MPLS, ERSPAN), GRE-in-UDP (4754), MPLS-in-UDP (6635), GTP-U (2152) and Teredo (3544) carrying
+    IP, and IP-in-IP are decapsulated; everything else (ICMP quotes, AYIYA, NSH, sFlow samples...)
+    ends the descent, and so does an IP fragment (cloudtap keys every fragment of a tunnel packet
+    on the outer packet). A tunnel that carries Ethernet/MPLS whose payload is not IP makes the
+    whole frame unmetered. ``udp_dport(i)`` / ``udp_sport(i)`` are the ports of the UDP layer at
+    token index ``i``; ``is_fragment(i)`` tells whether the IP layer at token index ``i`` is a
+    fragment.
     """
     ips = [i for i, t in enumerate(tokens) if t in ("ip", "ipv6")]
     if not ips:
@@ -183,10 +195,22 @@ def innermost_ip(tokens: list[str], udp_dport: Callable[[int], int]) -> int | No
     while True:
         while j < n and _is_ext(tokens[j]):
             j += 1
-        if j >= n:
+        if j >= n or is_fragment(inner):
             return inner
         t = tokens[j]
         nxt = tokens[j + 1] if j + 1 < n else ""
+        if t == "udp" and nxt in _UDP_TUNNELS:
+            ports, side = _UDP_TUNNELS[nxt]
+            if udp_dport(j) in ports or (side == "any" and udp_sport(j) in ports):
+                t, j = nxt, j + 1  # GRE / MPLS in UDP continue as GRE / MPLS below
+                nxt = tokens[j + 1] if j + 1 < n else ""
+                if t in ("gtp", "teredo"):
+                    if nxt in ("ip", "ipv6"):
+                        inner, j = j + 1, j + 2
+                        continue
+                    return inner
+                if t == "mpls":  # a label stack right after UDP: what is under it, as for GRE-MPLS
+                    t, nxt, j = "gre", "mpls", j - 1
         if t in ("ip", "ipv6"):
             inner, j = j, j + 1
             continue
@@ -221,7 +245,25 @@ def innermost_ip(tokens: list[str], udp_dport: Callable[[int], int]) -> int | No
 def parse_row(values: list[list[str]]) -> Packet | None:
     """Turn one tshark row (fields split into occurrences) into the metered packet, if any."""
     tokens = values[_COL["frame.protocols"]][0].split(":") if values[_COL["frame.protocols"]] else []
-    k = innermost_ip(tokens, lambda i: _int(_occ(values, "udp.dstport", tokens[:i].count("udp")), -1))
+
+    def udp_port(name: str) -> Callable[[int], int]:
+        return lambda i: _int(_occ(values, name, tokens[:i].count("udp")), -1)
+
+    def is_fragment(i: int) -> bool:
+        """The IP layer at token ``i`` is a fragment (IPv4 MF/offset, or an IPv6 fragment header)."""
+        if tokens[i] == "ip":
+            occ = tokens[:i].count("ip")
+            return bool(_int(_occ(values, "ip.flags.mf", occ)) or _int(_occ(values, "ip.frag_offset", occ)))
+        j = i + 1
+        while j < len(tokens) and _is_ext(tokens[j]):
+            if tokens[j] == "ipv6.fraghdr":
+                e = tokens[:j].count("ipv6.fraghdr")
+                more = _int(_occ(values, "ipv6.fraghdr.more", e))
+                return bool(more or _int(_occ(values, "ipv6.fraghdr.offset", e)))
+            j += 1
+        return False
+
+    k = innermost_ip(tokens, udp_port("udp.dstport"), udp_port("udp.srcport"), is_fragment)
     if k is None:
         return None
     layer = tokens[k]

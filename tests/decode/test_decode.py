@@ -141,9 +141,12 @@ def assert_inner_tcp(row, ver: int = 4) -> None:
 
 # --- Ethernet / IPv4 / TCP and the row bookkeeping -------------------------------------------------
 def test_ethernet_ipv4_tcp_fields():
-    pkt = eth() / IP(src="1.2.3.4", dst="5.6.7.8", id=77) / TCP(
-        sport=1234, dport=80, seq=0xDEADBEEF, ack=42, flags="SA", window=4321
-    ) / (b"a" * 26)
+    pkt = (
+        eth()
+        / IP(src="1.2.3.4", dst="5.6.7.8", id=77)
+        / TCP(sport=1234, dport=80, seq=0xDEADBEEF, ack=42, flags="SA", window=4321)
+        / (b"a" * 26)
+    )
     row = decode_one(pkt)
     assert row["status"] == STATUS_OK
     assert_addrs(row, "1.2.3.4", "5.6.7.8")
@@ -171,7 +174,11 @@ def test_batch_rows_follow_frames_and_out_is_reused():
     assert list(rows["ip_ver"]) == [4, 0, 6]
     assert list(rows["ts_ns"]) == [7, 1007, 2007]
     assert decode_counts(rows) == {
-        "ok": 2, "not_ip": 1, "truncated": 0, "malformed": 0, "unknown_linktype": 0
+        "ok": 2,
+        "not_ip": 1,
+        "truncated": 0,
+        "malformed": 0,
+        "unknown_linktype": 0,
     }
 
 
@@ -188,7 +195,12 @@ def test_frame_past_end_of_buffer_is_cut_not_read():
     data = raw(eth() / inner_tcp())
     batch = make_batch([data])
     batch = FrameBatch(
-        batch.data[:40], batch.offset, batch.cap_len, batch.wire_len, batch.ts_ns, batch.linktype,
+        batch.data[:40],
+        batch.offset,
+        batch.cap_len,
+        batch.wire_len,
+        batch.ts_ns,
+        batch.linktype,
         batch.interface,
     )
     row = decode_frames(batch)[0]
@@ -259,13 +271,18 @@ def test_llc_snap_and_non_ip():
 
 # --- link types -------------------------------------------------------------------------------------
 def test_linux_sll_and_sll2():
-    sll = CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=bytes.fromhex("0200000000aa") + b"\0\0",
-                      proto=0x0800) / inner_tcp()
+    sll = (
+        CookedLinux(
+            pkttype=0, lladdrtype=1, lladdrlen=6, src=bytes.fromhex("0200000000aa") + b"\0\0", proto=0x0800
+        )
+        / inner_tcp()
+    )
     row = decode_one(sll, linktype=113)
     assert_inner_tcp(row)
     assert row["src_mac"] == 0x0200000000AA and row["l3_offset"] == 16
-    sll2 = CookedLinuxV2(proto=0x86DD, lladdrtype=1, lladdrlen=6,
-                         src=bytes.fromhex("0200000000bb") + b"\0\0") / inner_tcp(6)
+    sll2 = CookedLinuxV2(
+        proto=0x86DD, lladdrtype=1, lladdrlen=6, src=bytes.fromhex("0200000000bb") + b"\0\0"
+    ) / inner_tcp(6)
     row2 = decode_one(sll2, linktype=276)
     assert_inner_tcp(row2, 6)
     assert row2["src_mac"] == 0x0200000000BB and row2["l3_offset"] == 20
@@ -333,8 +350,14 @@ def test_ipv4_authentication_header():
 
 
 def test_ipv6_extension_headers_walked():
-    pkt = IPv6(src=INNER6[0], dst=INNER6[1]) / IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting(
-        addresses=["fd00::9"]) / IPv6ExtHdrDestOpt() / TCP(sport=40000, dport=443, flags="PA") / (b"x" * 10)
+    pkt = (
+        IPv6(src=INNER6[0], dst=INNER6[1])
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrRouting(addresses=["fd00::9"])
+        / IPv6ExtHdrDestOpt()
+        / TCP(sport=40000, dport=443, flags="PA")
+        / (b"x" * 10)
+    )
     row = decode_one(eth() / pkt)
     assert row["status"] == STATUS_OK
     assert (row["proto"], row["sport"], row["dport"]) == (6, 40000, 443)
@@ -370,8 +393,12 @@ def test_ipv4_fragments():
 
 
 def test_ipv6_fragments():
-    pkt = IPv6(src=INNER6[0], dst=INNER6[1]) / IPv6ExtHdrFragment(id=0xABCDEF01) / UDP(
-        sport=7, dport=8) / (b"y" * 200)
+    pkt = (
+        IPv6(src=INNER6[0], dst=INNER6[1])
+        / IPv6ExtHdrFragment(id=0xABCDEF01)
+        / UDP(sport=7, dport=8)
+        / (b"y" * 200)
+    )
     frags = fragment6(pkt, 120)
     rows = decode_frames(make_batch([raw(eth() / f) for f in frags]))
     assert len(rows) >= 2
@@ -464,7 +491,7 @@ def test_truncated_before_ip_addresses():
 )
 def test_malformed_ipv4(offset, patch):
     data = bytearray(raw(eth() / inner_tcp()))
-    data[offset:offset + len(patch)] = patch
+    data[offset : offset + len(patch)] = patch
     assert decode_one(bytes(data))["status"] == STATUS_MALFORMED
 
 
@@ -497,8 +524,9 @@ def test_vxlan_port_8472_and_ipv6_outer():
     row = decode_one(eth() / vxlan(7, eth() / inner_tcp(6), port=8472, outer=OUTER6))
     assert_inner_tcp(row, 6)
     assert_tunnel(row, TUNNEL_VXLAN, 7, OUTER6)
-    plain = decode_one(eth() / vxlan(7, eth() / inner_tcp(6), port=8472),
-                       config=DecodeConfig(vxlan_ports=(4789,)))
+    plain = decode_one(
+        eth() / vxlan(7, eth() / inner_tcp(6), port=8472), config=DecodeConfig(vxlan_ports=(4789,))
+    )
     assert plain["tunnel_depth"] == 0 and plain["dport"] == 8472
 
 
@@ -515,7 +543,7 @@ def test_vxlan_not_decapsulated_when_disabled_or_invalid():
 
 def test_vxlan_inner_cut_before_ip_falls_back_to_outer():
     frame = raw(eth() / vxlan(9, eth() / inner_tcp()))
-    row = decode_one(frame[:14 + 20 + 8 + 8 + 10], wire=len(frame))
+    row = decode_one(frame[: 14 + 20 + 8 + 8 + 10], wire=len(frame))
     assert row["status"] == STATUS_OK
     assert row["tunnel_depth"] == 0
     assert_addrs(row, *OUTER4)
@@ -529,8 +557,12 @@ def test_vxlan_carrying_arp_is_not_ip():
 
 
 def test_fragmented_outer_is_not_decapsulated():
-    pkt = IP(src=OUTER4[0], dst=OUTER4[1], flags="MF", id=5) / UDP(sport=1, dport=4789) / VXLAN(vni=3) / (
-        eth() / inner_tcp())
+    pkt = (
+        IP(src=OUTER4[0], dst=OUTER4[1], flags="MF", id=5)
+        / UDP(sport=1, dport=4789)
+        / VXLAN(vni=3)
+        / (eth() / inner_tcp())
+    )
     row = decode_one(eth() / pkt)
     assert row["tunnel_depth"] == 0
     assert row["flags"] & FLAG_FRAGMENT and row["dport"] == 4789
@@ -538,8 +570,13 @@ def test_fragmented_outer_is_not_decapsulated():
 
 def test_geneve_with_options():
     opts = [GeneveOptions(classid=0x0102, type=0x80, data=b"\x01\x02\x03\x04\x05\x06\x07\x08")]
-    pkt = IP(src=OUTER4[0], dst=OUTER4[1]) / UDP(sport=1, dport=6081) / GENEVE(
-        vni=0xABCDE, proto=0x6558, options=opts) / eth() / inner_tcp()
+    pkt = (
+        IP(src=OUTER4[0], dst=OUTER4[1])
+        / UDP(sport=1, dport=6081)
+        / GENEVE(vni=0xABCDE, proto=0x6558, options=opts)
+        / eth()
+        / inner_tcp()
+    )
     row = decode_one(eth() / pkt)
     assert_inner_tcp(row)
     assert_tunnel(row, TUNNEL_GENEVE, 0xABCDE, OUTER4)
@@ -554,8 +591,11 @@ def test_geneve_ip_payload():
 
 
 def test_gre_key_and_sequence():
-    pkt = IP(src=OUTER4[0], dst=OUTER4[1]) / GRE(key_present=1, key=0x11223344, seqnum_present=1,
-                                                  sequence_number=9, proto=0x0800) / inner_tcp()
+    pkt = (
+        IP(src=OUTER4[0], dst=OUTER4[1])
+        / GRE(key_present=1, key=0x11223344, seqnum_present=1, sequence_number=9, proto=0x0800)
+        / inner_tcp()
+    )
     row = decode_one(eth() / pkt)
     assert_inner_tcp(row)
     assert_tunnel(row, TUNNEL_GRE, 0x11223344, OUTER4)
@@ -624,8 +664,11 @@ def test_erspan_type_3_with_and_without_platform_subheader():
 @pytest.mark.parametrize(("outer_ver", "inner_ver"), [(4, 4), (4, 6), (6, 4), (6, 6)])
 def test_ip_in_ip(outer_ver, inner_ver):
     nh = 4 if inner_ver == 4 else 41
-    outer = (IP(src=OUTER4[0], dst=OUTER4[1], proto=nh) if outer_ver == 4
-             else IPv6(src=OUTER6[0], dst=OUTER6[1], nh=nh))
+    outer = (
+        IP(src=OUTER4[0], dst=OUTER4[1], proto=nh)
+        if outer_ver == 4
+        else IPv6(src=OUTER6[0], dst=OUTER6[1], nh=nh)
+    )
     row = decode_one(eth() / outer / inner_tcp(inner_ver))
     assert_inner_tcp(row, inner_ver)
     assert_tunnel(row, TUNNEL_IPIP, 0, OUTER4 if outer_ver == 4 else OUTER6)
@@ -705,11 +748,13 @@ ORACLE_FILES: list[str] = [
     "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/ip6_fragments.pcap",
     "suricata-verify/tests/decode-too-small/test.pcap",
     "arkime/tests/pcap/arkime_synthetic.pcap",
+    "tcpdump/tests/nflog.pcap",
 ]
 #: We decode UDP 8472 as VXLAN by default (Linux); tshark needs telling.
 TSHARK_EXTRA = ("-d", "udp.port==8472,vxlan")
-#: tshark layers we deliberately do not decode (GTP, AYIYA, NSH/VXLAN-GPE, Cisco metadata, 802.11, Arista).
-UNSUPPORTED = {"gtp", "ayiya", "nsh", "cmd", "wlan", "avsp", "teredo", "vxlan-gpe"}
+#: tshark layers we deliberately do not decode (AYIYA, NSH/VXLAN-GPE, Cisco metadata, 802.11, Arista).
+#: GTP-U, Teredo, NFLOG and the UDP tunnels are compared in test_encapsulations.py.
+UNSUPPORTED = {"ayiya", "nsh", "cmd", "wlan", "avsp", "vxlan-gpe"}
 #: Frames where we differ from tshark on purpose.
 KNOWN_DIFFERENCES = {
     # synthetic Geneve "reply" from UDP source port 6081 to 12345: tunnels are recognised by the
@@ -717,8 +762,20 @@ KNOWN_DIFFERENCES = {
     ("arkime/tests/pcap/arkime_synthetic.pcap", 623),
 }
 TSHARK_FIELDS = (
-    "frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport",
-    "udp.srcport", "udp.dstport", "sctp.srcport", "sctp.dstport", "vxlan.vni", "geneve.vni", "gre.key",
+    "frame.protocols",
+    "ip.src",
+    "ip.dst",
+    "ipv6.src",
+    "ipv6.dst",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+    "sctp.srcport",
+    "sctp.dstport",
+    "vxlan.vni",
+    "geneve.vni",
+    "gre.key",
     "erspan.spanid",
 )
 
@@ -740,8 +797,23 @@ def read_capture(path: Path) -> FrameBatch:
 
 
 def run_tshark(path: Path) -> list[dict[str, str]]:
-    cmd = ["tshark", "-r", str(path), "-n", "-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE",
-           *TSHARK_EXTRA, "-T", "fields", "-E", "occurrence=l", "-E", "separator=\t"]
+    cmd = [
+        "tshark",
+        "-r",
+        str(path),
+        "-n",
+        "-o",
+        "ip.defragment:FALSE",
+        "-o",
+        "ipv6.defragment:FALSE",
+        *TSHARK_EXTRA,
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=l",
+        "-E",
+        "separator=\t",
+    ]
     for field in TSHARK_FIELDS:
         cmd += ["-e", field]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout
@@ -778,19 +850,31 @@ def compare_rows(rel: str, rows: np.ndarray, shark: list[dict[str, str]]) -> tup
             continue
         checked += 1
         if row["status"] == STATUS_NOT_IP and row["tunnel_depth"]:
-            got = (to_text(row["tunnel_src_hi"], row["tunnel_src_lo"]),
-                   to_text(row["tunnel_dst_hi"], row["tunnel_dst_lo"]), want["ports"])
+            got = (
+                to_text(row["tunnel_src_hi"], row["tunnel_src_lo"]),
+                to_text(row["tunnel_dst_hi"], row["tunnel_dst_lo"]),
+                want["ports"],
+            )
         else:
             has_ports = row["proto"] in (6, 17, 132) and (
-                row["flags"] & FLAG_L4 or (row["status"] == STATUS_TRUNCATED and row["sport"]))
-            got = ((to_text(row["src_hi"], row["src_lo"]), to_text(row["dst_hi"], row["dst_lo"]),
-                    (int(row["sport"]), int(row["dport"])) if has_ports else None) if row["ip_ver"] else None)
+                row["flags"] & FLAG_L4 or (row["status"] == STATUS_TRUNCATED and row["sport"])
+            )
+            got = (
+                (
+                    to_text(row["src_hi"], row["src_lo"]),
+                    to_text(row["dst_hi"], row["dst_lo"]),
+                    (int(row["sport"]), int(row["dport"])) if has_ports else None,
+                )
+                if row["ip_ver"]
+                else None
+            )
         if got is not None and want["ports"] is None:
             got = got[:2] + (None,)  # tshark shows no ports (e.g. first fragment without reassembly)
         if got != (want["src"], want["dst"], want["ports"]):
             errors.append(f"{rel} #{i + 1} {':'.join(want['protos'])}: tshark {want} ours {got}")
         tid = {1: "vxlan.vni", 2: "geneve.vni", 3: "gre.key", 5: "erspan.spanid", 6: "erspan.spanid"}.get(
-            int(row["tunnel_type"]))
+            int(row["tunnel_type"])
+        )
         if tid and fields[tid] and int(fields[tid], 0) != row["tunnel_id"]:
             errors.append(f"{rel} #{i + 1}: {tid} {fields[tid]} != {row['tunnel_id']}")
     return checked, errors
@@ -807,13 +891,17 @@ def test_real_captures_match_tshark_innermost(tmp_path):
         pytest.skip("none of the oracle captures is present")
     batches = [read_capture(PCAPS / rel) for rel in files]
     merged = tmp_path / "oracle.pcapng"  # one tshark run instead of one per file
-    subprocess.run(["mergecap", "-a", "-F", "pcapng", "-w", str(merged), *(str(PCAPS / r) for r in files)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["mergecap", "-a", "-F", "pcapng", "-w", str(merged), *(str(PCAPS / r) for r in files)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     shark = run_tshark(merged)
     assert len(shark) == sum(len(b) for b in batches)
     checked, errors, start = 0, [], 0
     for rel, batch in zip(files, batches, strict=True):
-        c, errs = compare_rows(rel, decode_frames(batch), shark[start:start + len(batch)])
+        c, errs = compare_rows(rel, decode_frames(batch), shark[start : start + len(batch)])
         checked, start = checked + c, start + len(batch)
         errors += errs
     assert checked > 2000

@@ -9,6 +9,7 @@ end of its own buffer: any read past the captured bytes indexes past the array a
 from __future__ import annotations
 
 import importlib.util
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
 from scapy.contrib.geneve import GENEVE, GeneveOptions
+from scapy.contrib.gtp import GTP_U_Header, GTPPDUSessionContainer
 from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
 from scapy.layers.inet6 import (
@@ -37,15 +39,16 @@ from scapy.utils import RawPcapReader
 import cloudtap._kernel_opts as kernel_opts
 import cloudtap.decode._kernels as prod_kernels
 from cloudtap.capture.frames import FrameBatch
-from cloudtap.decode import decode_frames
+from cloudtap.decode import DecodeConfig, decode_frames
 from cloudtap.decode.decode import _port_table
 from cloudtap.schema.packet import FLAG_L4, PACKET_DTYPE, STATUS_NAMES
 
 PCAPS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps"
 GUARD = 16  # bytes before the frame, so the frame is not at index 0 either
-PORTS = _port_table((4789, 8472), (6081,))
-EDIT_VALUES = [0, 1, 4, 5, 20, 40, 0x0800, 0x86DD, 0x8100, 0x6558, 0x88BE, 0xFFFF]
-LINKTYPES = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 9, 50, 147)
+PORTS = _port_table(*DecodeConfig().port_lists().values())
+EDIT_VALUES = [0, 1, 4, 5, 20, 40, 0x0800, 0x86DD, 0x8100, 0x6558, 0x88BE, 0x8926, 0x893F, 0xD28B, 2152, 3544,
+               0xFFFF]  # fmt: skip
+LINKTYPES = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 9, 50, 239, 147)
 FUZZ = settings(
     derandomize=True,
     database=None,
@@ -63,6 +66,16 @@ def _outer():
     return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="192.0.2.1", dst="192.0.2.2")
 
 
+_TEREDO_AUTH = b"\x00\x01\x01\x02" + b"iaa" + b"n" * 8 + b"\x00"
+_TEREDO_ORIGIN = b"\x00\x00\x63\xbf" + b"\x3f\x57\xfe\x99"
+
+
+def _nflog(family: int, packet: bytes, order: str) -> bytes:
+    """NFLOG frame: header, a packet-header TLV, then the payload TLV (type 9), in byte order ``order``."""
+    hdr = struct.pack(order + "HH", 8, 1) + b"\x08\x00\x03\x00"
+    return bytes([family, 0, 0, 1]) + hdr + struct.pack(order + "HH", 4 + len(packet), 9) + packet
+
+
 def _seed_frames() -> list[tuple[int, bytes]]:
     """(linktype, frame) for every encapsulation the decoder knows."""
     e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
@@ -75,7 +88,11 @@ def _seed_frames() -> list[tuple[int, bytes]]:
         e / MPLS(s=1) / (b"\0\0\0\0" + raw(e / _inner())),
         e / PPPoE() / PPP(proto=0x21) / _inner(),
         e / IP(options=[IPOption_RR(routers=["1.1.1.1"])]) / UDP(sport=5, dport=6),
-        e / IPv6() / IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting(addresses=["fd00::9"]) / IPv6ExtHdrDestOpt()
+        e
+        / IPv6()
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrRouting(addresses=["fd00::9"])
+        / IPv6ExtHdrDestOpt()
         / TCP(),
         e / IPv6() / IPv6ExtHdrFragment(offset=0, m=1, id=5) / UDP(),
         e / IPv6() / IPv6ExtHdrFragment(offset=9, m=0, id=5) / (b"x" * 16),
@@ -87,7 +104,10 @@ def _seed_frames() -> list[tuple[int, bytes]]:
         e / IP() / SCTP(sport=1, dport=2),
         _outer() / UDP(dport=4789) / VXLAN(vni=1) / e / Dot1Q(vlan=4) / _inner(),
         _outer() / UDP(dport=8472) / VXLAN(vni=2) / e / _inner(6),
-        _outer() / UDP(dport=6081) / GENEVE(proto=0x6558, options=[GeneveOptions(data=b"abcd")]) / e
+        _outer()
+        / UDP(dport=6081)
+        / GENEVE(proto=0x6558, options=[GeneveOptions(data=b"abcd")])
+        / e
         / _inner(),
         _outer() / UDP(dport=6081) / GENEVE(proto=0x0800) / _inner(),
         _outer() / GRE(key_present=1, key=9, seqnum_present=1, proto=0x0800) / _inner(),
@@ -102,6 +122,31 @@ def _seed_frames() -> list[tuple[int, bytes]]:
         e / IPv6(nh=4) / _inner(),
         e / IPv6(nh=41) / _inner(6),
         _outer() / GRE(proto=0x0800) / IP() / UDP(dport=4789) / VXLAN() / e / _inner(),
+        # VN-Tag, 802.1BR E-tag, UDP tunnels, PPTP with an ack number, ERSPAN carrying VXLAN
+        Ether(type=0x8926) / b"\x80\x01\x00\x02\x81\x00" / Dot1Q(vlan=5) / _inner(),
+        Ether(type=0x893F) / b"\x00\x00\x10\x01\x00\x00\x86\xdd" / _inner(6),
+        Ether(type=0xD28B) / b"\x00\x01\x00\x10" / (b"t" * 8) / b"\x88\x47" / MPLS(s=1) / _inner(),
+        _outer() / UDP(dport=4754) / GRE(proto=0x0800, key_present=1, key=3) / _inner(),
+        _outer() / UDP(dport=4754) / GRE(proto=0x6558) / e / _inner(6),
+        _outer() / UDP(dport=6635) / MPLS(s=0) / MPLS(s=1) / _inner(),
+        _outer() / UDP(sport=2152, dport=2152) / GTP_U_Header(teid=1) / _inner(),
+        _outer()
+        / UDP(sport=2152, dport=2152)
+        / GTP_U_Header(teid=2, E=1, next_ex=0x85)
+        / GTPPDUSessionContainer(type=1, QFI=3)
+        / _inner(6),
+        _outer() / UDP(sport=3544, dport=9) / _inner(6),
+        _outer() / UDP(sport=9, dport=3544) / (_TEREDO_AUTH + _TEREDO_ORIGIN) / _inner(6),
+        _outer() / GRE_PPTP(call_id=4, seqnum_present=1, acknum_present=1) / PPP(proto=0x57) / _inner(6),
+        _outer()
+        / GRE(proto=0x88BE, seqnum_present=1)
+        / ERSPAN_II(session_id=3)
+        / e
+        / IP()
+        / UDP(dport=4789)
+        / VXLAN(vni=4)
+        / e
+        / _inner(),
     ]
     seeds = [(1, raw(p)) for p in pkts]
     seeds += [
@@ -113,6 +158,8 @@ def _seed_frames() -> list[tuple[int, bytes]]:
         (0, b"\x02\x00\x00\x00" + raw(_inner())),
         (108, b"\x00\x00\x00\x1e" + raw(_inner(6))),
         (9, b"\xff\x03\x00\x21" + raw(_inner())),
+        (239, _nflog(2, raw(_inner()), "<")),
+        (239, _nflog(10, raw(_inner(6)), ">")),
     ]
     return seeds
 
@@ -127,6 +174,11 @@ def _real_seeds() -> list[tuple[int, bytes]]:
         "zeek/testing/btest/Traces/mpls-in-vlan.pcap",
         "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/sll2.pcap",
         "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/ip6_fragments.pcap",
+        "zeek/testing/btest/Traces/tunnels/gtp/gtp1_gn_normal_incl_fragmentation.pcap",
+        "tcpdump/tests/nflog.pcap",
+        "tcpdump/tests/arista_ether.pcap",
+        "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/GrePackets.cap",
+        "deepflow/agent/resources/test/common/decapsulate_test.pcap",
     ]
     out: list[tuple[int, bytes]] = []
     for rel in files:
@@ -180,8 +232,15 @@ def decode_guarded(module, linktype: int, frame: bytes, wire: int | None = None)
         return decode_frames(batch)
     out = np.zeros(1, dtype=PACKET_DTYPE)
     module.decode_batch(
-        batch.data, batch.offset, batch.cap_len, batch.wire_len, batch.ts_ns, batch.linktype, PORTS,
-        prod_kernels.MAX_TUNNEL_DEPTH, out,
+        batch.data,
+        batch.offset,
+        batch.cap_len,
+        batch.wire_len,
+        batch.ts_ns,
+        batch.linktype,
+        PORTS,
+        prod_kernels.MAX_TUNNEL_DEPTH,
+        out,
     )
     return out
 
@@ -216,13 +275,13 @@ def test_boundscheck_variant_really_checks(checked):
 
 
 def test_seeds_decode_cleanly(checked):
-    assert len(SYNTHETIC_SEEDS) == 41
+    assert len(SYNTHETIC_SEEDS) == 55
     for linktype, frame in SYNTHETIC_SEEDS:
         row = decode_guarded(checked, linktype, frame)[0]
         check_row(row, frame)
         assert row["status"] == 0, (linktype, frame.hex())
         assert row["ip_ver"] in (4, 6)
-    for linktype, frame in SEEDS[len(SYNTHETIC_SEEDS):]:
+    for linktype, frame in SEEDS[len(SYNTHETIC_SEEDS) :]:
         check_row(decode_guarded(checked, linktype, frame)[0], frame)
 
 
@@ -247,7 +306,7 @@ def mutated(draw):
         pos = draw(st.one_of(st.sampled_from(hot), st.integers(0, max(len(buf) - 2, 0))))
         value = draw(st.sampled_from(EDIT_VALUES) | st.integers(0, 0xFFFF))
         if pos + 2 <= len(buf):
-            buf[pos:pos + 2] = value.to_bytes(2, "big")
+            buf[pos : pos + 2] = value.to_bytes(2, "big")
     cut = draw(st.integers(0, len(buf)))
     wire = draw(st.sampled_from([len(buf), cut, 0, 65535]))
     return linktype, bytes(buf[:cut]), wire

@@ -28,8 +28,6 @@ EXCEPTIONS: dict[tuple[str, ...], str] = {
     ("arkime/tests/pcap/arkime_synthetic.pcap", "keys", "1 192.168.10.1:0 <> 192.168.10.2:0"): (
         "NSH (ethertype 0x894f) and Cisco MetaData (0x8909) frames are not decoded"
     ),
-    ("tcpdump/tests/arista_ether.pcap", "keys"): "Arista timestamp ethertype 0xd28b is not decoded",
-    ("tcpdump/tests/nflog.pcap", "keys"): "link type NFLOG (239) is not decoded",
     ("zeek/testing/btest/Traces/llc.pcap", "keys"): "link type FDDI (10) is not decoded",
     ("tcpdump/tests/LINKTYPE_IPV4_invalid.pcap", "keys"): (
         "an IPv6 packet in a LINKTYPE_IPV4 file: cloudtap says malformed, tshark decodes it anyway"

@@ -35,6 +35,11 @@ ERR_TRAILER = -6  # trailing block total length differs from the leading one
 ERR_IFACE = -7  # packet block names an interface no IDB described
 ERR_CAPLEN_BLOCK = -8  # packet data does not fit in its block
 
+#: Order of the two length fields of a pcap record header (``scan_pcap``'s ``lengths``).
+LENGTHS_NORMAL = 0  # captured length, then wire length (pcap 2.4 and later)
+LENGTHS_SWAPPED = 1  # wire length first (pcap 2.0-2.2, and major version 543)
+LENGTHS_MAYBE_SWAPPED = 2  # pcap 2.3: swapped when the "captured" length exceeds the wire length
+
 SHB_TYPE = 0x0A0D0D0A
 IDB_TYPE = 1
 PB_TYPE = 2
@@ -126,7 +131,9 @@ def ts_units_to_ns(ts, tsresol):
 
 
 @njit(**KERNEL_OPTS)
-def scan_pcap(data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, stream, offset, cap_len, wire_len, ts_ns):
+def scan_pcap(
+    data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, stream, offset, cap_len, wire_len, ts_ns, lengths=0
+):
     """Walk classic pcap records.
 
     Args:
@@ -139,6 +146,8 @@ def scan_pcap(data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, stream, offs
         max_caplen: largest captured length accepted.
         stream: ``int64[2]`` pre-read state carried between calls (see the module docstring).
         offset, cap_len, wire_len, ts_ns: output arrays (their length is the batch capacity).
+        lengths: ``LENGTHS_*``, the order of the length fields (old versions swap them, as
+            libpcap and Wireshark read them).
 
     Returns:
         ``(n, pos, status)``.
@@ -163,6 +172,8 @@ def scan_pcap(data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, stream, offs
         frac = _u32(data, pos + 4, be)
         cl = _u32(data, pos + 8, be)
         wl = _u32(data, pos + 12, be)
+        if lengths != LENGTHS_NORMAL and (lengths == LENGTHS_SWAPPED or cl > wl):
+            cl, wl = wl, cl
         if cl > max_caplen:
             status = ERR_CAPLEN
             break

@@ -1,6 +1,10 @@
 """Read pcap and pcapng capture files as FrameBatches, straight from a memory map.
 
-The format is detected by magic number, never by file name. Records are walked by numba kernels
+The format is detected by magic number, never by file name. Classic pcap is read as Wireshark reads
+it: micro- and nanosecond magics, the modified (Kuznetzov, 0xa1b2cd34) format with its 24-byte
+record headers, and every major version 2 (and the swapped 543): versions before 2.3 write the wire
+length before the captured length, 2.3 files exist both ways (swapped when the "captured" length
+exceeds the wire length), and AIX tcpdump's 2.2 files carry ifType link types and nanoseconds. Records are walked by numba kernels
 (``_pcap_kernels``); Python only parses file headers and the rare pcapng Section Header and Interface
 Description blocks. Frames are never copied: every batch's ``data`` is a read-only view of the whole
 mapped file and ``offset`` holds absolute file offsets. The kernels pre-read the map sequentially a
@@ -39,6 +43,9 @@ _PCAP_MAGICS: dict[int, tuple[int, int]] = {
     0xA1B23C4D: (1, 16),
     0xA1B2CD34: (1000, 24),
 }
+#: pcap 2.2 files with these link types are AIX tcpdump's: RFC 1573 ifType values instead of
+#: LINKTYPE_* (Ethernet, Token Ring, FDDI) and nanoseconds in the microsecond field (as Wireshark).
+_AIX_IFTYPES = {6: 1, 9: 6, 15: 10}
 _PCAPNG_BOM = 0x1A2B3C4D
 _MIN_SHB_LEN = 28
 _MIN_IDB_LEN = 20
@@ -174,13 +181,26 @@ class CaptureFile:
             raise CorruptCaptureError(str(self.path), 0, "file ends inside the 24-byte pcap file header")
         e = ">" if self._pcap_be else "<"
         major, minor, _zone, _sigfigs, snaplen, ltfield = struct.unpack(e + "HHiIII", bytes(self._data[4:24]))
-        if (major, minor) != (2, 4):
-            raise CaptureError(f"{self.path}: unsupported pcap version {major}.{minor} (only 2.4 is read)")
+        if major < 2:
+            raise CaptureError(
+                f"{self.path}: unsupported pcap version {major}.{minor} (2.0 and later are read)"
+            )
         if ltfield & 0x03FF0000:
             raise CaptureError(
                 f"{self.path}: reserved bits of the pcap link-type field are not zero (0x{ltfield:08x})"
             )
-        self.linktypes = {0: ltfield & 0xFFFF}
+        linktype = ltfield & 0xFFFF
+        # Versions before 2.3 (and the byte-swapped 543) wrote the wire length first; 2.3 files exist
+        # both ways, so their records are swapped only when the captured length exceeds the wire's.
+        self._lengths = K.LENGTHS_NORMAL
+        if major == 543 or (major == 2 and minor < 3):
+            self._lengths = K.LENGTHS_SWAPPED
+        elif major == 2 and minor == 3:
+            self._lengths = K.LENGTHS_MAYBE_SWAPPED
+        if (major, minor) == (2, 2) and linktype in _AIX_IFTYPES and self._rec_hdr_len == 16:
+            linktype = _AIX_IFTYPES[linktype]
+            self._ts_mult = 1
+        self.linktypes = {0: linktype}
         self._snaplen = snaplen
 
     def _u32(self, pos: int, be: bool) -> int:
@@ -296,14 +316,16 @@ class CaptureFile:
 
     def _pcap_batches(self, max_frames: int) -> Iterator[FrameBatch]:
         data, end, pos = self._data, self.size, 24
-        be, hdr_len, ts_mult = self._pcap_be, self._rec_hdr_len, self._ts_mult
+        be, hdr_len, ts_mult, lengths = self._pcap_be, self._rec_hdr_len, self._ts_mult, self._lengths
         limit = _caplen_limit(self._snaplen)
         linktype = self.linktypes[0]
         stream = _preread_state(pos)
         while pos < end:
             arrays = self._alloc(pos, max_frames)
             off, cl, wl, ts, lt, itf = arrays
-            n, pos, status = K.scan_pcap(data, pos, end, be, hdr_len, ts_mult, limit, stream, off, cl, wl, ts)
+            n, pos, status = K.scan_pcap(
+                data, pos, end, be, hdr_len, ts_mult, limit, stream, off, cl, wl, ts, lengths
+            )
             lt[:n] = linktype
             itf[:n] = 0
             if n:

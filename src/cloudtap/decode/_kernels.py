@@ -7,6 +7,10 @@ returns ``(next_layer, next_position)``. Positions are absolute indices into the
 Layer functions never raise: a short header sets ``STATUS_TRUNCATED``, a self-contradicting one
 ``STATUS_MALFORMED``, and the walk stops (``_L_DONE``).
 
+The whole walk stays in this one module on purpose: numba's on-disk cache is invalidated by the
+source file of the cached function only, so a layer moved to another module and inlined or linked
+into ``decode_batch`` would keep running its old code after an edit until the cache is cleared.
+
 Tunnels are entered only when decapsulation depth allows it, the outer packet is not an IP
 fragment and the tunnel header is fully captured and valid; entering copies the current IP
 addresses to ``tunnel_src/dst`` and clears the inner fields (see ``_enter_tunnel``).
@@ -31,6 +35,7 @@ from cloudtap.schema.packet import (
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_LOOP,
+    LINKTYPE_NFLOG,
     LINKTYPE_NULL,
     LINKTYPE_RAW,
     STATUS_MALFORMED,
@@ -43,21 +48,33 @@ from cloudtap.schema.packet import (
     TUNNEL_ERSPAN3,
     TUNNEL_GENEVE,
     TUNNEL_GRE,
+    TUNNEL_GRE_UDP,
+    TUNNEL_GTPU,
     TUNNEL_IPIP,
+    TUNNEL_MPLS_UDP,
+    TUNNEL_TEREDO,
     TUNNEL_VXLAN,
 )
 
 #: Most tunnels decapsulated in one frame; deeper ones are reported as the tunnel packet.
 MAX_TUNNEL_DEPTH = 8
-#: Values of the port lookup table (``port_kind[udp_dst_port]``).
+#: Values of the UDP port lookup table: the low nibble of ``port_kind[port]`` is the tunnel
+#: carried to that destination port, the high nibble the one carried from that source port
+#: (Teredo and GTP-U are recognised on either port, like their RFCs allow).
 PORT_PLAIN = 0
 PORT_VXLAN = 1
 PORT_GENEVE = 2
+PORT_GTPU = 3
+PORT_TEREDO = 4
+PORT_GRE_UDP = 5
+PORT_MPLS_UDP = 6
 
 _MAX_LAYERS = 128  # headers walked per frame (8 tunnels * a handful of headers each, with room)
 _MAX_VLAN_TAGS = 16
 _MAX_MPLS_LABELS = 16
 _MAX_IPV6_EXT = 16
+_MAX_GTP_EXT = 16
+_MAX_NFLOG_TLVS = 64
 _V4_LO = np.uint64(IPV4_MAPPED_LO)
 _OFF_MAX = 0xFFFF
 # Compile options (measured on 1M Ethernet/IPv4/TCP frames). Passing arrays between njit functions
@@ -85,6 +102,11 @@ _L_SLL = 12
 _L_SLL2 = 13
 _L_NULL = 14
 _L_PPP = 15
+_L_GTPU = 16
+_L_TEREDO = 17
+_L_GRE_UDP = 18
+_L_MPLS_UDP = 19
+_L_NFLOG = 20
 
 #: PPP link types (not in the schema's list; decoded as a bonus).
 LINKTYPE_PPP = 9
@@ -202,18 +224,43 @@ def _ip_by_nibble(data, pos, end, rec, bad_status):
 
 @njit(**_INLINE)
 def _ethertype(data, pos, end, etype, rec):
-    """Skip VLAN tags (the outermost sets ``vlan``), then map the ethertype to the next layer."""
+    """Skip VLAN tags (the outermost sets ``vlan``), VN-Tags, 802.1BR E-tags and Arista timestamp
+    headers, then map the ethertype to the next layer."""
+    if etype == 0x0800:
+        return _L_IPV4, pos
     first = True
     for _ in range(_MAX_VLAN_TAGS):
-        if etype != 0x8100 and etype != 0x88A8 and etype != 0x9100 and etype != 0x9200:
+        if etype == 0x8100 or etype == 0x88A8 or etype == 0x9100 or etype == 0x9200:
+            if pos + 4 > end:
+                return _stop(rec, STATUS_TRUNCATED), pos
+            if first:
+                rec.vlan = _u16(data, pos) & 0xFFF
+                first = False
+            etype = _u16(data, pos + 2)
+            pos += 4
+        elif etype == 0x8926:  # Cisco VN-Tag: 4 bytes after the TPID
+            if pos + 6 > end:
+                return _stop(rec, STATUS_TRUNCATED), pos
+            etype = _u16(data, pos + 4)
+            pos += 6
+        elif etype == 0x893F:  # IEEE 802.1BR E-tag: 6 bytes after the TPID
+            if pos + 8 > end:
+                return _stop(rec, STATUS_TRUNCATED), pos
+            etype = _u16(data, pos + 6)
+            pos += 8
+        elif etype == 0xD28B:  # Arista timestamp: subtype 1, version 0x0010/0x0110 (64-bit) or
+            if pos + 4 > end:  # 0x0020/0x0120 (48-bit); other versions are not read (as tshark)
+                return _stop(rec, STATUS_TRUNCATED), pos
+            kind = data[pos + 3]
+            if _u16(data, pos) != 1 or data[pos + 2] > 1 or (kind != 0x10 and kind != 0x20):
+                break
+            hlen = 12 if kind == 0x10 else 10
+            if pos + hlen + 2 > end:
+                return _stop(rec, STATUS_TRUNCATED), pos
+            etype = _u16(data, pos + hlen)
+            pos += hlen + 2
+        else:
             break
-        if pos + 4 > end:
-            return _stop(rec, STATUS_TRUNCATED), pos
-        if first:
-            rec.vlan = _u16(data, pos) & 0xFFF
-            first = False
-        etype = _u16(data, pos + 2)
-        pos += 4
     if etype == 0x0800:
         return _L_IPV4, pos
     if etype == 0x86DD:
@@ -356,6 +403,44 @@ def _null(data, pos, end, rec):
     return _stop(rec, STATUS_NOT_IP), pos
 
 
+@njit(**_LEAF)
+def _u16_le(data, p):
+    return np.int64(data[p]) | (np.int64(data[p + 1]) << 8)
+
+
+@njit(**_LEAF)
+def _nflog(data, pos, end, rec):
+    """Linux NFLOG: family, version, resource id, then TLVs up to the packet (type 9, NFULA_PAYLOAD).
+
+    TLV length (header included, padded to 4) and type are in the capturing host's byte order:
+    little-endian unless the first TLV's length only makes sense big-endian.
+    """
+    if pos + 4 > end:
+        return _stop(rec, STATUS_TRUNCATED), pos
+    family = data[pos]
+    p = pos + 4
+    little = True
+    for k in range(_MAX_NFLOG_TLVS):
+        if p + 4 > end:
+            return _stop(rec, STATUS_TRUNCATED), pos
+        if k == 0:
+            le_len = _u16_le(data, p)
+            be_len = _u16(data, p)
+            little = (4 <= le_len <= end - p) or not (4 <= be_len <= end - p)
+        tlen = _u16_le(data, p) if little else _u16(data, p)
+        ttype = (_u16_le(data, p + 2) if little else _u16(data, p + 2)) & 0x3FFF
+        if tlen < 4:
+            return _stop(rec, STATUS_MALFORMED), pos
+        if ttype == 9:
+            if family == 2:
+                return _L_IPV4, p + 4
+            if family == 10:
+                return _L_IPV6, p + 4
+            return _ip_by_nibble(data, p + 4, end, rec, STATUS_NOT_IP)
+        p += (tlen + 3) & ~3
+    return _stop(rec, STATUS_NOT_IP), pos
+
+
 @njit(**_INLINE)
 def _link(data, start, end, lt, rec):
     """First layer for a link type."""
@@ -375,6 +460,8 @@ def _link(data, start, end, lt, rec):
         return _L_NULL, start
     if lt == LINKTYPE_PPP or lt == LINKTYPE_PPP_HDLC:
         return _L_PPP, start
+    if lt == LINKTYPE_NFLOG:
+        return _L_NFLOG, start
     return _stop(rec, STATUS_UNKNOWN_LINKTYPE), start
 
 
@@ -497,6 +584,20 @@ def _ipv6(data, pos, end, start, wire, rec):
     return _L_TRANSPORT, p
 
 
+@njit(**_LEAF)
+def _udp_tunnel_layer(kind):
+    """Walk state for the UDP payload of a PORT_* other than VXLAN and Geneve."""
+    if kind == PORT_GTPU:
+        return _L_GTPU
+    if kind == PORT_TEREDO:
+        return _L_TEREDO
+    if kind == PORT_GRE_UDP:
+        return _L_GRE_UDP
+    if kind == PORT_MPLS_UDP:
+        return _L_MPLS_UDP
+    return _L_DONE
+
+
 # --- transport -----------------------------------------------------------------------------------
 @njit(**_LEAF)
 def _payload(rec, rest, hdr):
@@ -547,11 +648,16 @@ def _transport(data, pos, end, start, l3, rec, port_kind, max_depth):
         rec.dport = dport
         rec.flags |= FLAG_L4
         if can_tunnel and proto == 17:
-            kind = port_kind[dport]
+            kind = np.int64(port_kind[dport]) & 15
+            if kind == PORT_PLAIN:
+                kind = np.int64(port_kind[sport]) >> 4
+                if kind == PORT_PLAIN:
+                    return _L_DONE, pos
             if kind == PORT_VXLAN:
                 return _L_VXLAN, pos + 8
             if kind == PORT_GENEVE:
                 return _L_GENEVE, pos + 8
+            return _udp_tunnel_layer(kind), pos + 8
         return _L_DONE, pos
     if proto == 1 or proto == 58:
         _payload(rec, rest, 8)
@@ -710,6 +816,81 @@ def _gre(data, pos, end, rec):
     return _L_DONE, pos
 
 
+@njit(**_LEAF)
+def _gre_udp(data, pos, end, rec):
+    """GRE-in-UDP (RFC 8086): a GRE header right after UDP; plain GRE is recorded as ``gre_udp``."""
+    depth = rec.tunnel_depth
+    layer, p = _gre(data, pos, end, rec)
+    if rec.tunnel_depth != depth and rec.tunnel_type == TUNNEL_GRE:
+        rec.tunnel_type = TUNNEL_GRE_UDP
+    return layer, p
+
+
+@njit(**_LEAF)
+def _mpls_udp(data, pos, end, rec):
+    """MPLS-in-UDP (RFC 7510): a label stack right after UDP; tunnel id is the top label."""
+    if pos + 4 > end:
+        return _L_DONE, pos
+    _enter_tunnel(rec, TUNNEL_MPLS_UDP, _u32(data, pos) >> 12)
+    return _L_MPLS, pos
+
+
+@njit(**_LEAF)
+def _gtpu(data, pos, end, rec):
+    """GTPv1-U (3GPP TS 29.281) G-PDU: 8-byte header, the optional word (sequence, N-PDU, next
+    extension type) when E, S or PN is set, extension headers (length in 4-byte units, last byte
+    the next type), then IPv4 or IPv6. Other message types (echo, end marker) are not entered."""
+    if pos + 8 > end:
+        return _L_DONE, pos
+    f = data[pos]
+    if (f >> 5) != 1 or not (f & 0x10) or data[pos + 1] != 0xFF:
+        return _L_DONE, pos
+    p = pos + 8
+    if f & 0x07:
+        if p + 4 > end:
+            return _L_DONE, pos
+        nxt = data[p + 3] if f & 0x04 else 0
+        p += 4
+        for _ in range(_MAX_GTP_EXT):
+            if nxt == 0:
+                break
+            if p >= end:
+                return _L_DONE, pos
+            elen = np.int64(data[p]) * 4
+            if elen == 0 or p + elen > end:
+                return _L_DONE, pos
+            nxt = data[p + elen - 1]
+            p += elen
+        if nxt != 0:
+            return _L_DONE, pos
+    if p >= end:
+        return _L_DONE, pos
+    v = data[p] >> 4
+    if v != 4 and v != 6:
+        return _L_DONE, pos
+    _enter_tunnel(rec, TUNNEL_GTPU, _u32(data, pos + 4))
+    return (_L_IPV4 if v == 4 else _L_IPV6), p
+
+
+@njit(**_LEAF)
+def _teredo(data, pos, end, rec):
+    """Teredo (RFC 4380): optional authentication indicator (13 bytes + id + value), optional
+    origin indication (8 bytes), then exactly one IPv6 packet filling the datagram (checked, since
+    3544 may also be some other flow's ephemeral port). Anything else (bubbles without a packet,
+    qualification, noise) stays UDP."""
+    p = pos
+    if p + 4 <= end and data[p] == 0 and data[p + 1] == 1:
+        p += 13 + np.int64(data[p + 2]) + np.int64(data[p + 3])
+    if p + 2 <= end and data[p] == 0 and data[p + 1] == 0:
+        p += 8
+    if p + 6 > end or (data[p] >> 4) != 6:
+        return _L_DONE, pos
+    if 40 + _u16(data, p + 4) != np.int64(rec.payload_len) - (p - pos):
+        return _L_DONE, pos
+    _enter_tunnel(rec, TUNNEL_TEREDO, 0)
+    return _L_IPV6, p
+
+
 # --- drivers -------------------------------------------------------------------------------------
 @njit(**_INLINE)
 def decode_frame(data, start, end, wire, lt, port_kind, max_depth, rec):
@@ -752,6 +933,16 @@ def decode_frame(data, start, end, wire, lt, port_kind, max_depth, rec):
             layer, pos = _null(data, pos, end, rec)
         elif layer == _L_PPP:
             layer, pos = _ppp_proto(data, pos, end, rec)
+        elif layer == _L_GTPU:
+            layer, pos = _gtpu(data, pos, end, rec)
+        elif layer == _L_TEREDO:
+            layer, pos = _teredo(data, pos, end, rec)
+        elif layer == _L_GRE_UDP:
+            layer, pos = _gre_udp(data, pos, end, rec)
+        elif layer == _L_MPLS_UDP:
+            layer, pos = _mpls_udp(data, pos, end, rec)
+        elif layer == _L_NFLOG:
+            layer, pos = _nflog(data, pos, end, rec)
         else:
             layer = _stop(rec, STATUS_MALFORMED)
     rec.status = STATUS_MALFORMED  # header chain longer than any sane frame

@@ -3,20 +3,22 @@
 What the row describes:
 
 * With ``DecodeConfig.decapsulate`` (default) the row keys on the **innermost** IP packet:
-  VXLAN, Geneve, GRE (IP, TEB, MPLS, PPTP), ERSPAN I/II/III and IP-in-IP are opened up to
-  ``MAX_TUNNEL_DEPTH`` levels. The innermost tunnel's type, id (VNI, GRE key or call id, ERSPAN
-  session) and outer addresses are recorded, ``tunnel_depth`` counts all levels and
-  ``FLAG_TUNNEL`` is set. ``wire_len`` is always the whole frame: outer packets of a tunnel are
+  VXLAN, Geneve, GRE (IP, TEB, MPLS, PPTP), GRE-in-UDP, MPLS-in-UDP, GTP-U, Teredo, ERSPAN
+  I/II/III and IP-in-IP (6in4/6to4, 4in6) are opened up to ``MAX_TUNNEL_DEPTH`` levels. The
+  innermost tunnel's type, id (VNI, GRE key or call id, ERSPAN session, TEID, top label) and outer
+  addresses are recorded, ``tunnel_depth`` counts all levels and ``FLAG_TUNNEL`` is set. ``wire_len`` is always the whole frame: outer packets of a tunnel are
   never metered separately.
 * A tunnel is only entered when its header is fully captured and valid, and never from an IP
   fragment (both fragments then key on the outer packet). When the inner packet turns out
   malformed, or is cut before its IP header, the row falls back to the tunnel packet itself.
   A well-formed inner non-IP frame (ARP in VXLAN) stays ``STATUS_NOT_IP``.
-* VXLAN and Geneve are recognised by the UDP *destination* port (``DecodeConfig``).
+* VXLAN, Geneve, GRE-in-UDP and MPLS-in-UDP are recognised by the UDP *destination* port, GTP-U
+  and Teredo by either port (``DecodeConfig``). docs/flow-semantics.md ("Which layer a flow is
+  keyed on") has the table.
 * Link types: Ethernet, Linux SLL/SLL2, raw IP (101, 228, 229, 12, 14), BSD NULL/LOOP (either
-  byte order) and PPP (9, 50); others give ``STATUS_UNKNOWN_LINKTYPE``. Ethernet walks any
-  number of 802.1Q/802.1ad/0x9100 tags, LLC/SNAP, MPLS (pseudo-wire with control word too),
-  PPPoE sessions and 802.1ah PBB.
+  byte order), PPP (9, 50) and NFLOG (239); others give ``STATUS_UNKNOWN_LINKTYPE``. Ethernet
+  walks any number of 802.1Q/802.1ad/0x9100 tags, Cisco VN-Tags and 802.1BR E-tags, LLC/SNAP,
+  MPLS (pseudo-wire with control word too), PPPoE sessions and 802.1ah PBB.
 * ``vlan``, ``src_mac`` and ``dst_mac`` come from the last Ethernet header before the innermost
   IP (IP-in-IP and GRE-IP keep the outer Ethernet's).
 
@@ -39,7 +41,16 @@ from functools import lru_cache
 import numpy as np
 
 from cloudtap.capture.frames import FrameBatch
-from cloudtap.decode._kernels import MAX_TUNNEL_DEPTH, PORT_GENEVE, PORT_VXLAN, decode_batch
+from cloudtap.decode._kernels import (
+    MAX_TUNNEL_DEPTH,
+    PORT_GENEVE,
+    PORT_GRE_UDP,
+    PORT_GTPU,
+    PORT_MPLS_UDP,
+    PORT_TEREDO,
+    PORT_VXLAN,
+    decode_batch,
+)
 from cloudtap.decode.config import DecodeConfig
 from cloudtap.schema.packet import PACKET_DTYPE, STATUS_NAMES
 
@@ -47,11 +58,22 @@ _DEFAULT_CONFIG = DecodeConfig()
 
 
 @lru_cache(maxsize=32)
-def _port_table(vxlan_ports: tuple[int, ...], geneve_ports: tuple[int, ...]) -> np.ndarray:
-    """UDP destination port -> PORT_* lookup table."""
+def _port_table(
+    vxlan_ports: tuple[int, ...],
+    geneve_ports: tuple[int, ...],
+    gtpu_ports: tuple[int, ...] = (),
+    teredo_ports: tuple[int, ...] = (),
+    gre_udp_ports: tuple[int, ...] = (),
+    mpls_udp_ports: tuple[int, ...] = (),
+) -> np.ndarray:
+    """UDP port -> PORT_* lookup table: low nibble by destination port, high nibble by source port."""
     table = np.zeros(65536, dtype=np.uint8)
     table[list(vxlan_ports)] = PORT_VXLAN
     table[list(geneve_ports)] = PORT_GENEVE
+    table[list(gre_udp_ports)] = PORT_GRE_UDP
+    table[list(mpls_udp_ports)] = PORT_MPLS_UDP
+    for kind, ports in ((PORT_GTPU, gtpu_ports), (PORT_TEREDO, teredo_ports)):
+        table[list(ports)] = kind | (kind << 4)  # either side of the tunnel's well-known port
     table.flags.writeable = False
     return table
 
@@ -103,7 +125,7 @@ def decode_frames(
         if not (out.flags.c_contiguous and out.flags.writeable):
             raise ValueError("out must be C-contiguous and writeable")
         out = out[:n]
-    ports = _port_table(config.vxlan_ports, config.geneve_ports)
+    ports = _port_table(*config.port_lists().values())
     depth = MAX_TUNNEL_DEPTH if config.decapsulate else 0
     decode_batch(data, offset, cap_len, wire_len, ts_ns, linktype, ports, depth, out)
     out["interface"] = frames.interface

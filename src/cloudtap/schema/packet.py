@@ -40,8 +40,15 @@ TUNNEL_GRE = 3  #: plain GRE (IP payload) and GRE-TEB (0x6558, Ethernet payload)
 TUNNEL_ERSPAN1 = 4
 TUNNEL_ERSPAN2 = 5
 TUNNEL_ERSPAN3 = 6
-TUNNEL_IPIP = 7  #: 4in4, 6in4, 4in6, 6in6
-TUNNEL_NAMES = ("", "vxlan", "geneve", "gre", "erspan1", "erspan2", "erspan3", "ipip")
+TUNNEL_IPIP = 7  #: 4in4, 6in4 / 6to4 (IP protocol 41), 4in6, 6in6
+TUNNEL_GTPU = 8  #: GTPv1-U G-PDU (UDP 2152); tunnel_id is the TEID
+TUNNEL_TEREDO = 9  #: Teredo (RFC 4380, UDP 3544): IPv6 in UDP/IPv4
+TUNNEL_GRE_UDP = 10  #: GRE-in-UDP (RFC 8086, UDP 4754); tunnel_id is the GRE key
+TUNNEL_MPLS_UDP = 11  #: MPLS-in-UDP (RFC 7510, UDP 6635); tunnel_id is the top label
+TUNNEL_NAMES = (
+    "", "vxlan", "geneve", "gre", "erspan1", "erspan2", "erspan3", "ipip",
+    "gtpu", "teredo", "gre_udp", "mpls_udp",
+)  # fmt: skip
 
 # --- link types we decode (pcap LINKTYPE_* values) ----------------------------------------------
 LINKTYPE_NULL = 0
@@ -52,6 +59,7 @@ LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_NFLOG = 239  #: Linux netfilter log: TLVs, the packet in TLV type 9 (NFULA_PAYLOAD)
 #: Some BSD captures write DLT_RAW as 12 or 14 in the file header.
 LINKTYPE_RAW_ALIASES = (12, 14)
 
@@ -70,7 +78,12 @@ PACKET_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("dst_mac", "u8", "destination MAC of that Ethernet header"),
     ("tcp_seq", "u4", "TCP sequence number"),
     ("tcp_ack", "u4", "TCP acknowledgement number"),
-    ("tunnel_id", "u4", "VNI (VXLAN/Geneve), GRE key, or ERSPAN session id of the innermost tunnel"),
+    (
+        "tunnel_id",
+        "u4",
+        "VNI (VXLAN/Geneve), GRE key / PPTP call id, ERSPAN session id, GTP-U TEID or top MPLS"
+        " label (MPLS-in-UDP) of the innermost tunnel; 0 for IP-in-IP and Teredo",
+    ),
     ("wire_len", "u4", "frame length on the wire (pcap orig_len), link header included"),
     ("cap_len", "u4", "bytes captured of this frame"),
     ("ip_len", "u4", "innermost IP packet length from its header (IPv4 total length, IPv6 40+payload)"),
