@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloudtap.agent.interfaces import DEFAULT_INTERFACE_PATTERN
+from cloudtap.broker.config import BrokerSection
 from cloudtap.config_loader import load_layered
 from cloudtap.meter.config import MeterConfig
 
@@ -113,6 +114,30 @@ class BreakersSection(_Section):
     hold_s: float = Field(5.0, ge=0, description="stay tripped at least this long", json_schema_extra=HOT)
 
 
+class IpfixTarget(_Section):
+    """One IPFIX collector that receives every flow record too (docs/ipfix.md)."""
+
+    url: str = Field(description="collector: udp://host:port or tcp://host:port")
+    mtu: int | None = Field(
+        None, ge=640, le=65535, description="largest IPFIX message in bytes (default 1400 on UDP, 16384 on TCP)"
+    )
+    template_refresh_s: float = Field(60.0, gt=0, description="UDP: re-send the templates at least this often")
+    template_refresh_messages: int = Field(
+        100, ge=0, description="UDP: re-send the templates every N messages (0: by time only)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from cloudtap.errors import ConfigError
+        from cloudtap.ship.ipfix.transport import parse_target
+
+        try:
+            return parse_target(value).url
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
+
 class OutputSection(_Section):
     """Where records go."""
 
@@ -132,6 +157,11 @@ class OutputSection(_Section):
     rotate_s: float = Field(60.0, gt=0, description="start a new file every N seconds")
     keep_files: int = Field(1440, ge=1, description="oldest files are deleted beyond this many per kind")
     edge_intervals_s: list[float] = Field(default_factory=lambda: [1.0, 60.0], description="edge metric intervals")
+    ipfix: list[IpfixTarget] = Field(
+        default_factory=list,
+        description="IPFIX collectors that also get every flow record, beside the sink: [{url: udp://host:port or "
+        "tcp://host:port, mtu, template_refresh_s, template_refresh_messages}] (restart-required; docs/ipfix.md)",
+    )
 
 
 class ControlSection(_Section):
@@ -218,6 +248,7 @@ class AgentConfig(_Section):
     packets: PacketsSection = Field(default_factory=PacketsSection)
     controller: ControllerSection = Field(default_factory=ControllerSection)
     policy: PolicySection = Field(default_factory=PolicySection)
+    broker: BrokerSection = Field(default_factory=BrokerSection, json_schema_extra=HOT)  # docs/broker.md
 
 
 def load_agent_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:

@@ -69,6 +69,8 @@ def apply_hot(agent: Agent, cfg: AgentConfig, keys: list[str]) -> None:
             live["enabled"] = cfg.policy.store_packets if cfg.policy.active else cfg.packets.enabled
         if live:
             store.configure(**live)
+    if "broker" in sections and getattr(agent, "broker", None) is not None:
+        agent.broker.apply(cfg.broker)  # sockets and rules swapped before the next batch
     if "policy" in sections:
         agent.set_policy_pause(POLICY_PAUSE if cfg.policy.active and not cfg.policy.capture else None)
 

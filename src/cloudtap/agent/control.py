@@ -112,6 +112,43 @@ class AgentCollector:
             drops.add_metric([s.agent_id, name], counters.get("kernel_drops", 0) or 0)
         yield per
         yield drops
+        ipfix_records = CounterMetricFamily(
+            "cloudtap_agent_ipfix_records", "flow records sent to an IPFIX collector", labels=["agent", "target"]
+        )
+        ipfix_errors = CounterMetricFamily(
+            "cloudtap_agent_ipfix_errors", "failed IPFIX sends and connects", labels=["agent", "target"]
+        )
+        ipfix_lost = CounterMetricFamily(
+            "cloudtap_agent_ipfix_records_lost", "flow records not delivered to an IPFIX collector", labels=["agent", "target"]
+        )
+        for target, c in s.ipfix.items():
+            ipfix_records.add_metric([s.agent_id, target], c["records"])
+            ipfix_errors.add_metric([s.agent_id, target], c["errors"])
+            ipfix_lost.add_metric([s.agent_id, target], c["records_lost"])
+        yield ipfix_records
+        yield ipfix_errors
+        yield ipfix_lost
+        yield from broker_metrics(s.agent_id, s.broker)
+
+
+def broker_metrics(agent_id: str, broker: dict[str, Any]) -> Any:
+    """The packet broker's families (docs/broker.md, "Counters")."""
+    labels = ["agent", "destination"]
+    packets = CounterMetricFamily("cloudtap_agent_forwarded_packets", "copies sent", labels=labels)
+    sent = CounterMetricFamily("cloudtap_agent_forwarded_bytes", "underlay bytes sent", labels=labels)
+    drops = CounterMetricFamily(
+        "cloudtap_agent_forward_drops", "copies not sent (cap, fuse, error)", labels=[*labels, "reason"]
+    )
+    for name, c in (broker.get("destinations") or {}).items():
+        packets.add_metric([agent_id, name], c.get("packets", 0))
+        sent.add_metric([agent_id, name], c.get("bytes", 0))
+        for reason in ("cap", "fuse", "error"):
+            drops.add_metric([agent_id, name, reason], c.get(f"drops_{reason}", 0))
+    fuse = GaugeMetricFamily(
+        "cloudtap_agent_broker_fuse_open", "1 while the host fuse stops forwarding", labels=["agent"]
+    )
+    fuse.add_metric([agent_id], 1.0 if broker.get("fuse_open") else 0.0)
+    yield from (packets, sent, drops, fuse)
 
 
 class ControlKeys:

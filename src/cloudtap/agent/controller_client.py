@@ -87,10 +87,12 @@ def advertised_control_url(agent: Any, controller_url: str) -> str:
 
 
 def document_config(base: AgentConfig, doc: dict[str, Any]) -> AgentConfig:
-    """``base`` with a controller document (``overlay`` + compiled ``policy``) laid over it."""
+    """``base`` with a controller document (``overlay`` + compiled ``policy`` and ``broker``) laid over it."""
     overlay = dict(doc.get("overlay") or {})
     if doc.get("policy"):
         overlay["policy"] = doc["policy"]
+    if doc.get("broker"):  # compiled distribution policies (sent only once some are defined)
+        overlay["broker"] = doc["broker"]
     cfg = effective_config(base, overlay)
     pol = cfg.policy
     if pol.active and pol.snaplen and pol.snaplen != cfg.capture.snaplen:
@@ -256,6 +258,7 @@ class ControllerClient:
             "ship_last_status": getattr(ship, "last_status", 0),
             "throttled_s": float(getattr(governor, "throttled_s", 0.0) or 0.0), "errors": s.errors[-5:],
             "control_url": advertised_control_url(self.agent, self.cfg.url or ""),
+            **(self.agent.broker.heartbeat() if getattr(self.agent, "broker", None) is not None else {}),
         }  # fmt: skip
 
     def heartbeat_once(self) -> dict[str, Any]:

@@ -91,6 +91,11 @@ class Agent:
         out = config.output
         self.sink = sink or self._default_sink()
         self.output = RecordOutput(self.sink, self.points, self.agent_id, out.edge_intervals_s)
+        from cloudtap.ship.ipfix.sink import IpfixTee
+
+        self.ipfix = IpfixTee.from_settings(out.ipfix)  # collectors beside the sink (docs/ipfix.md); None: none
+        if self.ipfix is not None:
+            self.output.on_records = self.ipfix.tee(self.output.on_records)  # type: ignore[method-assign]
         self.limiter = PpsLimiter(config.limits.max_pps)
         self.governor = CpuGovernor(config.limits.max_cpu_cores)
         self.breakers = HostBreakers(
@@ -144,6 +149,11 @@ class Agent:
         self.packet_store = PacketStore(config.packets, point_namer(self.points, replay_name))
         for worker in self.workers:  # stores what the pipeline keeps (after dedup), with its decoded rows
             worker.pipeline.packet_filter = self.packet_store.tap(worker.pipeline.packet_filter)
+        from cloudtap.broker.broker import Broker
+
+        self.broker = Broker(config.broker, self.points)  # copies to tools (docs/broker.md); hot-applied
+        for worker in self.workers:  # forwards what the pipeline keeps, after decode, in the worker's thread
+            worker.pipeline.packet_filter = self.broker.tap(worker.pipeline.packet_filter)
 
     def _default_sink(self) -> RecordSink:
         out = self.config.output
@@ -287,7 +297,10 @@ class Agent:
             self._watcher.close()
         self.output.flush()
         self.sink.close()
+        if self.ipfix is not None:
+            self.ipfix.close()
         self.packet_store.close()
+        self.broker.close()
         for endpoint in (self.control, self.control_socket):
             if endpoint is not None:
                 endpoint.stop()
@@ -395,6 +408,8 @@ class Agent:
             + [w.counters.last_error for w in self.workers if w.counters.last_error],
             replay_done=self._replay_done(),
             ship_pending_batches=self._ship_pending(),
+            ipfix=self.ipfix.counters() if self.ipfix is not None else {},
+            broker=self.broker.status(),
         )
 
 

@@ -35,3 +35,5 @@ class AgentStatus:
     errors: list[str] = field(default_factory=list)
     replay_done: bool = False  #: replay mode: the file has been read and metered to the end
     ship_pending_batches: int = 0  #: batches spooled, not yet acknowledged by the server
+    broker: dict[str, Any] = field(default_factory=dict)  #: the packet broker's counters (docs/broker.md)
+    ipfix: dict[str, dict[str, Any]] = field(default_factory=dict)  #: per IPFIX collector URL (docs/ipfix.md)

@@ -91,6 +91,9 @@ def _run_kernels() -> None:
     meter.add(packets)
     meter.tick(time.time_ns() + 10**9)
     meter.flush()
+    from cloudtap.ship.ipfix.encoder import warm_up_kernel
+
+    warm_up_kernel()  # IPFIX export (output.ipfix)
 
 
 def warm_up(*, compile_in_child: bool = True) -> float:

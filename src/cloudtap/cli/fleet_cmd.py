@@ -87,7 +87,8 @@ def _agents_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 @fleet_app.command("top")
 def top_command(
-    by: Annotated[str, typer.Option(help="cpu, memory, bps, pps, shipped_bps, drops, load")] = "cpu",
+    by: Annotated[str, typer.Option(help="cpu, memory, bps, pps, shipped_bps, forwarded_bps, forward_drops, drops, "
+                                        "load")] = "cpu",  # fmt: skip
     window: Annotated[str, typer.Option(help="1m, 5m, 1h")] = "1m",
     limit: Annotated[int, typer.Option(help="rows")] = 20,
     server: ServerOpt = None,
@@ -101,6 +102,11 @@ def top_command(
     )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
+        return
+    if by.startswith("forward"):  # the packet broker's figures (cli.distribution_cmd)
+        from cloudtap.cli.distribution_cmd import forwarding_table
+
+        make_console().print(forwarding_table(rows, f"top agents by {by} ({window})"))
         return
     make_console().print(_agents_table(rows, f"top agents by {by} ({window})"))
 
@@ -233,8 +239,7 @@ def group_config_command(
     )
 
 
-@fleet_app.command("policy")
-def policy_command(
+def policy_command(  # registered as `fleet policy` by cli.policy_cmd (with `add`)
     file: Annotated[Path | None, typer.Option("--file", "-f", help="YAML: one policy or a list")] = None,
     delete: Annotated[str | None, typer.Option(help="delete the policy with this name")] = None,
     server: ServerOpt = None,

@@ -35,6 +35,7 @@ def build_app() -> typer.Typer:
     from cloudtap.cli.analyse_cmd import add_analysis_commands
     from cloudtap.cli.audit_cmd import audit_command
     from cloudtap.cli.auth_cmd import login_command, logout_command, token_app, whoami_command
+    from cloudtap.cli.distribution_cmd import add_distribution_commands
     from cloudtap.cli.fleet_cmd import fleet_app
     from cloudtap.cli.inventory_cmd import inventory_app
     from cloudtap.cli.meter_cmd import meter_command
@@ -49,6 +50,7 @@ def build_app() -> typer.Typer:
     app.command("pcap")(pcap_command)
     app.command("synth")(synth_command)
     app.add_typer(agent_app, name="agent")
+    add_distribution_commands(fleet_app)  # fleet destination / distribution / policy add --dry-run
     app.add_typer(fleet_app, name="fleet")
     app.add_typer(server_app, name="server")
     app.command("import")(import_command)

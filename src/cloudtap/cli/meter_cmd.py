@@ -44,10 +44,15 @@ def summary_line(result: MeterResult) -> str:
 
 def meter_command(
     files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files, metered in order as one stream")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help=f"output: {', '.join(FORMATS)}")] = "table",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help=f"output: {', '.join(FORMATS)}, ipfix")
+    ] = "table",
     bpf: Annotated[str | None, typer.Option("--filter", help="tcpdump (BPF) filter expression")] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write records here (default stdout)")
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="write records here (default stdout); ipfix: udp://HOST:PORT or tcp://…"
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(help="rows shown by --format table")] = 20,
     record_interval: Annotated[float, typer.Option(help="seconds between records of long flows")] = 60.0,
@@ -64,9 +69,17 @@ def meter_command(
     from cloudtap.meter import MeterConfig, meter_file
 
     err = Console(stderr=True)
-    if fmt not in FORMATS:
+    if fmt not in FORMATS and fmt != "ipfix":
         err.print(f"[red]unknown --format {fmt!r}[/]; choose one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
+    if fmt == "ipfix":
+        from cloudtap.ship.ipfix.exporter import exporter_for_cli
+
+        try:
+            ipfix = exporter_for_cli(str(output) if output is not None else "")
+        except CloudtapError as exc:
+            err.print(f"[red]--format ipfix:[/] {exc}")
+            raise typer.Exit(2) from exc
     if fmt == "parquet" and output is None:
         err.print("[red]--format parquet needs --output PATH[/]")
         raise typer.Exit(2)
@@ -113,7 +126,18 @@ def meter_command(
     except CloudtapError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    write_flows(result.flows, fmt, output, limit)
+    if fmt == "ipfix":
+        sent = ipfix.export(result.flows)
+        c = ipfix.counters
+        err.print(
+            f"ipfix: {sent:,} records in {c.messages:,} messages to {ipfix.url}"
+            + (f" · [bold red]{c.records_lost:,} lost: {c.last_error}[/]" if c.records_lost else "")
+        )
+        ipfix.close()
+    else:
+        write_flows(result.flows, fmt, output, limit)
     err.print(summary_line(result))
+    if fmt == "ipfix" and ipfix.counters.records_lost:
+        raise typer.Exit(1)
     if result.partial:
         raise typer.Exit(EXIT_PARTIAL)

@@ -112,7 +112,9 @@ def test_pcap_route(case: Any, app_store: Any) -> None:
 
 
 # Controller and fleet routes: agents, groups, commands, policies, controller, fleet, diagnose.
-@schema.include(path_regex=r"^/api/v1/(agents|groups|commands|policies|controller|fleet|diagnose)").parametrize()
+@schema.include(
+    path_regex=r"^/api/v1/(agents|groups|commands|policies|controller|fleet|diagnose|destinations|distribution)"
+).parametrize()
 @settings(max_examples=8 * SCALE, deadline=None, suppress_health_check=list(HealthCheck))
 def test_controller_and_fleet_routes(case: Any, app_store: Any) -> None:
     response = case.call(headers=ADMIN)
@@ -140,7 +142,7 @@ def test_the_fuzzing_admin_is_authenticated() -> None:
 def test_every_route_is_in_one_family() -> None:
     families = (
         r"^/api/v1/(query|ingest|health|inventory|analysis|pcap|agents|groups|commands|policies|controller|fleet"
-        r"|diagnose|auth|users|audit)"
+        r"|diagnose|auth|users|audit|destinations|distribution)"
     )
     import re
 

@@ -71,6 +71,35 @@ def agent_for_host(host: Host, agents: Iterable[AgentRecord]) -> AgentRecord | N
     return max(found, key=lambda a: a.last_seen) if found else None
 
 
+def agents_of_hosts(hosts: Iterable[Host], agents: Iterable[AgentRecord]) -> dict[str, AgentRecord]:
+    """Host key -> the agent :func:`agent_for_host` picks, for every host that has one, in one pass over each
+    (indexed by name and address: no agents x hosts scan, which a fleet registering at once makes quadratic)."""
+    by_name: dict[str, list[AgentRecord]] = {}
+    by_address: dict[str, list[AgentRecord]] = {}
+    for agent in agents:
+        for name in {agent.hostname, agent.hostname.split(".")[0]} - {""}:
+            by_name.setdefault(name, []).append(agent)
+        if agent.address:
+            by_address.setdefault(agent.address, []).append(agent)
+    out: dict[str, AgentRecord] = {}
+    for host in hosts:
+        found = [a for n in {host.name, host.key, host.name.split(".")[0]} for a in by_name.get(n, ())]
+        found += by_address.get(host.address, []) if host.address else []
+        if found:
+            out[host.key] = max(found, key=lambda a: a.last_seen)
+    return out
+
+
+def vms_by_agent(snap: Snapshot, agent_of_host: Mapping[str, str]) -> dict[str, list[VM]]:
+    """Agent id -> the VMs on its hosts (``agent_of_host``: host key -> agent id)."""
+    out: dict[str, list[VM]] = {}
+    for vm in snap.vms:
+        agent_id = agent_of_host.get(vm.host)
+        if agent_id is not None:
+            out.setdefault(agent_id, []).append(vm)
+    return out
+
+
 def selects(sel: Selector, vm: VM, idx: _Index) -> bool:
     """True when every criterion of ``sel`` matches ``vm``."""
     if sel.vm is not None and not fnmatchcase(vm.name, sel.vm):
@@ -138,18 +167,14 @@ def compile_policies(
                 winners[vm.key] = p
                 vm_policy[vm.key] = p.name
                 break
-    agent_of_host: dict[str, str] = {}
-    for host in snap.hosts:
-        agent = agent_for_host(host, agents)
-        if agent is not None:
-            agent_of_host[host.key] = agent.id
+    agent_of_host = {key: agent.id for key, agent in agents_of_hosts(snap.hosts, agents).items()}
+    vms_of = vms_by_agent(snap, agent_of_host) if enabled else {}
     out: dict[str, CompiledPolicy] = {}
     for agent in agents:
         if not enabled:
             out[agent.id] = CompiledPolicy()
             continue
-        hosts = {k for k, a in agent_of_host.items() if a == agent.id}
-        out[agent.id] = _for_agent([vm for vm in snap.vms if vm.host in hosts], winners, idx, seen.get(agent.id, {}))
+        out[agent.id] = _for_agent(vms_of.get(agent.id, []), winners, idx, seen.get(agent.id, {}))
     return Compilation(out, vm_policy, agent_of_host)
 
 

@@ -23,8 +23,8 @@ from cloudtap.server.sqlite_file import open_sqlite
 #: called with the change's detail (e.g. an agent id; "" = anything may have changed)
 Listener = Callable[[str], None]
 #: topics a shared backend announces: agents (identity, group, config), agents_seen (last_seen, status),
-#: groups, policies, commands (detail: the agent id)
-TOPICS = ("agents", "agents_seen", "groups", "policies", "commands")
+#: groups, policies, commands (detail: the agent id), distribution (destinations and distribution policies)
+TOPICS = ("agents", "agents_seen", "groups", "policies", "commands", "distribution")
 
 
 class Cursorish(Protocol):
@@ -90,6 +90,13 @@ CREATE TABLE IF NOT EXISTS policies (
     name TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS distribution (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (kind, name)
 );
 """
 #: columns newer than the first schema: ``(table, column, declaration)``, added when missing

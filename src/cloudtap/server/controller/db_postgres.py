@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS policies (
     doc TEXT NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS distribution (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 CREATE TABLE IF NOT EXISTS commands (
     id BIGSERIAL PRIMARY KEY,
     agent_id TEXT NOT NULL,
@@ -95,6 +102,8 @@ TRIGGERS = (
      "FOR EACH STATEMENT EXECUTE FUNCTION cloudtap_announce('groups')"),
     ("cloudtap_policies", "policies", "INSERT OR DELETE OR UPDATE",
      "FOR EACH STATEMENT EXECUTE FUNCTION cloudtap_announce('policies')"),
+    ("cloudtap_distribution", "distribution", "INSERT OR DELETE OR UPDATE",
+     "FOR EACH STATEMENT EXECUTE FUNCTION cloudtap_announce('distribution')"),
     ("cloudtap_commands", "commands", "INSERT", "FOR EACH ROW EXECUTE FUNCTION cloudtap_announce_command()"),
 )  # fmt: skip
 #: SQLite declarations of :data:`~.db.ADDED_COLUMNS` -> PostgreSQL's

@@ -12,7 +12,7 @@ from cloudtap.server.controller.heartbeats import Heartbeats
 from cloudtap.server.controller.registry import AgentRecord, Registry
 from cloudtap.server.controller.status import rates
 
-METRICS = ("cpu", "memory", "bps", "pps", "shipped_bps", "drops", "load")
+METRICS = ("cpu", "memory", "bps", "pps", "shipped_bps", "forwarded_bps", "forward_drops", "drops", "load")
 WINDOWS = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
 
 
@@ -63,6 +63,7 @@ class Fleet:
             "restart_required": rep.restart_required if rep else [],
             "control_url": agent.control_url, "control_url_refused": refused.count if refused else 0,
             "control_url_error": refused.reason if refused else "",
+            "broker_fuse_open": bool(rep and rep.broker_fuse_open),
             **figures,
         }  # fmt: skip
 

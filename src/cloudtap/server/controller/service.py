@@ -19,6 +19,12 @@ from cloudtap.server.controller.control_url import ControlNetworks, UrlRefusals,
 from cloudtap.server.controller.db import dumps, open_controller_db
 from cloudtap.server.controller.diagnose import diagnose_vm
 from cloudtap.server.controller.diagnose_query import StoreLookup
+from cloudtap.server.controller.distribution import Destination, Distribution, DistributionPolicy
+from cloudtap.server.controller.distribution_compiler import (
+    BrokerCompilation,
+    broker_section,
+    compile_distribution,
+)
 from cloudtap.server.controller.fleet import Fleet
 from cloudtap.server.controller.groups import Groups
 from cloudtap.server.controller.heartbeats import Heartbeats
@@ -74,6 +80,8 @@ class Controller:
         self.heartbeats = Heartbeats(self.db)
         self.groups = Groups(self.db)
         self.policies = Policies(self.db)
+        self.distribution = Distribution(self.db)
+        self.broker_compilation: BrokerCompilation | None = None
         self.commands = command_queue(self.db)
         self.fleet = Fleet(self.registry, self.heartbeats, cfg.stale_after, self.url_refusals)
         self.compilation: Compilation | None = None
@@ -86,6 +94,7 @@ class Controller:
         self.db.subscribe("agents", self._load_docs)  # another server process compiled or registered
         self.db.subscribe("policies", lambda _: self._dirty.set())  # recompile here too (same documents)
         self.db.subscribe("groups", lambda _: self._dirty.set())
+        self.db.subscribe("distribution", lambda _: self._dirty.set())
         self._load_docs()
         self.last_sync: dict[str, Any] = {}
         self.sync()
@@ -285,6 +294,30 @@ class Controller:
             raise Refusal(404, f"no policy called {name!r}")
         return self.sync()
 
+    # -- distribution ---------------------------------------------------------------------------------
+    def put_distribution(self, doc: Destination | DistributionPolicy) -> dict[str, Any]:
+        """Create or replace a destination or a distribution policy and recompile (Refusal 422 when a policy
+        names a destination that is not defined)."""
+        if isinstance(doc, DistributionPolicy):
+            missing = self.distribution.missing_destinations(doc)
+            if missing:
+                raise Refusal(422, f"no destination called {', '.join(map(repr, missing))}: add it first "
+                                   "(cloudtap fleet destination add)")  # fmt: skip
+        self.distribution.put(doc)
+        return self.sync()
+
+    def delete_distribution(self, kind: str, name: str) -> dict[str, Any]:
+        """Delete a destination (Refusal 409 while a policy sends to it) or a distribution policy (``kind``:
+        destination/policy) and recompile (Refusal 404 when unknown)."""
+        users = self.distribution.users_of(name) if kind == "destination" else []
+        if users:
+            raise Refusal(409, f"destination {name!r} is used by distribution policies {', '.join(users)}: "
+                               "remove it from them first")  # fmt: skip
+        if not self.distribution.delete(kind, name):
+            what = "destination" if kind == "destination" else "distribution policy"
+            raise Refusal(404, f"no {what} called {name!r}")
+        return self.sync()
+
     # -- compile ----------------------------------------------------------------------------------------
     @staticmethod
     def _fingerprint(snap: Snapshot) -> str:
@@ -301,11 +334,18 @@ class Controller:
             agents = self.registry.all()
             comp = compile_policies(snap, self.policies.all(), agents, self.heartbeats.seen_macs())
             self.compilation = comp
+            seen = self.heartbeats.seen_macs()
+            broker = compile_distribution(snap, self.distribution.policies(), self.distribution.destinations(),
+                                          agents, seen)  # fmt: skip
+            self.broker_compilation = broker
+            distributing = not self.distribution.is_empty()  # else the overlay's broker section stays as is
             changed: list[str] = []
             for agent in agents:
                 if only is not None and agent.id not in only:
                     continue
                 doc = {"overlay": self.groups.get(agent.group).overlay, "policy": comp.agents[agent.id].section()}
+                if distributing:
+                    doc["broker"] = broker_section(broker.agents[agent.id], doc["overlay"])
                 text = dumps(doc)
                 digest = hashlib.sha256(text.encode()).hexdigest()
                 version, old_digest, _ = self._docs.get(agent.id, (0, "", {}))

@@ -76,6 +76,14 @@ class VmIdentity(BaseModel):
     user_name: Text = ""
 
 
+class BrokerDestinationFigures(BaseModel):
+    """What the agent's broker sent to one destination (cumulative since the agent started)."""
+
+    packets: Count = 0
+    bytes: Count = 0
+    drops: Count = 0  #: copies dropped by the cap, the fuse or a send error
+
+
 class HeartbeatReport(BaseModel):
     """The status an agent sends every ``heartbeat_s`` (cumulative counters since the agent started)."""
 
@@ -111,6 +119,12 @@ class HeartbeatReport(BaseModel):
     throttled_s: Figure = 0.0  #: seconds the CPU governor held capture back (``limits.max_cpu_cores``)
     errors: list[str] = Field(default_factory=list)
     control_url: str = ""  #: where the server reaches the agent's control endpoint (PCAP retrieval)
+    forwarded_packets: Count = 0  #: packet copies the broker sent, every destination
+    forwarded_bytes: Count = 0
+    forward_drops: Count = 0  #: copies dropped (cap, fuse, send errors), every destination
+    broker_fuse_open: bool = False  #: the host fuse paused distribution
+    broker: Annotated[dict[Annotated[str, Field(max_length=64)], BrokerDestinationFigures],
+                      Field(max_length=256)] = Field(default_factory=dict)  #: per destination  # fmt: skip
 
 
 def inventory_report(agent: str, host: str, address: str, report: HeartbeatReport) -> dict[str, Any]:
@@ -148,12 +162,15 @@ class Sample:
     dead_letters: int = 0
     ship_retries: int = 0
     throttled_s: float = 0.0
+    forwarded_bytes: int = 0
+    forward_drops: int = 0
 
     @staticmethod
     def of(t: float, r: HeartbeatReport) -> Sample:
         return Sample(t, r.cpu_percent, r.rss_bytes, r.load1, r.captured_packets, r.captured_bytes, r.record_bytes,
                       r.kernel_drops + r.meter_drops + r.pps_limit_drops, r.kernel_drops, r.meter_drops,
-                      r.pps_limit_drops, r.ship_dead_letters, r.ship_retries, r.throttled_s)  # fmt: skip
+                      r.pps_limit_drops, r.ship_dead_letters, r.ship_retries, r.throttled_s, r.forwarded_bytes,
+                      r.forward_drops)  # fmt: skip
 
 
 class History:
@@ -195,7 +212,8 @@ class History:
 
 
 #: cumulative counters of a sample whose increase over the window ``rates`` reports as is
-COUNTERS = ("drops", "kernel_drops", "meter_drops", "pps_limit_drops", "dead_letters", "ship_retries", "throttled_s")
+COUNTERS = ("drops", "kernel_drops", "meter_drops", "pps_limit_drops", "dead_letters", "ship_retries", "throttled_s",
+            "forward_drops")  # fmt: skip
 
 
 def rates(samples: list[Sample]) -> dict[str, Any]:
@@ -204,7 +222,8 @@ def rates(samples: list[Sample]) -> dict[str, Any]:
     ``drops`` sums every drop; ``kernel_drops``, ``meter_drops`` (flow table full), ``pps_limit_drops`` (pps
     cap), ``dead_letters``, ``ship_retries`` and ``throttled_s`` (seconds) are the window's increases.
     """
-    zero: dict[str, Any] = {"pps": 0.0, "bps": 0.0, "shipped_bps": 0.0, **{k: 0 for k in COUNTERS}, "throttled_s": 0.0}
+    zero: dict[str, Any] = {"pps": 0.0, "bps": 0.0, "shipped_bps": 0.0, "forwarded_bps": 0.0,
+                            **{k: 0 for k in COUNTERS}, "throttled_s": 0.0}  # fmt: skip
     if not samples:
         return {"cpu": 0.0, "memory": 0, "load": 0.0, **zero}
     last = samples[-1]
@@ -214,16 +233,17 @@ def rates(samples: list[Sample]) -> dict[str, Any]:
     span = last.t - samples[0].t
     if span <= 0:
         return {"cpu": cpu, "memory": memory, "load": load, **zero}
-    d_packets = d_bytes = d_rec = 0
+    d_packets = d_bytes = d_rec = d_fwd = 0
     counted: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
     for a, b in zip(samples, samples[1:], strict=False):
         d_packets += _delta(a.packets, b.packets)
         d_bytes += _delta(a.bytes, b.bytes)
         d_rec += _delta(a.record_bytes, b.record_bytes)
+        d_fwd += _delta(a.forwarded_bytes, b.forwarded_bytes)
         for name in COUNTERS:
             counted[name] += _delta(getattr(a, name), getattr(b, name))
     return {"cpu": cpu, "memory": memory, "load": load, "pps": d_packets / span, "bps": 8 * d_bytes / span,
-            "shipped_bps": 8 * d_rec / span, **counted}  # fmt: skip
+            "shipped_bps": 8 * d_rec / span, "forwarded_bps": 8 * d_fwd / span, **counted}  # fmt: skip
 
 
 def _delta(a: float, b: float) -> Any:

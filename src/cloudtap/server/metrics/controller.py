@@ -108,6 +108,7 @@ class ControllerCollector(AppCollector):
         yield gauge(P + "last_sync_timestamp_seconds", "when policies were last compiled against the inventory",
                     last.get("at", 0))  # fmt: skip
         yield gauge(P + "last_sync_seconds", "how long the last policy compilation took", last.get("seconds", 0))
+        yield from _broker(ctl, agents)
 
     def _commands(self, ctl: Any, now: float) -> Iterator[Metric]:
         tally = self.tally
@@ -125,6 +126,18 @@ class ControllerCollector(AppCollector):
         latency = histogram(P + "command_seconds", "from a command queued to its agent reporting the result")
         add_distribution(latency, [], tally.latency)
         yield latency
+
+
+def _broker(ctl: Any, agents: list[Any]) -> Iterator[Metric]:
+    """The agents' packet brokers, summed over the fleet (each agent's latest heartbeat; no agent labels)."""
+    latest = [ctl.heartbeats.latest(a.id) for a in agents] if ctl is not None else []
+    reports = [h.report for h in latest if h is not None]
+    yield gauge(P + "agents_forwarded_bytes", "bytes the agents' brokers forwarded, summed over their latest "
+                "heartbeats (each counted since its agent started)", sum(r.forwarded_bytes for r in reports))  # fmt: skip
+    yield gauge(P + "agents_forward_drops", "copies the agents' brokers dropped (cap, fuse, send errors), summed "
+                "over their latest heartbeats", sum(r.forward_drops for r in reports))  # fmt: skip
+    yield gauge(P + "agents_broker_fuse_open", "agents whose host fuse has paused distribution",
+                sum(1 for r in reports if r.broker_fuse_open))  # fmt: skip
 
 
 def _lag_histogram(lags: list[float]) -> Metric:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from cloudtap.errors import ConfigError
 from cloudtap.server.access.permissions import Permission
 from cloudtap.server.api.guard import principal_of, require
-from cloudtap.server.api.routes import agents
+from cloudtap.server.api.routes import agents, distribution
 from cloudtap.server.api.routes._checked import CheckedRoute, unsafe_json
 from cloudtap.server.api.routes._controller_app import (
     FORBIDDEN,
@@ -48,6 +48,7 @@ __all__ = ["CheckedRoute", "build_controller", "controller_db_path", "ctl_of", "
 
 router = APIRouter(prefix="/api/v1", tags=["controller"], lifespan=lifespan, route_class=CheckedRoute)
 router.include_router(agents.router)
+router.include_router(distribution.router)  # destinations, distribution policies, policy dry-run
 
 READ = [Depends(require(Permission.FLEET_READ))]
 CONTROL = [Depends(require(Permission.FLEET_CONTROL))]

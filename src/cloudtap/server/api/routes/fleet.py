@@ -27,7 +27,7 @@ UNKNOWN_VM: dict[int | str, dict[str, Any]] = {
     404: {"description": "no VM of that name or key in the caller's projects (project-bound callers)"},
 }
 
-Metric = Literal["cpu", "memory", "bps", "pps", "shipped_bps", "drops", "load"]
+Metric = Literal["cpu", "memory", "bps", "pps", "shipped_bps", "forwarded_bps", "forward_drops", "drops", "load"]
 Window = Annotated[str, Query(description="1m, 5m, 1h or seconds (e.g. 90 or 90s)")]
 
 
