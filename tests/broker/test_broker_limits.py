@@ -53,7 +53,8 @@ def test_bucket_admits_a_prefix_within_rate_and_burst() -> None:
 
 
 def test_cap_holds_over_seconds_on_a_real_socket() -> None:
-    """Copies sent to a real UDP receiver at full speed for 2 s never exceed the cap by more than 5%."""
+    """Copies sent to a real UDP receiver at full speed for 10 s (the issue's window) never exceed the cap by more
+    than 5%."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     rx.bind(("127.0.0.1", 0))
@@ -84,7 +85,7 @@ def test_cap_holds_over_seconds_on_a_real_socket() -> None:
     rows = decode_frames(frames)
     started = time.monotonic()
     n = 0
-    while time.monotonic() - started < 2.0:
+    while time.monotonic() - started < 10.0:
         n += 1
         ts = frames.ts_ns + n * 10**9  # never duplicates of the previous batch
         shifted = type(frames)(frames.data, frames.offset, frames.cap_len, frames.wire_len, ts, frames.linktype,
