@@ -226,3 +226,39 @@ def test_diagnose_ingest_links_with_a_records_lookup(tmp_path: Path) -> None:
     assert d["ok"] and d["broken"] is None
     assert calls[0] == ("agent-hv-a", ["fa:16:3e:00:00:01"], ["10.10.1.5"])
     ctl.close()
+
+
+def test_a_vlan_filter_of_one_policy_does_not_shift_another_policys_filter() -> None:
+    """libpcap reads every term after ``vlan`` at shifted offsets: ORed on one agent, the policy using it goes last."""
+    import struct
+
+    import numpy as np
+
+    from cloudtap.capture.bpf import FrameFilter
+    from cloudtap.capture.frames import FrameBatch
+    from cloudtap.server.controller.registry import AgentRecord
+
+    def frame(src_mac: str, vlan: int | None, proto: int, dport: int) -> bytes:
+        eth = bytes(6) + bytes.fromhex(src_mac.replace(":", ""))
+        tag = struct.pack("!HH", 0x8100, vlan) if vlan is not None else b""
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, proto, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+        l4 = struct.pack("!HHIIHHHH", 40000, dport, 0, 0, 0x5010, 0, 0, 0) if proto == 6 else struct.pack(
+            "!HHHH", 40000, dport, 8, 0) + bytes(12)
+        return eth + tag + struct.pack("!H", 0x0800) + ip + l4
+
+    snap = cloud()
+    snap.vms.append(VM("v-web2", "web-02", "p-shop", "hv-a", "ACTIVE"))
+    snap.interfaces.append(Interface("i-web2", "fa:16:3e:00:00:09", ("10.10.1.9",), "v-web2", subnet="s1"))
+    agents = [AgentRecord("A", "a", "hv-a", "m")]
+    web_mac = "fa:16:3e:00:00:01"
+    policies = [Policy(name="a-tagged", select={"vm": "web-01"}, bpf="vlan 100 and tcp port 80"),
+                Policy(name="b-dns", select={"vm": "web-02"}, bpf="udp port 53")]  # fmt: skip
+    bpf = compile_policies(snap, policies, agents).agents["A"].bpf
+    assert bpf is not None
+    frames = [frame(web_mac, 100, 6, 80), frame("fa:16:3e:00:00:09", None, 17, 53), frame(web_mac, None, 6, 80)]
+    data = np.frombuffer(b"".join(frames), np.uint8).copy()
+    lens = np.array([len(f) for f in frames], np.uint32)
+    batch = FrameBatch(data=data, offset=np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64), cap_len=lens,
+                       wire_len=lens, ts_ns=np.zeros(3, np.int64), linktype=np.ones(3, np.uint16),
+                       interface=np.zeros(3, np.uint16))  # fmt: skip
+    assert FrameFilter(bpf).mask(batch).tolist() == [True, True, False]

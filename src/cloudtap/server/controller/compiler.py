@@ -7,6 +7,7 @@ equals ``Host.address``. Interfaces come from ``Interface.device`` or from a MAC
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -207,7 +208,7 @@ def _for_agent(vms: list[VM], winners: dict[str, Policy], idx: _Index, seen: Map
         result.capture = False
         return result
     parts = []
-    for name, terms in clauses.items():
+    for name, terms in sorted(clauses.items(), key=lambda item: _shifts_offsets(used[item[0]].bpf)):
         sel = " or ".join(terms)
         bpf = used[name].bpf
         parts.append(f"(({sel}) and ({bpf}))" if bpf else f"({sel})")
@@ -217,3 +218,13 @@ def _for_agent(vms: list[VM], winners: dict[str, Policy], idx: _Index, seen: Map
     result.snaplen = max(snaplens) if snaplens else None
     result.store_packets = any(p.action.store_packets for p in used.values())
     return result
+
+
+_OFFSET_KEYWORDS = re.compile(r"\b(vlan|mpls|pppoes|geneve)\b")
+
+
+def _shifts_offsets(bpf: str | None) -> bool:
+    """Whether a filter uses a keyword after which libpcap reads every later term at shifted offsets (``vlan``,
+    ``mpls``, ``pppoes``, ``geneve``): such a policy's clause goes last, so it cannot shift the clauses of the
+    other policies ORed with it on the same agent (docs/controller.md)."""
+    return bool(bpf and _OFFSET_KEYWORDS.search(bpf))
