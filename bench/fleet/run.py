@@ -25,6 +25,7 @@ import collections
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -232,6 +233,8 @@ def main() -> None:
     scratch.mkdir(parents=True, exist_ok=True)  # a fresh clone has no such folder
     tables = records(scratch)
     data = work / "data"
+    if data.exists():  # rows of an earlier run in a reused --work would count as stored by this one
+        shutil.rmtree(data)
     status = work / "url"
     status.unlink(missing_ok=True)
     env = {**os.environ, "CLOUDTAP_SERVER__API__STATUS_FILE": str(status), "CLOUDTAP_SERVER__CONTROLLER__TOKEN": TOKEN,
