@@ -13,7 +13,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from cloudtap.cli.dry_run_view import DryRunOpt, FromOpt, SinceOpt, ToOpt, human_bps, print_dry_run, window
+from cloudtap.cli.dry_run_view import DryRunOpt, FromOpt, SinceOpt, ToOpt, human_bps, show_dry_run, window
 from cloudtap.cli.fleet_cmd import JsonOpt, _q, api
 from cloudtap.cli.render import make_console
 from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
@@ -158,11 +158,7 @@ def distribution_add(
     if dry_run:
         body = {"kind": "distribution", "policy": {**doc, "name": name}, **window(since, time_from, time_to),
                 "max_uplink_bps": max_uplink_bps}  # fmt: skip
-        answer = api(remote, "/api/v1/policies/dry-run", "POST", body)
-        if as_json:
-            typer.echo(json.dumps(answer, indent=2))
-        else:
-            print_dry_run(answer, make_console())
+        show_dry_run(remote, body, as_json)
         return
     doc.pop("name", None)
     answer = api(remote, f"/api/v1/distribution/{_q(name)}", "PUT", doc)

@@ -91,3 +91,17 @@ def print_dry_run(answer: dict[str, Any], console: Console) -> None:
         console.print("[dim]the policy's bpf was run on each flow direction's header (exact for address, port, "
                       "protocol and VLAN filters)[/]")  # fmt: skip
     console.print("[dim]nothing applied[/]")
+
+
+def show_dry_run(remote: Any, body: dict[str, Any], as_json: bool) -> None:
+    """Ask the server what the policy in ``body`` would have matched, and print it (JSON or tables)."""
+    import json
+
+    from cloudtap.cli.fleet_cmd import api
+    from cloudtap.cli.render import make_console
+
+    answer = api(remote, "/api/v1/policies/dry-run", "POST", body)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+    else:
+        print_dry_run(answer, make_console())

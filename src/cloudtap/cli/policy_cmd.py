@@ -4,7 +4,6 @@ them from YAML (``-f``), delete one (``--delete``). ``add NAME ...`` writes one 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -23,9 +22,8 @@ from cloudtap.cli.distribution_cmd import (
     _set,
     selector,
 )
-from cloudtap.cli.dry_run_view import DryRunOpt, FromOpt, SinceOpt, ToOpt, print_dry_run, window
+from cloudtap.cli.dry_run_view import DryRunOpt, FromOpt, SinceOpt, ToOpt, show_dry_run, window
 from cloudtap.cli.fleet_cmd import JsonOpt, _q, api, policy_command
-from cloudtap.cli.render import make_console
 from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 
 policy_app = typer.Typer(help="Capture policies: list, -f FILE, --delete NAME; add NAME [--dry-run].")
@@ -83,11 +81,7 @@ def policy_add(
     if dry_run:
         kind = "storage" if action.get("store_packets") else "capture"
         body = {"kind": kind, "policy": {**doc, "name": name}, **window(since, time_from, time_to)}
-        answer = api(remote, "/api/v1/policies/dry-run", "POST", body)
-        if as_json:
-            typer.echo(json.dumps(answer, indent=2))
-        else:
-            print_dry_run(answer, make_console())
+        show_dry_run(remote, body, as_json)
         return
     doc.pop("name", None)
     answer = api(remote, f"/api/v1/policies/{_q(name)}", "PUT", doc)
