@@ -23,6 +23,8 @@ const routes: RouteRecordRaw[] = [
     meta: { title: 'Panorama', permission: 'flows:read', menu: true } },
   { path: '/incident', component: () => import('./pages/IncidentPage.vue'),
     meta: { title: 'Incident', permission: 'flows:read', menu: true } },
+  { path: '/findings', component: () => import('./pages/FindingsPage.vue'),
+    meta: { title: 'Findings', permission: 'flows:read', menu: true } },
   { path: '/fleet', component: () => import('./pages/FleetPage.vue'),
     meta: { title: 'Fleet', permission: 'fleet:read', menu: true } },
   { path: '/fleet/:agent', component: () => import('./pages/AgentPage.vue'),

@@ -36,6 +36,7 @@ def build_app() -> typer.Typer:
     from cloudtap.cli.audit_cmd import audit_command
     from cloudtap.cli.auth_cmd import login_command, logout_command, token_app, whoami_command
     from cloudtap.cli.distribution_cmd import add_distribution_commands
+    from cloudtap.cli.findings_cmd import findings_app
     from cloudtap.cli.fleet_cmd import fleet_app
     from cloudtap.cli.inventory_cmd import inventory_app
     from cloudtap.cli.meter_cmd import meter_command
@@ -57,6 +58,7 @@ def build_app() -> typer.Typer:
     app.add_typer(query_app, name="query")
     app.add_typer(inventory_app, name="inventory")
     add_analysis_commands(app)
+    app.add_typer(findings_app, name="findings")
     app.command("login")(login_command)
     app.command("logout")(logout_command)
     app.command("whoami")(whoami_command)

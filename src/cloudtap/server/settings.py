@@ -16,6 +16,7 @@ from cloudtap.config_loader import load_layered
 from cloudtap.inventory.connectors.kubernetes import KubernetesConfig
 from cloudtap.inventory.connectors.openstack import OpenStackConfig
 from cloudtap.inventory.connectors.vsphere import VSphereConfig
+from cloudtap.server.findings.config import FindingsSection
 
 ENV_PREFIX = "CLOUDTAP_SERVER__"
 
@@ -252,6 +253,7 @@ class ServerSettings(_Section):
     pcap: PcapSection = Field(default_factory=PcapSection)
     controller: ControllerSection = Field(default_factory=ControllerSection)
     auth: AuthSection = Field(default_factory=AuthSection)
+    findings: FindingsSection = Field(default_factory=FindingsSection)
 
 
 def load_server_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ServerSettings:

@@ -142,7 +142,7 @@ def test_the_fuzzing_admin_is_authenticated() -> None:
 def test_every_route_is_in_one_family() -> None:
     families = (
         r"^/api/v1/(query|ingest|health|inventory|analysis|pcap|agents|groups|commands|policies|controller|fleet"
-        r"|diagnose|auth|users|audit|destinations|distribution)"
+        r"|diagnose|auth|users|audit|destinations|distribution|findings)"
     )
     import re
 

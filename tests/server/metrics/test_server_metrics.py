@@ -98,5 +98,5 @@ def test_inventory_sync_and_entities(served: Served) -> None:
 def test_every_collector_answered(served: Served) -> None:
     m = scrape(served)
     errors = {dict(k[1])["collector"]: v for k, v in m.items() if k[0] == "cloudtap_server_metrics_collector_errors_total"}
-    assert errors == {"ingest": 0, "storage": 0, "controller": 0, "inventory": 0}
+    assert errors == {"ingest": 0, "storage": 0, "controller": 0, "inventory": 0, "findings": 0}
     assert any(k[0] == "cloudtap_server_info" for k in m)

@@ -18,6 +18,7 @@ class Permission(StrEnum):
     FLEET_READ = "fleet:read"  #: agents, groups, policies, fleet monitoring, "why no data"
     PCAP_READ = "pcap:read"  #: raw packets from the agents' packet stores
     SIGNATURES_WRITE = "signatures:write"  #: save or delete backtest signatures
+    FINDINGS_WRITE = "findings:write"  #: acknowledge, mute findings; run the findings engine on a window
     FLEET_CONTROL = "fleet:control"  #: start/stop capture, move or delete agents
     CONFIG_WRITE = "config:write"  #: group configs and policies
     INVENTORY_SYNC = "inventory:sync"  #: run the inventory and policy sync now
@@ -39,6 +40,7 @@ _VIEWER = frozenset(
 _OPERATOR = _VIEWER | {
     Permission.PCAP_READ,
     Permission.SIGNATURES_WRITE,
+    Permission.FINDINGS_WRITE,
     Permission.FLEET_CONTROL,
     Permission.CONFIG_WRITE,
     Permission.INVENTORY_SYNC,

@@ -26,6 +26,7 @@ from cloudtap.server.api.routes import audit as audit_routes
 from cloudtap.server.api.routes import auth as auth_routes
 from cloudtap.server.api.routes import console as console_routes
 from cloudtap.server.api.routes import controller as controller_routes
+from cloudtap.server.api.routes import findings as findings_routes
 from cloudtap.server.api.routes import fleet as fleet_routes
 from cloudtap.server.api.routes import health, ingest, pcap, query
 from cloudtap.server.api.routes import inventory as inventory_routes
@@ -84,9 +85,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     keeper = Housekeeper(app.state.store, app.state.settings)
     app.state.housekeeper = keeper
     keeper.start()
+    findings_loop = await asyncio.to_thread(findings_routes.start, app)  # findings.enabled: every minute
     try:
         yield
     finally:
+        if findings_loop is not None:
+            await asyncio.to_thread(findings_loop.stop)
         await asyncio.to_thread(keeper.stop)
 
 
@@ -120,6 +124,7 @@ def create_app(settings: ServerSettings, store: FlowStore) -> FastAPI:
     app.include_router(inventory_routes.router)
     app.include_router(pcap.router)
     app.include_router(analysis_routes.router)
+    app.include_router(findings_routes.router)
     app.include_router(controller_routes.router)
     app.include_router(fleet_routes.router)
     app.include_router(console_routes.router)

@@ -14,13 +14,14 @@ from prometheus_client.core import Metric
 
 from cloudtap.server.metrics.base import AppCollector, counter, gauge
 from cloudtap.server.metrics.controller import ControllerCollector
+from cloudtap.server.metrics.findings import FindingsCollector
 from cloudtap.server.metrics.http import HttpMetrics, HttpMetricsMiddleware
 from cloudtap.server.metrics.ingest import IngestCollector
 from cloudtap.server.metrics.inventory import InventoryCollector
 from cloudtap.server.metrics.storage import StorageCollector
 
 COLLECTORS: tuple[type[AppCollector], ...] = (IngestCollector, StorageCollector, ControllerCollector,
-                                               InventoryCollector)  # fmt: skip
+                                               InventoryCollector, FindingsCollector)  # fmt: skip
 
 
 class ServerCollector(AppCollector):
