@@ -61,6 +61,12 @@ def meter_command(
     ] = 60.0,
     tcp_idle_timeout: Annotated[float, typer.Option(help="idle timeout (s) of established TCP")] = 300.0,
     max_flows: Annotated[int, typer.Option(help="flow table capacity")] = 1 << 20,
+    records: Annotated[
+        str,
+        typer.Option(
+            "--records", help="flows, or l7: application requests (HTTP, DNS, MySQL, PostgreSQL, Redis)"
+        ),
+    ] = "flows",
 ) -> None:
     """Meter capture files into flow records with TCP health (RTT, retransmissions, close reason)."""
     from rich.console import Console
@@ -87,6 +93,20 @@ def meter_command(
         if not f.is_file():
             err.print(f"[red]no such file: {f}[/]")
             raise typer.Exit(2)
+    if records not in ("flows", "l7") or (records == "l7" and fmt == "ipfix"):
+        err.print(f"[red]--records {records!r}[/]: choose flows or l7 (l7 writes {', '.join(FORMATS)})")
+        raise typer.Exit(2)
+    if records == "l7":
+        from cloudtap.l7 import parse_file, request_summary, write_requests
+
+        try:
+            parsed = parse_file(files, bpf=bpf)
+        except CloudtapError as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1) from exc
+        write_requests(parsed.requests, fmt, output, limit)
+        err.print(request_summary(parsed))
+        raise typer.Exit(EXIT_PARTIAL if parsed.partial else 0)
     try:
         config = MeterConfig(
             record_interval_s=record_interval,
