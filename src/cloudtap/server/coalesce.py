@@ -108,6 +108,8 @@ class Coalescer:
         if self._open is None:
             self._open = Group(opened=self._loop.time())
             self._wake.set()
+        if batch.tables is None and batch.decoding is None:  # decoded while the group fills and the one
+            batch.decoding = self._decoders.submit(self._decode_one, batch)  # before it is written
         group = self._open
         group.members.append(batch)
         group.rows += batch.num_rows
@@ -273,13 +275,17 @@ class Coalescer:
     def _decode_members(self, group: Group) -> dict[BatchKey, Exception]:
         """Decode the members not decoded yet; those that fail are left out of the group, each with its error.
 
-        Decoded here, by the decode threads (decompressing and reading Arrow release the GIL): the event loop
+        Each batch's decode starts on arrival, in the decode threads (decompressing and reading Arrow release the
+        GIL), so it overlaps the insert of the group before; here the writer waits for the rest. The event loop
         only read the frame headers.
         """
         left_out: dict[BatchKey, Exception] = {}
-        todo = [m for m in group.members if m.tables is None]
+        started = [m for m in group.members if m.decoding is not None]
+        todo = [m for m in group.members if m.tables is None and m.decoding is None]
         outcomes = self._decoders.map(self._decode_one, todo) if len(todo) > 1 else map(self._decode_one, todo)
-        for m, error in zip(todo, list(outcomes), strict=True):
+        errors = [*zip(todo, outcomes, strict=True), *((m, m.decoding.result()) for m in started if m.decoding)]
+        for m, error in errors:
+            m.decoding = None
             if error is not None:
                 left_out[m.key] = error
         group.members = [m for m in group.members if m.key not in left_out]

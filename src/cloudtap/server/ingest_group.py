@@ -10,6 +10,7 @@ BatchKey("~group:<digest>", i))`` (so it gets the token ``~group:<digest>:<i>:<k
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,10 @@ class PreparedBatch:
     """One agent batch, decoded, tagged and checked against the store's columns."""
 
     key: BatchKey
-    tables: dict[str, pa.Table] | None  #: None until decoded (by the writer thread)
+    tables: dict[str, pa.Table] | None  #: None until decoded (by a decode thread, from the moment it arrives)
     frame: bytes = b""
     announced: int = 0  #: rows of all kinds as the frame's header announces them (known before decoding)
+    decoding: Future[Exception | None] | None = None  #: its decode, started on arrival (the coalescer's)
 
     @property
     def rows(self) -> dict[str, int]:
