@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from pathlib import Path
@@ -135,6 +136,10 @@ def run_command(
     sock.listen(2048)  # connections queue from now on: the status file is only written once they can
     if api.status_file is not None:
         api.status_file.write_text(url + "\n", encoding="utf-8")
+    # everything built so far lives as long as the server: out of the collector's way, so a full collection
+    # walks only newer objects (it walked ~200k at start, 80-100 ms with every thread stopped, later more)
+    gc.collect()
+    gc.freeze()
     try:
         server.run(sockets=[sock])
     finally:

@@ -87,6 +87,7 @@ class Controller:
         self.compilation: Compilation | None = None
         self._docs: dict[str, tuple[int, str, dict[str, Any]]] = {}
         self._sync_lock = threading.RLock()
+        self._register_lock = threading.Lock()
         self._inventory_print = ""
         self._dirty = threading.Event()
         self._stop = threading.Event()
@@ -166,6 +167,10 @@ class Controller:
         Raises:
             Refusal: 400/401/403/409 with the reason.
         """
+        with self._register_lock:  # the API calls it from worker threads: one registration at a time
+            return self._register(token, info, address)
+
+    def _register(self, token: str | None, info: dict[str, Any], address: str) -> dict[str, Any]:
         name = str(info.get("name") or "")
         hostname = str(info.get("hostname") or "")
         machine = str(info.get("machine_id") or "")

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from cloudtap.server.access.permissions import AGENT, PUBLIC
 from cloudtap.server.api.guard import bearer, require
@@ -101,8 +102,8 @@ async def register(request: Request, body: RegisterRequest) -> RegisterAnswer:
     assigns its id (stable per host name + machine id) and issues a new credential and control key."""
     peer = _peer(request)
     audit = audit_of(request.app)
-    try:
-        answer = ctl_of(request).register(bearer(request), body.model_dump(), peer)
+    try:  # registering recompiles the agent's config: off the event loop (a fleet starting at once stalled it)
+        answer = await run_in_threadpool(ctl_of(request).register, bearer(request), body.model_dump(), peer)
     except Refusal as exc:
         audit.record("agent.register", None, "refused", host=body.hostname, name=body.name, peer=peer,
                      status=exc.status, reason=exc.reason)  # fmt: skip
