@@ -36,12 +36,12 @@ from cloudtap.agent.guard import (
 from cloudtap.agent.identity import ObservationPoints
 from cloudtap.agent.mirror_attribution import MirrorAttribution
 from cloudtap.agent.output import RecordOutput
-from cloudtap.agent.sinks import FileSink, RecordSink
+from cloudtap.agent.sinks import RecordSink, record_sink
 from cloudtap.agent.status import AgentStatus
 from cloudtap.agent.warmup import warm_up
 from cloudtap.agent.worker import CaptureWorker
 from cloudtap.capture.source import PacketSource
-from cloudtap.errors import CaptureError, ConfigError
+from cloudtap.errors import CaptureError
 
 log = logging.getLogger(__name__)
 #: exit status of an agent asked to stop so that it is started again (EX_TEMPFAIL)
@@ -156,21 +156,7 @@ class Agent:
             worker.pipeline.packet_filter = self.broker.tap(worker.pipeline.packet_filter)
 
     def _default_sink(self) -> RecordSink:
-        out = self.config.output
-        if out.sink == "server":
-            from cloudtap.ship.server_sink import ServerSink
-            from cloudtap.ship.spool import Spool
-            from cloudtap.ship.transport import HttpTransport
-
-            if self.credentials is None:
-                raise ConfigError("output.sink 'server' needs controller.url: the server takes batches only with the "
-                                  "credential its controller issues at registration")  # fmt: skip
-            transport = HttpTransport(
-                out.server_url.rstrip("/") + "/api/v1/ingest", timeout_s=10.0, token=self.credentials.credential
-            )
-            spool = Spool(out.spool_directory, max_bytes=out.spool_max_mib << 20)
-            return ServerSink(self.agent_id, transport, spool, flush_interval_s=out.flush_interval_s)
-        return FileSink(out.directory, out.format, out.rotate_s, out.keep_files)
+        return record_sink(self.config.output, self.agent_id, self.credentials)
 
     # -- sources ----------------------------------------------------------------------------------
     def _initial_interfaces(self) -> list[str]:

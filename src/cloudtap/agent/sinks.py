@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
@@ -18,6 +18,8 @@ from cloudtap.errors import ConfigError
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
+
+    from cloudtap.agent.config import OutputSection
 
 #: Rows per parquet row group (buffered in memory until reached or until rotation).
 ROW_GROUP_ROWS = 65536
@@ -163,3 +165,24 @@ class MemorySink:
 
     def close(self) -> None:
         return None
+
+
+def record_sink(out: OutputSection, agent_id: str, credentials: Any) -> RecordSink:
+    """The sink ``output`` configures: rotated local files, or shipping to the server (spooled first).
+
+    Raises:
+        ConfigError: ``output.sink: server`` without the credential a controller issues at registration.
+    """
+    if out.sink == "server":
+        from cloudtap.ship.server_sink import ServerSink
+        from cloudtap.ship.spool import Spool
+        from cloudtap.ship.transport import HttpTransport
+
+        if credentials is None:
+            raise ConfigError("output.sink 'server' needs controller.url: the server takes batches only with the "
+                              "credential its controller issues at registration")  # fmt: skip
+        url = out.server_url.rstrip("/") + "/api/v1/ingest"
+        transport = HttpTransport(url, timeout_s=10.0, token=credentials.credential)
+        spool = Spool(out.spool_directory, max_bytes=out.spool_max_mib << 20)
+        return ServerSink(agent_id, transport, spool, flush_interval_s=out.flush_interval_s)
+    return FileSink(out.directory, out.format, out.rotate_s, out.keep_files)
