@@ -9,9 +9,7 @@ session and cached as parquet under the pytest base temp directory.
 
 from __future__ import annotations
 
-import fnmatch
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cloudtap.server.store.base import BatchKey
+from dict_names import DictNames  # noqa: F401 - the tests import it from here
 
 NS = 1_000_000_000
 START = "2026-11-20T00:00:00Z"
@@ -38,20 +37,6 @@ class AnalyseData:
 
     def ip_of(self, vm: str) -> str:
         return next(ip for ip, name in self.inventory["ip"].items() if name == vm)
-
-
-class DictNames:
-    """A NameResolver over fixed ``kind -> {name: id}`` maps."""
-
-    def __init__(self, ids: dict[str, dict[str, int]]) -> None:
-        self._ids = ids
-
-    def names(self, kind: str, ids: Iterable[int], at_ns: int | None = None) -> dict[int, str]:
-        rev = {v: k for k, v in self._ids.get(kind, {}).items()}
-        return {i: rev[i] for i in ids if i in rev}
-
-    def ids(self, kind: str, name: str, at_ns: int | None = None) -> list[int]:
-        return sorted(v for k, v in self._ids.get(kind, {}).items() if fnmatch.fnmatchcase(k, name))
 
 
 def _build(pcap: Path) -> tuple[dict[str, pa.Table], dict[str, Any]]:
