@@ -23,7 +23,7 @@ demo: setup
 	$(PY) -m cloudtap.demo
 
 test: setup
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=40 tests
 
 bench: setup
 	$(PY) bench/meter/run.py
