@@ -59,3 +59,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Browser tests last: Playwright's sync API keeps an event loop running in this thread for as long as
     its (session-scoped) browser lives, and ``asyncio.run`` refuses to start inside it."""
     items.sort(key=lambda item: "tests/console/" in item.nodeid.replace("\\", "/"))
+
+
+def _own_cgroup() -> str:
+    try:
+        return Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return ""
+
+
+@pytest.fixture(autouse=True)
+def _stays_in_its_cgroup() -> Iterator[None]:
+    """An Agent run inside pytest with ``limits.use_cgroup`` on moves the whole test process into the agent's
+    cgroup, whose memory limit then kills the run much later: fail the test that did it instead."""
+    before = _own_cgroup()
+    yield
+    after = _own_cgroup()
+    if after != before:
+        pytest.fail(f"this test moved the test process into another cgroup ({after.strip()!r}); "
+                    "run in-process agents with limits.use_cgroup false (tests/agent/agent_replay.py)")

@@ -41,9 +41,9 @@ def naive_fingerprint(sql: str) -> str:
                     break
                 j += 1
             tok, i = "?", j + 1
-        elif ch.isdigit() and not (
+        elif ch.isdigit() and (space or not (
             out and (out[-1][-1:].isalnum() or out[-1][-1:] in "_$" or ord(out[-1][-1:] or " ") >= 128)
-        ):
+        )):
             j = i
             while j < n and (sql[j].isalnum() or sql[j] in "_$." or ord(sql[j]) >= 128):
                 j += 1

@@ -82,6 +82,7 @@ def test_requests_match_deepflow(proto: str, result: Path, pcap: Path) -> None:
         '  insert into  t2 (c1,c2) values ("a\\"b", 0x1F);  ',
         "select col1, t3.x2 from t3 where name like '%abc%' limit 10",
         "UPDATE `t` SET v=v+1 WHERE id=$1",
+        "SELECT a FROM t ORDER BY a LIMIT 20 OFFSET 40",
     ],
 )
 def test_fingerprint_kernel_matches_reference(sql: str) -> None:

@@ -207,6 +207,17 @@ class ControllerSection(_Section):
     )
 
 
+class PolicyFilterEntry(_Section):
+    """One policy's part of the capture filter (``policy.filters``; docs/controller.md, "Payload per policy")."""
+
+    policy: str = Field("", description="the policy's name")
+    select: str = Field("", description="the VMs it selects, as a filter (ether host ... or host ...)")
+    bpf: str | None = Field(None, description="the policy's own filter, ANDed with select")
+    snaplen: int | None = Field(None, ge=1, le=65535, description="bytes kept per packet (none: capture.snaplen)")
+    requests: bool = Field(False, description="parse application requests in the packets it keeps")
+    payload_bytes: int = Field(0, ge=0, description="bytes of L4 payload the policy keeps (0: headers only)")
+
+
 class PolicySection(_Section):
     """What the controller's policies compiled for this host (set by the controller, not by hand)."""
 
@@ -218,6 +229,10 @@ class PolicySection(_Section):
     snaplen: int | None = Field(None, ge=64, le=65535, description="snap length the policies ask for")
     store_packets: bool = Field(False, description="keep packets of the selected VMs for PCAP retrieval", json_schema_extra=HOT)
     policies: list[str] = Field(default_factory=list, description="names of the policies in force", json_schema_extra=HOT)
+    filters: list[PolicyFilterEntry] = Field(
+        default_factory=list, description="per policy: selection, filter, snap length, requests (tried in turn)",
+        json_schema_extra=HOT,
+    )  # fmt: skip
 
 
 class PacketsSection(_Section):
@@ -232,6 +247,21 @@ class PacketsSection(_Section):
     )
     block_kib: int = Field(1024, ge=16, le=65536, description="packet bytes per indexed block")
     max_pending_mib: int = Field(32, ge=1, description="blocks waiting for the disk beyond this are dropped (counted)")
+
+
+class RequestsSection(_Section):
+    """Application requests parsed from the captured payload and shipped as kind ``requests`` (docs/requests.md,
+    "In the agent"). Restart-required: every key is read when the capture workers are built."""
+
+    enabled: bool = Field(False, description="parse HTTP/DNS/MySQL/PostgreSQL/Redis requests; flows carry their counts")
+    protocols: list[Literal["http", "dns", "mysql", "pgsql", "redis"]] = Field(
+        default_factory=lambda: ["http", "dns", "mysql", "pgsql", "redis"], description="protocols parsed"
+    )
+    queue: int = Field(8, ge=1, le=255, description="pending requests per flow (pipelining depth)")
+    timeout_s: float = Field(30.0, gt=0, description="a request without response for this long is a timeout")
+    max_flows: int = Field(
+        16384, ge=16, le=1 << 24, description="flows tracked per capture worker (memory: ~3.7 KiB each, budgeted)"
+    )
 
 
 class AgentConfig(_Section):
@@ -249,6 +279,7 @@ class AgentConfig(_Section):
     controller: ControllerSection = Field(default_factory=ControllerSection)
     policy: PolicySection = Field(default_factory=PolicySection)
     broker: BrokerSection = Field(default_factory=BrokerSection, json_schema_extra=HOT)  # docs/broker.md
+    requests: RequestsSection = Field(default_factory=RequestsSection)  # docs/requests.md
 
 
 def load_agent_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:

@@ -13,6 +13,7 @@ from cloudtap.agent.config import AgentConfig
 
 if TYPE_CHECKING:
     from cloudtap.agent.runner import Agent
+    from cloudtap.capture.policy_filter import PolicyFilter
 
 POLICY_PAUSE = "policy: no VM on this host is selected by a policy"
 
@@ -75,6 +76,17 @@ def apply_hot(agent: Agent, cfg: AgentConfig, keys: list[str]) -> None:
         agent.set_policy_pause(POLICY_PAUSE if cfg.policy.active and not cfg.policy.capture else None)
 
 
+def policy_filter_of(cfg: AgentConfig) -> PolicyFilter | None:
+    """The policies' combined per-policy filter (``policy.filters``: snap length per policy), or None when the
+    controller sent none, no policy is active, or the capture is mirrored (outer packets: see ``MacSelect``)."""
+    from cloudtap.capture.policy_filter import PolicyFilter
+
+    pol = cfg.policy
+    if not (pol.active and pol.filters) or cfg.capture.mode == "mirror":
+        return None
+    return PolicyFilter.from_entries(pol.filters, cfg.capture.bpf, cfg.capture.snaplen)
+
+
 def _apply_filter(agent: Agent, cfg: AgentConfig) -> None:
     """Apply capture.bpf and the policy's selection.
 
@@ -87,14 +99,18 @@ def _apply_filter(agent: Agent, cfg: AgentConfig) -> None:
 
     pol = cfg.policy
     tunnelled = cfg.capture.mode == "mirror"
+    per_policy = policy_filter_of(cfg)  # compiled here: a syntax error raises before anything changes
     parts = [p for p in (cfg.capture.bpf, pol.bpf if pol.active and not tunnelled else None) if p]
     expr = " and ".join(f"({p})" for p in parts) if parts else None
-    new = FrameFilter(expr) if expr else None  # a syntax error raises before anything changes
-    if new is not None:
+    new: FrameFilter | PolicyFilter | None = per_policy or (FrameFilter(expr) if expr else None)
+    if isinstance(new, FrameFilter):
         for linktype in (1, 228) if tunnelled else (1,):
             new.program(linktype)  # compile now: a worker thread must never meet a filter error
     for worker in agent.workers:
+        if cfg.capture.mode == "interfaces":  # the kernel cuts each packet to its policy's snap length
+            worker.with_source(lambda s: s.set_policy_filter(per_policy) if hasattr(s, "set_policy_filter") else None)
         worker.pipeline.filter = new
+        worker.request_select = per_policy.wants_requests if per_policy and per_policy.any_requests else None
         if not hasattr(worker, "_controller_inner_filter"):
             worker._controller_inner_filter = worker.pipeline.packet_filter  # type: ignore[attr-defined]
         inner = worker._controller_inner_filter  # type: ignore[attr-defined]

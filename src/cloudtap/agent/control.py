@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from cloudtap.agent import packet_routes
+from cloudtap.agent.requests import REQUEST_DROPS
 from cloudtap.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -129,6 +130,40 @@ class AgentCollector:
         yield ipfix_errors
         yield ipfix_lost
         yield from broker_metrics(s.agent_id, s.broker)
+        yield from request_metrics(s.agent_id, s.requests)
+
+
+def request_metrics(agent_id: str, requests: dict[str, Any]) -> Any:
+    """The request parsers' families (docs/requests.md, "In the agent"); none while requests are off."""
+    if not requests.get("enabled"):
+        return
+    parsed = CounterMetricFamily("cloudtap_agent_requests", "application requests parsed", labels=["agent"])
+    parsed.add_metric([agent_id], requests.get("requests", 0))
+    yield parsed
+    by_status = CounterMetricFamily(
+        "cloudtap_agent_request_records", "request records written, by outcome", labels=["agent", "status"]
+    )
+    for status, n in (requests.get("by_status") or {}).items():
+        by_status.add_metric([agent_id, status], n)
+    yield by_status
+    drops = CounterMetricFamily(
+        "cloudtap_agent_request_drops",
+        "requests or segments not parsed, paired or counted on a flow record, by reason",
+        labels=["agent", "reason"],
+    )
+    for reason in REQUEST_DROPS:
+        drops.add_metric([agent_id, reason], requests.get(reason, 0))
+    yield drops
+    flows = GaugeMetricFamily(
+        "cloudtap_agent_request_flows", "flows in the request parsers' tables", labels=["agent"]
+    )
+    flows.add_metric([agent_id], requests.get("flows", 0))
+    yield flows
+    capacity = GaugeMetricFamily(
+        "cloudtap_agent_request_flow_capacity", "request parser flow table slots", labels=["agent"]
+    )
+    capacity.add_metric([agent_id], requests.get("table_capacity", 0))
+    yield capacity
 
 
 def broker_metrics(agent_id: str, broker: dict[str, Any]) -> Any:

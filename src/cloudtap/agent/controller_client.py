@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 from cloudtap import __version__
 from cloudtap.agent.config import AgentConfig
 from cloudtap.agent.config_apply import apply_hot, revert
+from cloudtap.agent.requests import heartbeat_fields
 from cloudtap.agent.vm_report import VmReporter
 from cloudtap.errors import CloudtapError, ConfigError
 from cloudtap.server.controller.overlay import changed_keys, effective_config
@@ -97,6 +98,9 @@ def document_config(base: AgentConfig, doc: dict[str, Any]) -> AgentConfig:
     pol = cfg.policy
     if pol.active and pol.snaplen and pol.snaplen != cfg.capture.snaplen:
         cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"snaplen": pol.snaplen})})
+    if pol.active and any(f.requests for f in pol.filters) and not cfg.requests.enabled:
+        # a policy asks for application requests: the parser is on (restart-required, like the snap length)
+        cfg = cfg.model_copy(update={"requests": cfg.requests.model_copy(update={"enabled": True})})
     return cfg
 
 
@@ -259,6 +263,7 @@ class ControllerClient:
             "throttled_s": float(getattr(governor, "throttled_s", 0.0) or 0.0), "errors": s.errors[-5:],
             "control_url": advertised_control_url(self.agent, self.cfg.url or ""),
             **(self.agent.broker.heartbeat() if getattr(self.agent, "broker", None) is not None else {}),
+            **heartbeat_fields(getattr(s, "requests", None) or {}),
         }  # fmt: skip
 
     def heartbeat_once(self) -> dict[str, Any]:

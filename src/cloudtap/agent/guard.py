@@ -1,7 +1,8 @@
 """Keep the agent inside the resources the user grants, and out of a host's way when it struggles.
 
 - :func:`plan_budget` splits ``limits.max_memory_mib`` between the Python/numba baseline, the
-  capture rings, the flow table, the meter's output buffers and the fragment table.
+  capture rings, the flow table, the meter's output buffers, the fragment table and (when requests
+  are parsed) the request parser's fixed-size tables.
 - :class:`PpsLimiter` caps packets per second of wall time (token bucket).
 - :class:`CpuGovernor` sleeps the capture loop so the process stays within ``max_cpu_cores``.
 - :class:`Breaker` / :class:`HostBreakers` pause capture when load, free memory or free disk cross
@@ -27,10 +28,12 @@ from typing import Literal
 from cloudtap.agent.config import BreakersSection, LimitsSection
 from cloudtap.decode._fragment_kernels import TABLE_DTYPE as FRAGMENT_SLOT_DTYPE
 from cloudtap.errors import ConfigError
+from cloudtap.l7.parser import RequestConfig
 from cloudtap.meter._state import DIR_STATE_DTYPE, EDGE_DELTA_DTYPE, FLOW_STATE_DTYPE
 from cloudtap.meter.config import MeterConfig
 from cloudtap.schema.flow import FLOW_DTYPE
 from cloudtap.schema.packet import PACKET_DTYPE
+from cloudtap.schema.request import L7_DTYPE
 
 MIB = 1 << 20
 
@@ -85,7 +88,8 @@ class Budget:
         ring_block_size / ring_block_count: TPACKET_V3 ring of each (interface, worker) socket.
         output_batch: the meter's record/edge buffer rows.
         fragment_capacity: slots of each worker's fragment table.
-        baseline_bytes ... headroom_bytes: the planned split of the grant (totals, for status).
+        baseline_bytes ... headroom_bytes: the planned split of the grant (totals, for status);
+            ``request_bytes`` is every worker's request parser (0 when requests are not parsed).
     """
 
     max_flows: int
@@ -101,6 +105,7 @@ class Budget:
     fragment_bytes: int = 0
     decode_bytes: int = 0
     headroom_bytes: int = 0
+    request_bytes: int = 0
 
     @property
     def planned_bytes(self) -> int:
@@ -113,6 +118,7 @@ class Budget:
             + self.fragment_bytes
             + self.decode_bytes
             + self.headroom_bytes
+            + self.request_bytes
         )
 
 
@@ -161,6 +167,12 @@ def output_buffer_bytes(output_batch: int) -> int:
     return output_batch * (FLOW_DTYPE.itemsize + EDGE_DELTA_DTYPE.itemsize)
 
 
+def request_parser_bytes(config: RequestConfig) -> int:
+    """Bytes one worker's request parser holds: its tables and output buffer, plus the drained copies of
+    that buffer in flight (``OUTPUT_COPIES`` in all, as for the meter's output)."""
+    return config.memory_bytes + (OUTPUT_COPIES - 1) * config.out_rows * L7_DTYPE.itemsize
+
+
 def fragment_table_bytes(capacity: int) -> int:
     """Bytes of a fragment table of ``capacity`` slots (rounded up to a power of two)."""
     return _pow2_at_least(capacity) * FRAGMENT_SLOT_DTYPE.itemsize
@@ -192,7 +204,9 @@ class _Plan:
     shortfall: int
 
 
-def _plan(grant: int, rings: int, workers: int, snaplen: int, want_block: int, want_count: int) -> _Plan:
+def _plan(
+    grant: int, rings: int, workers: int, snaplen: int, want_block: int, want_count: int, requests: int = 0
+) -> _Plan:
     headroom = max(MIN_HEADROOM_BYTES, int(HEADROOM_FRACTION * grant))
     spendable = grant - BASELINE_BYTES - headroom
     # Rings: the requested size, shrunk to the ring share (never below the minimum ring).
@@ -209,7 +223,7 @@ def _plan(grant: int, rings: int, workers: int, snaplen: int, want_block: int, w
     frames = block * count // frame_bytes(snaplen)
     decode = workers * frames * (PACKET_DTYPE.itemsize + _FRAME_COLUMNS_BYTES)
     # Output buffers, fragments, then the flow table gets the rest.
-    per_worker = max(spendable - ring_bytes - decode, 0) // workers
+    per_worker = max(spendable - ring_bytes - decode, 0) // workers - requests  # the parser's size is fixed
     out_rows = _pow2_at_most(int(OUTPUT_SHARE * per_worker) // (OUTPUT_COPIES * output_buffer_bytes(1)))
     out_rows = max(MIN_OUTPUT_BATCH, min(MAX_OUTPUT_BATCH, out_rows))
     output = OUTPUT_COPIES * output_buffer_bytes(out_rows)
@@ -218,8 +232,9 @@ def _plan(grant: int, rings: int, workers: int, snaplen: int, want_block: int, w
     frags = max(MIN_FRAGMENTS, min(MAX_FRAGMENTS, frags))
     fragments = fragment_table_bytes(frags)
     max_flows = _max_flows_within(table_share - fragments)
-    needed = ring_bytes + decode + workers * (output + fragments + flow_table_peak_bytes(MIN_FLOWS))
-    if max_flows < MIN_FLOWS:
+    per_worker_min = output + fragments + flow_table_peak_bytes(MIN_FLOWS) + requests
+    needed = ring_bytes + decode + workers * per_worker_min
+    if per_worker <= 0 or max_flows < MIN_FLOWS:
         return _Plan(None, needed - spendable)
     budget = Budget(
         max_flows=max_flows,
@@ -235,6 +250,7 @@ def _plan(grant: int, rings: int, workers: int, snaplen: int, want_block: int, w
         fragment_bytes=workers * fragments,
         decode_bytes=decode,
         headroom_bytes=headroom,
+        request_bytes=workers * requests,
     )
     return _Plan(budget, 0)
 
@@ -247,6 +263,7 @@ def plan_budget(
     workers: int = 1,
     ring_block_size: int = DEFAULT_RING_BLOCK_BYTES,
     ring_block_count: int = DEFAULT_RING_BLOCKS,
+    request_bytes: int = 0,
 ) -> Budget:
     """Split ``limits.max_memory_mib`` between baseline, rings, flow table and buffers.
 
@@ -257,6 +274,8 @@ def plan_budget(
         workers: capture workers; each has its own table, buffers and a ring per interface.
         ring_block_size / ring_block_count: the requested ring (``capture.ring_block_*``): an
             upper bound, shrunk to at most ``RING_SHARE`` of the spendable memory.
+        request_bytes: each worker's request parser (``RequestConfig.memory_bytes``; 0: none); fixed,
+            so it comes off the flow table's share.
 
     Returns:
         The sizes; ``max_flows`` is per worker, rings per (interface, worker).
@@ -269,8 +288,10 @@ def plan_budget(
         raise ConfigError(
             f"plan_budget: interfaces_hint and workers must be >= 1 ({interfaces_hint}, {workers})"
         )
+    if request_bytes < 0:
+        raise ConfigError(f"plan_budget: request_bytes must be >= 0 ({request_bytes})")
     rings = interfaces_hint * workers
-    args = (rings, workers, snaplen, ring_block_size, ring_block_count)
+    args = (rings, workers, snaplen, ring_block_size, ring_block_count, request_bytes)
     plan = _plan(limits.max_memory_mib * MIB, *args)
     if plan.budget is not None:
         return plan.budget
@@ -282,7 +303,8 @@ def plan_budget(
     raise ConfigError(
         f"limits.max_memory_mib={limits.max_memory_mib} is too small: the agent needs at least {minimum} MiB "
         f"({BASELINE_BYTES // MIB} MiB Python/numba baseline + rings for {interfaces_hint} interface(s) x "
-        f"{workers} worker(s) + a {MIN_FLOWS}-flow table)"
+        f"{workers} worker(s) + a {MIN_FLOWS}-flow table"
+        + (f" + {request_bytes // MIB} MiB request parser per worker)" if request_bytes else ")")
     )
 
 

@@ -1,6 +1,7 @@
 """RecordOutput: the agent's output stage, shared by all capture workers.
 
-Flow records are annotated (agent id, interface, VM) and written as they come. Edge deltas are
+Flow records and request records (kind ``requests``, when the workers parse them) are annotated
+(agent id, interface, VM) and written as they come. Edge deltas are
 buffered per interval and an interval's edges are written once, when the interval is complete: when
 the newest delta is ``LATENESS_NS`` past its end (deltas of a second arrive at the latest one expiry
 scan after it). So each edge leaves the agent once per interval, not once per flow or per second.
@@ -15,9 +16,11 @@ import pyarrow as pa
 
 from cloudtap.agent.identity import ObservationPoints
 from cloudtap.agent.sinks import RecordSink
+from cloudtap.l7.records import requests_to_arrow
 from cloudtap.meter._state import EDGE_DELTA_DTYPE
 from cloudtap.meter.edges import aggregate_edges, edges_with_text
 from cloudtap.meter.records import flows_to_arrow
+from cloudtap.schema.request import REQ_STATUS_NAMES
 
 #: How long after an interval's end its last deltas may still arrive (scan interval + margin).
 LATENESS_NS = 2_000_000_000
@@ -39,6 +42,8 @@ class RecordOutput:
         self._watermark = 0
         self.records_out = 0
         self.edges_out: dict[float, int] = {}
+        self.requests_out = 0
+        self.requests_by_status = np.zeros(len(REQ_STATUS_NAMES), np.int64)
 
     def on_records(self, records: np.ndarray) -> None:
         """Meter callback: write flow records now."""
@@ -46,6 +51,17 @@ class RecordOutput:
         with self._lock:
             self.sink.write("flows", table)
             self.records_out += len(records)
+
+    def on_requests(self, records: np.ndarray) -> None:
+        """Request parser callback: write ``L7_DTYPE`` records now, as kind ``requests``."""
+        if len(records) == 0:
+            return
+        table = self._annotate(requests_to_arrow(records))
+        by_status = np.bincount(records["status"], minlength=len(REQ_STATUS_NAMES))[: len(REQ_STATUS_NAMES)]
+        with self._lock:
+            self.sink.write("requests", table)
+            self.requests_out += len(records)
+            self.requests_by_status += by_status
 
     def on_edges(self, deltas: np.ndarray) -> None:
         """Meter callback: buffer edge deltas until the next housekeeping."""

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cloudtap.agent.config import AgentConfig
+from cloudtap.agent.config_apply import policy_filter_of
 from cloudtap.agent.guard import (
     CpuGovernor,
     HostBreakers,
@@ -32,10 +33,12 @@ from cloudtap.agent.guard import (
     RssWatch,
     initial_flows_for,
     plan_budget,
+    request_parser_bytes,
 )
 from cloudtap.agent.identity import ObservationPoints
 from cloudtap.agent.mirror_attribution import MirrorAttribution
 from cloudtap.agent.output import RecordOutput
+from cloudtap.agent.requests import request_config, request_status, warm_up_requests
 from cloudtap.agent.sinks import RecordSink, record_sink
 from cloudtap.agent.status import AgentStatus
 from cloudtap.agent.warmup import warm_up
@@ -74,13 +77,16 @@ class Agent:
         self.points = ObservationPoints(mirror=mirror)  # mirror mode: copies attributed to VMs (config.mirror)
         cap = config.capture
         n_workers = cap.workers if cap.mode == "interfaces" else 1
+        self.request_config = request_config(config)  #: None: requests are not parsed (config.requests)
+        self.policy_filter = policy_filter_of(config)  #: per-policy snap lengths (None: capture.bpf only)
         budget = plan_budget(
             config.limits,
             interfaces_hint=max(4, len(cap.interfaces)),
-            snaplen=cap.snaplen,
+            snaplen=max(cap.snaplen, self.policy_filter.max_snaplen if self.policy_filter else 0),
             workers=n_workers,
             ring_block_size=cap.ring_block_size,
             ring_block_count=cap.ring_block_count,
+            request_bytes=request_parser_bytes(self.request_config) if self.request_config else 0,
         )
         max_flows = min(config.meter.max_flows, budget.max_flows)
         self.meter_config = config.meter.model_copy(
@@ -133,6 +139,8 @@ class Agent:
                     bpf=config.capture.bpf if config.capture.mode != "interfaces" else None,
                     live_clock=live,
                     fragment_capacity=budget.fragment_capacity,
+                    request_config=self.request_config,
+                    on_requests=self.output.on_requests,
                 )
             )
         if config.capture.mode == "mirror" and config.capture.mirror_dedup_ms > 0:
@@ -142,6 +150,11 @@ class Agent:
                 dedup = Deduplicator(window_ns=int(config.capture.mirror_dedup_ms * 1e6))
                 worker.pipeline.packet_filter = dedup.mask
                 worker.dedup = dedup  # type: ignore[attr-defined]
+        for worker in self.workers:  # requests parsed from what the meter gets (after dedup), every row kept
+            worker.pipeline.packet_filter = worker.request_tap(worker.pipeline.packet_filter)
+            if self.policy_filter is not None:  # frames cut to their policy's snap length; requests where asked
+                worker.pipeline.filter = self.policy_filter
+                worker.request_select = self.policy_filter.wants_requests if self.policy_filter.any_requests else None
         from cloudtap.agent.packet_interfaces import point_namer
         from cloudtap.agent.packet_store import PacketStore
 
@@ -181,19 +194,20 @@ class Agent:
             return MirrorSource(
                 MirrorConfig(kind=cap.mirror_kind, bind=cap.mirror_bind, port=cap.mirror_port)
             )
-        from cloudtap.capture.afpacket import AfPacketSource, RingConfig
+        from cloudtap.capture.afpacket import RingConfig
+        from cloudtap.capture.policy_source import PolicySource
 
         ring = RingConfig(
             block_size=self.budget.ring_block_size,
             block_count=self.budget.ring_block_count,
-            snaplen=cap.snaplen,
+            snaplen=max(cap.snaplen, self.policy_filter.max_snaplen if self.policy_filter else 0),
             bpf=cap.bpf,
             fanout_group=(os.getpid() & 0xFFFF) if cap.workers > 1 else None,
         )
         names = self._initial_interfaces()
         for name in names:
             self._register(name)
-        return AfPacketSource(names, ring)
+        return PolicySource(names, ring, self.policy_filter)  # the policies' combined program, or ring.bpf
 
     def _register(self, name: str) -> None:
         info = self._watcher.current().get(name) if self._watcher is not None else None
@@ -206,6 +220,8 @@ class Agent:
     def start(self) -> None:
         """Warm up kernels, start the watcher, the workers and the control endpoint (returns at once)."""
         warm_up()
+        if self.request_config is not None:
+            warm_up_requests()
         if self.config.limits.use_cgroup:
             from cloudtap.agent.cgroup import apply_cgroup
 
@@ -396,6 +412,7 @@ class Agent:
             ship_pending_batches=self._ship_pending(),
             ipfix=self.ipfix.counters() if self.ipfix is not None else {},
             broker=self.broker.status(),
+            requests=request_status(self.workers, self.output),
         )
 
 

@@ -37,3 +37,6 @@ class AgentStatus:
     ship_pending_batches: int = 0  #: batches spooled, not yet acknowledged by the server
     broker: dict[str, Any] = field(default_factory=dict)  #: the packet broker's counters (docs/broker.md)
     ipfix: dict[str, dict[str, Any]] = field(default_factory=dict)  #: per IPFIX collector URL (docs/ipfix.md)
+    #: the request parsers' counters summed over workers (``enabled``, ``requests``, ``records``, ``by_status``,
+    #: drops: ``table_full``, ``queue_overflow``, ``flow_counts_late``...; docs/requests.md "In the agent")
+    requests: dict[str, Any] = field(default_factory=dict)

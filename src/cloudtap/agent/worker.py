@@ -3,6 +3,11 @@
 Batches move source -> (pps limiter) -> decode -> (dedup) -> meter inside the worker's thread; the
 meter's records leave through callbacks into the agent's output stage. Workers share nothing but the
 output stage (which locks) and the observation-point table.
+
+With requests enabled the worker also owns a :class:`~cloudtap.l7.RequestParser` fed with the same
+decoded rows (:meth:`CaptureWorker.request_tap`, chained into the pipeline's packet filter); its
+request records go to ``on_requests``, and every flow record takes its flow's request counts
+(``RequestParser.annotate_flows``) before it reaches ``on_records``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from cloudtap.agent.guard import CpuGovernor, PpsLimiter
 from cloudtap.agent.identity import ObservationPoints
 from cloudtap.capture.frames import FrameBatch
 from cloudtap.capture.source import PacketSource, SourceStats
+from cloudtap.l7.parser import RequestConfig, RequestParser
+from cloudtap.l7.pipeline import period_slices
 from cloudtap.meter import FramePipeline, Meter, MeterConfig
+from cloudtap.meter.pipeline import PacketFilter
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,8 @@ class CaptureWorker:
         bpf: str | None = None,
         live_clock: bool = True,
         fragment_capacity: int = 65536,
+        request_config: RequestConfig | None = None,
+        on_requests: Sink | None = None,
     ) -> None:
         self.name = name
         self._source_factory = source_factory
@@ -66,7 +76,13 @@ class CaptureWorker:
         self._limiter = limiter
         self._governor = governor
         self._live_clock = live_clock
-        self.meter = Meter(meter_config, on_records=on_records, on_edges=on_edges)
+        #: the request parser (None: requests not parsed); owned by the worker's thread like the meter
+        self.requests = RequestParser(request_config, on_records=on_requests) if request_config else None
+        #: optional frame selection for the parser (e.g. the capture policy's ``wants_requests``); None: all
+        self.request_select: Callable[[FrameBatch], np.ndarray] | None = None
+        self._on_records = on_records
+        flow_sink = self._annotate_flows if self.requests is not None else on_records
+        self.meter = Meter(meter_config, on_records=flow_sink, on_edges=on_edges)
         self.pipeline = FramePipeline(self.meter, bpf=bpf, fragment_capacity=fragment_capacity)
         self.counters = WorkerCounters()
         self.source: PacketSource | None = None
@@ -79,6 +95,49 @@ class CaptureWorker:
         self._iface_names: list[str] = []
         self._iface_ids = np.zeros(0, np.uint16)
         self._last_drain = time.monotonic()
+        #: packet time of the next drain that keeps request counts in their record period
+        self._next_period_drain_ns = 0
+        self._period_ns = int(request_config.count_period_s * 1e9) if request_config else 0
+        self._period_margin_ns = int(2 * meter_config.scan_interval_s * 1e9)
+
+    # -- requests (the worker's thread) -------------------------------------------------------------
+    def request_tap(self, previous: PacketFilter | None = None) -> PacketFilter | None:
+        """A pipeline ``packet_filter`` feeding the request parser what ``previous`` keeps (or everything); it
+        keeps the same rows. Returns ``previous`` unchanged when requests are not parsed."""
+        parser = self.requests
+        if parser is None:
+            return previous
+
+        def request_filter(frames: FrameBatch, packets: np.ndarray) -> np.ndarray:
+            keep = previous(frames, packets) if previous is not None else None
+            parse = keep
+            if self.request_select is not None:
+                wanted = self.request_select(frames)
+                parse = wanted if keep is None else keep & wanted
+            parser.add(frames, packets if parse is None or parse.all() else packets[parse])
+            return keep if keep is not None else np.ones(len(packets), np.bool_)
+
+        return request_filter
+
+    def _annotate_flows(self, records: np.ndarray) -> None:
+        if self.requests is not None:
+            self.requests.annotate_flows(records)
+        self._on_records(records)
+
+    def _drain(self) -> None:
+        self.meter.drain()  # flow records take their counts on the way out
+        if self.requests is not None:
+            self.requests.expire_counts()
+            self.requests.drain()
+
+    def _flush(self) -> None:
+        """End of input: pending requests end, then flows (taking the counts), then unclaimed counts go late."""
+        if self.requests is not None:
+            self.requests.flush()
+        self.meter.flush()
+        if self.requests is not None:
+            self.requests.release_counts()
+            self.requests.drain()
 
     # -- control (any thread) ---------------------------------------------------------------------
     def start(self) -> None:
@@ -187,7 +246,7 @@ class CaptureWorker:
                 try:
                     batch = source.read(0.1) if source is not None else None
                 except EOFError:
-                    self.meter.flush()  # end of input: every flow ends now, as in ``meter_file``
+                    self._flush()  # end of input: every flow ends now, as in ``meter_file``
                     self.finished.set()
                     self._capturing.clear()
                     continue
@@ -199,11 +258,14 @@ class CaptureWorker:
                 self._governor.pace()
         finally:
             self._close()
-            self.meter.flush()
+            self._flush()
 
     def _tick(self) -> None:
         if self._live_clock:
-            self.meter.tick(time.time_ns())
+            now = time.time_ns()
+            if self.requests is not None:
+                self.requests.tick(now)  # quiet flows' pending requests time out
+            self.meter.tick(now)
         self._drain_due()
 
     def _drain_due(self) -> None:
@@ -212,7 +274,7 @@ class CaptureWorker:
         now = time.monotonic()
         if now - self._last_drain >= DRAIN_INTERVAL_S:
             self._last_drain = now
-            self.meter.drain()
+            self._drain()
 
     def _process(self, batch: FrameBatch, source: PacketSource | None) -> None:
         allowed = self._limiter.admit(len(batch))
@@ -232,7 +294,22 @@ class CaptureWorker:
         self.counters.batches += 1
         self.counters.packets += len(batch)
         self.counters.wire_bytes += batch.wire_bytes
-        self.pipeline.feed(batch)
+        if not self._period_ns:
+            self.pipeline.feed(batch)
+            return
+        for part in period_slices(batch, self._period_ns):  # one piece per record period of packet time
+            self.pipeline.feed(part)
+            self._drain_per_period(int(part.ts_ns.max()))
+
+    def _drain_per_period(self, ts_ns: int) -> None:
+        """Drain once per record period of packet time too, just after the meter's records of the period that
+        ended: a flow's request counts are bucketed by two periods at most (a fast replay reads minutes of
+        packet time between two wall-clock drains)."""
+        if ts_ns < self._next_period_drain_ns:
+            return
+        period = self._period_ns
+        self._next_period_drain_ns = (ts_ns // period + 1) * period + self._period_margin_ns
+        self._drain()
 
 
 def _head(batch: FrameBatch, n: int) -> FrameBatch:

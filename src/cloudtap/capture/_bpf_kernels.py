@@ -14,6 +14,9 @@ when it reads a file, and which agrees with the Linux kernel on every program li
 
 Linux ancillary loads (``k`` at or above ``SKF_AD_OFF`` as unsigned) fall outside any packet and
 reject, as in an offline interpreter. Values are held in ``int64`` and masked to 32 bits.
+
+Besides the verdict, the VM can report per frame the value returned (what a socket would keep of the
+frame, the kept length) and which ``ret`` instruction returned it (which part of a chained program).
 """
 
 from __future__ import annotations
@@ -182,6 +185,8 @@ def run_batch(
     index: np.ndarray,
     use_index: bool,
     out: np.ndarray,
+    rets: np.ndarray,
+    ret_pc: np.ndarray,
 ) -> int:
     """Run one program over frames of a batch, writing verdicts into ``out``.
 
@@ -195,6 +200,10 @@ def run_batch(
         index: frames to run when ``use_index`` (others keep their ``out`` value).
         use_index: run ``index`` only instead of every frame.
         out: ``bool[n]`` verdicts (True = the program returned non-zero).
+        rets: ``uint32[n]``, the value returned (the bytes the kernel would keep; 0 = reject), or empty
+            to skip writing it.
+        ret_pc: ``int32[n]``, the index of the ``ret`` instruction that returned (-1 when a fault
+            rejected the frame: a load out of bounds, a division by zero...), or empty to skip it.
 
     Returns:
         The number of frames accepted.
@@ -204,6 +213,8 @@ def run_batch(
     dirty = False
     hits = 0
     count = index.shape[0] if use_index else offset.shape[0]
+    want_rets = rets.shape[0] > 0
+    want_pc = ret_pc.shape[0] > 0
     for j in range(count):
         i = index[j] if use_index else j
         base = np.int64(offset[i])
@@ -217,6 +228,7 @@ def run_batch(
         pc = 0
         ret = 0
         backward = 0
+        at = -1
         while pc < n:
             c = code[pc]
             kk = k[pc]
@@ -235,6 +247,7 @@ def run_batch(
                 pc += 1
             elif c == RET_K:
                 ret = kk
+                at = pc
                 break
             elif c == JSET_K:
                 pc += 1 + (jt[pc] if (a & kk) != 0 else jf[pc])
@@ -277,6 +290,7 @@ def run_batch(
                 pc += 1
             elif c == RET_A:
                 ret = a
+                at = pc
                 break
             elif c == JA:
                 off = kk - 0x100000000 if kk >= 0x80000000 else kk
@@ -338,4 +352,8 @@ def run_batch(
         ok = ret != 0
         out[i] = ok
         hits += ok
+        if want_rets:
+            rets[i] = ret
+        if want_pc:
+            ret_pc[i] = at
     return hits

@@ -6,6 +6,10 @@ frame batches offline (``BpfProgram.match``, one numba call per batch) or be att
 socket with ``SO_ATTACH_FILTER`` (``BpfProgram.as_sock_fprog``). ``FrameFilter`` applies one
 expression to batches whose frames may carry different link types (pcapng).
 
+A program's return value is the number of bytes a socket keeps of an accepted packet (its snaplen);
+``BpfProgram.returns`` gives it per frame. ``combine_programs`` chains several expressions, each
+with its own snaplen, into one program (per-policy snap lengths: ``capture/policy_filter.py``).
+
 Programs are compiled without libpcap's Linux live-capture VLAN handling (ancillary loads), so
 ``vlan`` tests the tag bytes in the frame, as tcpdump does on a file.
 """
@@ -16,6 +20,7 @@ import ctypes
 import ctypes.util
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -38,6 +43,8 @@ _LINKTYPE_TO_DLT = {100: 11, 101: 12, 102: 15, 103: 16, 106: 19}
 
 _EN10MB = 1
 _NO_INDEX = np.zeros(0, np.int64)
+_NO_RETS = np.zeros(0, np.uint32)
+_NO_PC = np.zeros(0, np.int32)
 
 
 class _BpfInsn(ctypes.Structure):
@@ -134,20 +141,27 @@ class BpfProgram:
     Attributes:
         expression: the tcpdump-syntax expression it was compiled from.
         linktype: pcap LINKTYPE of the frames it applies to.
-        snaplen: snapshot length given to the compiler (the accept return value).
+        snaplen: snapshot length given to the compiler (the accept return value; for a program of
+            several parts, the largest of theirs).
         instructions: ``BPF_INSN_DTYPE[n]``, the program as libpcap emits it (read-only).
+        parts: where each part of a program built by ``combine_programs`` starts (empty otherwise).
     """
 
     expression: str
     linktype: int
     snaplen: int
     instructions: np.ndarray
+    parts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         insns = np.array(self.instructions, dtype=BPF_INSN_DTYPE, copy=True).reshape(-1)
         why = _validate(insns)
         if why is not None:
             raise FilterError(f"invalid BPF program for {self.expression!r}: {why}")
+        if self.parts and (
+            self.parts[0] != 0 or list(self.parts) != sorted(set(self.parts)) or self.parts[-1] >= len(insns)
+        ):
+            raise FilterError(f"invalid BPF program for {self.expression!r}: part starts {self.parts}")
         insns.setflags(write=False)
         object.__setattr__(self, "instructions", insns)
 
@@ -203,23 +217,62 @@ class BpfProgram:
         out = np.zeros(n, np.bool_)
         if n == 0:
             return out
+        self._check_linktype(frames)
+        self._run(frames, _NO_INDEX, False, out, _NO_RETS, _NO_PC)
+        return out
+
+    def returns(self, frames: FrameBatch) -> tuple[np.ndarray, np.ndarray]:
+        """What the program returns for every frame, and which part returned it.
+
+        Args:
+            frames: a batch whose frames all have this program's link type.
+
+        Returns:
+            ``(rets, part)``: ``uint32[n]`` return values (the bytes a socket keeps: the frame is cut
+            to ``min(cap_len, ret)``; 0 rejects), and ``int32[n]`` the index of the part (see
+            ``combine_programs``; 0 for a plain program) whose ``ret`` accepted the frame, -1 where
+            the frame is rejected.
+
+        Raises:
+            ValueError: a frame has another link type.
+        """
+        n = len(frames)
+        out = np.zeros(n, np.bool_)
+        rets = np.zeros(n, np.uint32)
+        at = np.full(n, -1, np.int32)
+        if n == 0:
+            return rets, at
+        self._check_linktype(frames)
+        self._run(frames, _NO_INDEX, False, out, rets, at)
+        part = np.full(n, -1, np.int32)
+        starts = np.asarray(self.parts or (0,), np.int64)
+        part[out] = (np.searchsorted(starts, at[out], side="right") - 1).astype(np.int32)
+        return rets, part
+
+    def _check_linktype(self, frames: FrameBatch) -> None:
         if bool((frames.linktype != self.linktype).any()):
             raise ValueError(
                 f"filter {self.expression!r} was compiled for linktype {self.linktype}, "
                 f"batch has linktypes {sorted(set(np.unique(frames.linktype).tolist()))}"
             )
+
+    def _run(
+        self,
+        frames: FrameBatch,
+        index: np.ndarray,
+        use_index: bool,
+        out: np.ndarray,
+        rets: np.ndarray,
+        at: np.ndarray,
+    ) -> int:
         code, jt, jf, k = self._fields
         data, offset, cap_len, wire_len = frames.data, frames.offset, frames.cap_len, frames.wire_len
-        _k.run_batch(code, jt, jf, k, data, offset, cap_len, wire_len, _NO_INDEX, False, out)
-        return out
+        return int(
+            _k.run_batch(code, jt, jf, k, data, offset, cap_len, wire_len, index, use_index, out, rets, at)
+        )
 
     def _match_into(self, frames: FrameBatch, index: np.ndarray, out: np.ndarray) -> int:
-        code, jt, jf, k = self._fields
-        return int(
-            _k.run_batch(
-                code, jt, jf, k, frames.data, frames.offset, frames.cap_len, frames.wire_len, index, True, out
-            )
-        )
+        return self._run(frames, index, True, out, _NO_RETS, _NO_PC)
 
 
 def compile_filter(
@@ -263,6 +316,67 @@ def compile_filter(
             lib.pcap_close(handle)
     insns = np.frombuffer(raw, dtype=BPF_INSN_DTYPE).copy()
     return BpfProgram(expression=expression, linktype=int(linktype), snaplen=int(snaplen), instructions=insns)
+
+
+def combine_programs(
+    parts: Sequence[tuple[str, int]], linktype: int = _EN10MB, optimize: bool = True
+) -> BpfProgram:
+    """One program running several filters in turn, each returning its own snap length.
+
+    Each expression is compiled by libpcap on its own, with its own snaplen; the programs are laid
+    end to end. In every program but the last, each ``ret #0`` becomes ``ja`` to the first
+    instruction of the next program (conditional jumps keep pointing at that instruction, so no
+    8-bit jump offset changes); accept returns stay ``ret #snaplen``. A frame is therefore kept by
+    the first part that accepts it, cut to that part's snaplen, and rejected when none does. Parts
+    never see each other's state: ``vlan`` in one part does not shift the offsets of the next, as
+    it does when libpcap compiles ``(A) or (B)`` as one expression.
+
+    One difference from the OR of the filters: a fault (a load beyond the packet's bytes, as a filter
+    reading ``tcp[20:4]`` does on a pure ACK) ends the whole program with 0, in the kernel as in
+    libpcap, so a later part never sees that packet. Filters on addresses and ports (what policies
+    hold) read only headers that their own protocol tests guarantee, and never fault on whole packets.
+
+    Args:
+        parts: ``(expression, snaplen)`` per part, in the order they are tried ("" accepts all).
+        linktype: pcap LINKTYPE of the frames.
+        optimize: let libpcap's optimizer shorten each part.
+
+    Returns:
+        The program; ``parts`` says where each part starts, ``snaplen`` is the largest one.
+
+    Raises:
+        FilterError: no parts, a snaplen below 1, an expression libpcap rejects, or a part that
+            returns the accumulator (which libpcap does not emit; it cannot be chained).
+    """
+    if not parts:
+        raise FilterError("combine_programs needs at least one (expression, snaplen) part")
+    pieces: list[np.ndarray] = []
+    starts: list[int] = []
+    pc = 0
+    for i, (expression, snaplen) in enumerate(parts):
+        if int(snaplen) < 1:
+            raise FilterError(f"part {i} ({expression!r}): snaplen must be >= 1, got {snaplen}")
+        insns = compile_filter(expression, linktype, int(snaplen), optimize).instructions.copy()
+        n = insns.shape[0]
+        if i < len(parts) - 1:
+            if bool((insns["code"] == _k.RET_A).any()):
+                raise FilterError(f"part {i} ({expression!r}) returns the accumulator: cannot chain it")
+            rejects = np.flatnonzero((insns["code"] == _k.RET_K) & (insns["k"] == 0))
+            insns["code"][rejects] = _k.JA
+            insns["jt"][rejects] = 0
+            insns["jf"][rejects] = 0
+            insns["k"][rejects] = (n - 1 - rejects).astype(np.uint32)  # ja lands on pc + 1 + k == n
+        starts.append(pc)
+        pieces.append(insns)
+        pc += n
+    text = "; ".join(f"{e.strip() or '(all)'} -> {int(s)}" for e, s in parts)
+    return BpfProgram(
+        expression=text,
+        linktype=int(linktype),
+        snaplen=max(int(s) for _, s in parts),
+        instructions=np.concatenate(pieces),
+        parts=tuple(starts),
+    )
 
 
 _ENCAP_WORDS = re.compile(r"\b(vlan|mpls|pppoes|geneve)\b")

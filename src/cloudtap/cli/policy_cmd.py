@@ -57,6 +57,14 @@ def policy_add(
         bool, typer.Option("--exclude", help="exclude the selected VMs instead of capturing")
     ] = False,
     snaplen: Annotated[int | None, typer.Option(help="bytes kept per packet")] = None,
+    payload_bytes: Annotated[
+        int | None,
+        typer.Option("--payload-bytes", help="bytes of L4 payload kept per packet (0: headers only)"),
+    ] = None,
+    requests: Annotated[
+        bool | None,
+        typer.Option("--requests/--no-requests", help="parse application requests (default: if payload)"),
+    ] = None,
     store_packets: Annotated[
         bool, typer.Option("--store-packets", help="keep packets for PCAP retrieval")
     ] = False,
@@ -75,16 +83,32 @@ def policy_add(
     dry-run with --store-packets)."""
     doc = selector(_doc(file), project, vm, subnet, host, tag)
     action = _set(dict(doc.get("action") or {}), capture=False if exclude else None, snaplen=snaplen,
-                  store_packets=True if store_packets else None)  # fmt: skip
+                  store_packets=True if store_packets else None, payload_bytes=payload_bytes,
+                  requests=requests)  # fmt: skip
     doc = _set({**doc, "action": action}, bpf=bpf, priority=priority, enabled=False if disabled else None)
     remote = Remote(server, token, ca)
     if dry_run:
         kind = "storage" if action.get("store_packets") else "capture"
         body = {"kind": kind, "policy": {**doc, "name": name}, **window(since, time_from, time_to)}
         show_dry_run(remote, body, as_json)
+        if not as_json and action.get("payload_bytes"):
+            typer.echo(payload_line(action))
         return
     doc.pop("name", None)
     answer = api(remote, f"/api/v1/policies/{_q(name)}", "PUT", doc)
     typer.echo(
         f"policy {name} saved; agents with a new config: {', '.join(answer.get('changed', [])) or 'none'}"
     )
+    if action.get("payload_bytes"):
+        typer.echo(payload_line(action))
+
+
+def payload_line(action: dict[str, object]) -> str:
+    """What a policy keeping payload asks of the agents, in words."""
+    from cloudtap.capture.policy_filter import payload_snaplen
+
+    payload = int(action.get("payload_bytes") or 0)  # type: ignore[call-overload]
+    requests = action.get("requests")
+    parsed = payload > 0 if requests is None else bool(requests)
+    return (f"payload: {payload} bytes of L4 payload kept per packet (snaplen {payload_snaplen(payload)}); "
+            f"application requests {'parsed' if parsed else 'not parsed'}")  # fmt: skip

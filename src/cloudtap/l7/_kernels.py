@@ -21,12 +21,14 @@ from cloudtap.l7._queue import (
     ST_GAPS,
     ST_N_OUT,
     ST_NEXT_SCAN,
+    ST_PROTO_OFF,
     ST_RETRANS,
     ST_SNAPLEN_CUT,
     ST_TABLE_FULL,
     ST_TIMEOUTS,
     finish,
     queue_row,
+    retire_counts,
 )
 from cloudtap.schema.packet import FLAG_L4, FLAG_LATER_FRAGMENT, STATUS_OK
 from cloudtap.schema.request import (
@@ -44,7 +46,11 @@ P_QUEUE = 0  #: pending requests per flow
 P_TIMEOUT_NS = 1  #: a request without response for this long is emitted as timed out
 P_IDLE_NS = 2  #: a flow with nothing pending and no packet for this long is forgotten
 P_SCAN_NS = 3  #: packet time between timeout scans
-P_SIZE = 4
+P_HOLD_NS = 4  #: > 0: a flow keeps its counts this long after its last payload, waiting for a flow record
+P_PROTOS = 5  #: bit mask of the enabled L7_* protocols (bit ``1 << l7``)
+P_GAP_NS = 6  #: > 0: the meter's idle timeout (UDP...): a payload after such a gap starts a new meter flow
+P_GAP_TCP_NS = 7  #: the same for TCP (the meter's established-TCP idle timeout)
+P_SIZE = 8
 
 #: Output rows that must be free before a packet is processed: every message of a segment may
 #: emit, plus one overflow per message.
@@ -146,6 +152,9 @@ def parse_batch(
             l7 = detect(data, pos, end, tot_end, is_tcp, p.sport, p.dport, pend_raw)
             if l7 == 0:
                 continue
+            if (prm[P_PROTOS] >> abs(l7)) & 1 == 0:
+                st[ST_PROTO_OFF] += 1
+                continue
             s = insert(flows, idx_slot, idx_hash, free, active, st, p, h, ST_FREE_TOP, ST_ACTIVE)
             if s < 0:
                 st[ST_TABLE_FULL] += 1
@@ -159,6 +168,9 @@ def parse_batch(
         f = flows[s]
         if f.dead:
             continue
+        gap = prm[P_GAP_TCP_NS] if is_tcp else prm[P_GAP_NS]
+        if gap > 0 and f.n_req > 0 and ts - f.last_ns >= gap:
+            retire_counts(f)  # they belong to the meter flow that ended, not to the one this packet opens
         f.last_ns = ts
         if is_tcp:
             seq = np.uint32(p.tcp_seq)
@@ -236,6 +248,10 @@ def scan(
                 finish(flows, pend, pend_raw, out, out_raw, st, s, 0, q, 0, REQ_UNANSWERED)
             else:
                 break
-        if f.q_len == 0 and (final or clock - f.last_ns >= prm[P_IDLE_NS]):
+        if f.q_len > 0:
+            continue
+        if (f.n_req > 0 or f.n_req_old > 0) and prm[P_HOLD_NS] > 0:
+            continue  # its counts wait for the meter's next record of the flow (see _flow_counts.py)
+        if final or clock - f.last_ns >= prm[P_IDLE_NS]:
             remove(flows, idx_slot, idx_hash, free, active, st, s, ST_FREE_TOP, ST_ACTIVE)
     return True

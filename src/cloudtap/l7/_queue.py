@@ -14,6 +14,7 @@ from cloudtap._kernel_opts import KERNEL_OPTS
 from cloudtap.schema.request import (
     ERROR_BYTES,
     L7_DTYPE,
+    REQ_OK,
     REQ_UNANSWERED,
     REQF_TCP,
     TEXT_OFFSETS,
@@ -41,10 +42,14 @@ ST_TIMEOUTS = 11  #: requests emitted as timed out
 ST_SNAPLEN_CUT = 12  #: payload segments cut by the snap length
 ST_MSG_LIMIT = 13  #: messages not parsed because one segment held more than the per-segment limit
 ST_ACTIVE = 14  #: flows in the table (length of the active list)
-ST_SIZE = 16
+ST_FLOW_LATE = 15  #: requests concluded too late for a flow record (after its final record, or never claimed)
+ST_PROTO_OFF = 16  #: payload segments of a detected protocol that is not enabled (not parsed)
+ST_PERIOD_NS = 17  #: setting, not a counter: the meter's record interval (flow count buckets); 0: one bucket
+ST_SIZE = 18
 STAT_NAMES = (
     "out", "clock", "next_scan", "free", "requests", "responses", "orphan_responses", "queue_overflow",
     "table_full", "retransmissions", "gaps", "timeouts", "snaplen_cut", "message_limit", "flows",
+    "flow_counts_late", "protocol_disabled", "period_ns",
 )  # fmt: skip
 
 
@@ -76,13 +81,61 @@ def emit(
 
 
 @njit(**KERNEL_OPTS)
+def count(f: np.void, o: np.void, st: np.ndarray) -> None:
+    """Count emitted request ``o`` on its flow ``f``, in the bucket of the record period it concluded in
+    (answered: its response time; else now). See ``_flows.py``."""
+    period_ns = st[ST_PERIOD_NS]
+    t = o.resp_ns if o.resp_ns > 0 else st[ST_CLOCK]
+    period = t // period_ns if period_ns > 0 else 0
+    err = 1 if o.status != REQ_OK else 0
+    ans = 1 if o.resp_ns > 0 else 0
+    lat = np.uint64(o.latency_us) if ans == 1 and o.latency_us > 0 else np.uint64(0)
+    if f.n_req == 0 or period <= f.period:
+        if f.n_req == 0:
+            f.period = period
+        f.n_req += 1
+        f.n_err += err
+        f.n_ans += ans
+        f.lat_sum_us += lat
+    else:  # a later period than the first bucket's: the second bucket (later periods merge into it)
+        if f.n_req1 == 0 or period > f.period1:
+            f.period1 = period
+        f.n_req1 += 1
+        f.n_err1 += err
+        f.n_ans1 += ans
+        f.lat_sum_us1 += lat
+
+
+@njit(**KERNEL_OPTS)
+def retire_counts(f: np.void) -> None:
+    """The meter has ended flow ``f``'s flow (idle as long as its timeout): its counts wait for that flow's
+    final record apart from those of the flow the meter starts next on the same key."""
+    f.n_req_old += f.n_req + f.n_req1
+    f.n_err_old += f.n_err + f.n_err1
+    f.n_ans_old += f.n_ans + f.n_ans1
+    f.lat_sum_us_old += f.lat_sum_us + f.lat_sum_us1
+    f.n_req = 0
+    f.n_err = 0
+    f.n_ans = 0
+    f.lat_sum_us = 0
+    f.n_req1 = 0
+    f.n_err1 = 0
+    f.n_ans1 = 0
+    f.lat_sum_us1 = 0
+
+
+@njit(**KERNEL_OPTS)
 def finish(
     flows: np.ndarray, pend: np.ndarray, pend_raw: np.ndarray, out: np.ndarray, out_raw: np.ndarray,
     st: np.ndarray, s: int, k: int, q: int, resp_ns: int, status: int,
 ) -> None:  # fmt: skip
-    """Emit the ``k``-th pending request of slot ``s`` and close the gap in its queue."""
+    """Emit the ``k``-th pending request of slot ``s``, count it on the flow, close the gap in its queue."""
     f = flows[s]
     emit(pend, pend_raw, out, out_raw, st, queue_row(flows, s, k, q), resp_ns, status)
+    if f.closed:  # the meter's final record of this flow has gone
+        st[ST_FLOW_LATE] += 1
+    else:
+        count(f, out[st[ST_N_OUT] - 1], st)
     n = int(f.q_len)
     if k == 0:
         f.q_head = (int(f.q_head) + 1) % q
@@ -108,6 +161,7 @@ def push(
     if int(f.q_len) == q:
         st[ST_QUEUE_OVERFLOW] += 1
         finish(flows, pend, pend_raw, out, out_raw, st, s, 0, q, 0, REQ_UNANSWERED)
+    f.closed = 0  # a request after the meter's final record: the meter has a new flow for it
     r = queue_row(flows, s, int(f.q_len), q)
     f.q_len = int(f.q_len) + 1
     for j in range(ROW_BYTES):

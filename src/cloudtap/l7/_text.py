@@ -106,6 +106,7 @@ def fingerprint_sql(
         emit = -1
         if b == 32 or b == 9 or b == 10 or b == 13:
             pending_space = n > 0
+            prev = SPACE  # a number after whitespace is a literal (``LIMIT 20``), not part of a name
             pos += 1
             continue
         if b == 39 or b == 34:  # 'string' or "string"

@@ -1,11 +1,13 @@
 """Capture files to request records: read -> (filter) -> decode -> fragments -> meter + requests.
 
-The L4 meter runs on the same decoded rows (``meter=True``), so one pass gives flows and requests;
-``meter=False`` parses requests only.
+The L4 meter runs on the same decoded rows (``meter=True``), so one pass gives flows and requests,
+and each flow record carries the counts of the requests concluded on it (``requests``...,
+docs/requests.md "Counts on flow records"); ``meter=False`` parses requests only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,10 +80,20 @@ def parse_file(
     """
     paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
     collector = FlowCollector()
-    flow_meter = (
-        Meter(meter_config, on_records=collector.on_records, on_edges=collector.on_edges) if meter else None
-    )
+    config = config or RequestConfig()
+    flow_meter: Meter | None = None
+    if meter:
+        # Flows keyed by observation point, as the parser keys them (one flow per interface it was seen on).
+        meter_config = meter_config or MeterConfig(key_by_interface=True)
+        config = with_flow_counts(config, meter_config)
     parser = RequestParser(config)
+    if meter:
+
+        def on_records(records: np.ndarray) -> None:
+            parser.annotate_flows(records)
+            collector.on_records(records)
+
+        flow_meter = Meter(meter_config, on_records=on_records, on_edges=collector.on_edges)
     pipeline = RequestPipeline(flow_meter, parser, bpf)
     errors: list[CorruptCaptureError] = []
     started = time.perf_counter()
@@ -89,14 +101,21 @@ def parse_file(
         capture = CaptureFile(p)
         try:
             for batch in capture.batches(FILE_BATCH_FRAMES):
-                pipeline.feed(batch)
+                if flow_meter is None:
+                    pipeline.feed(batch)
+                    continue
+                for part in period_slices(batch, int(config.count_period_s * 1e9)):
+                    pipeline.feed(part)
+                    flow_meter.drain()  # records leave per record period: counts land in their own period
+                    parser.expire_counts()
         except CorruptCaptureError as exc:
             errors.append(exc)
         finally:
             capture.close()
     parser.flush()
     if flow_meter is not None:
-        flow_meter.flush()
+        flow_meter.flush()  # final records take the counts of the requests concluded by the flush above
+        parser.release_counts()
     records = parser.records()
     records = records[np.argsort(records["req_ns"], kind="stable")]
     return RequestResult(
@@ -108,6 +127,53 @@ def parse_file(
         elapsed_s=time.perf_counter() - started,
         errors=errors,
     )
+
+
+def period_slices(batch: FrameBatch, period_ns: int) -> list[FrameBatch]:
+    """``batch`` cut where its packet time enters a new record period (``ts // period_ns`` grows): fed one
+    by one with the meter's records drained in between, a flow's request counts span two periods at most."""
+    if period_ns <= 0 or len(batch) < 2:
+        return [batch]
+    period = batch.ts_ns // period_ns
+    cuts = np.flatnonzero(period[1:] > np.maximum.accumulate(period)[:-1]) + 1
+    if cuts.size == 0:
+        return [batch]
+    bounds = [0, *cuts.tolist(), len(batch)]
+    return [_rows(batch, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _rows(batch: FrameBatch, start: int, stop: int) -> FrameBatch:
+    return dataclasses.replace(
+        batch,
+        offset=batch.offset[start:stop],
+        cap_len=batch.cap_len[start:stop],
+        wire_len=batch.wire_len[start:stop],
+        ts_ns=batch.ts_ns[start:stop],
+        linktype=batch.linktype[start:stop],
+        interface=batch.interface[start:stop],
+    )
+
+
+def with_flow_counts(config: RequestConfig, meter_config: MeterConfig) -> RequestConfig:
+    """``config`` set up to count requests on the records of a meter of ``meter_config`` (its record
+    periods and idle timeouts; counts held as long as the meter may take to send a flow's next record),
+    unless set already."""
+    mc = meter_config
+    return dataclasses.replace(
+        config,
+        count_hold_s=config.count_hold_s or count_hold_for(mc),
+        count_period_s=config.count_period_s or mc.record_interval_s,
+        count_gap_s=config.count_gap_s or mc.idle_timeout_s,
+        count_gap_tcp_s=config.count_gap_tcp_s or mc.tcp_idle_timeout_s,
+    )
+
+
+def count_hold_for(meter_config: MeterConfig) -> float:
+    """How long a flow's request counts may wait for the meter's next record of it (seconds of packet
+    time): the longest idle timeout, one record interval, the close linger and two scans."""
+    mc = meter_config
+    idle = max(mc.idle_timeout_s, mc.tcp_idle_timeout_s)
+    return idle + mc.record_interval_s + mc.close_linger_s + 2 * mc.scan_interval_s
 
 
 def request_summary(result: RequestResult) -> str:
@@ -123,7 +189,14 @@ def request_summary(result: RequestResult) -> str:
     if result.elapsed_s > 0:
         parts.append(f"{result.frames / result.elapsed_s / 1e6:.2f} Mpps")
     s = result.stats
-    for key in ("orphan_responses", "queue_overflow", "table_full", "message_limit", "snaplen_cut"):
+    for key in (
+        "orphan_responses",
+        "queue_overflow",
+        "table_full",
+        "message_limit",
+        "snaplen_cut",
+        "flow_counts_late",
+    ):
         if s.get(key):
             parts.append(f"{s[key]:,} {key.replace('_', ' ')}")
     for err in result.errors:

@@ -27,6 +27,7 @@ OUTPUT_COLUMNS = (
     "zero_window_c2s", "zero_window_s2c", "ooo_c2s", "ooo_s2c", "syn_count", "synack_count",
     "close_type", "side_rule", "record_seq", "vlan", "tunnel_type", "tunnel_id", "tunnel_src", "tunnel_dst",
     "client_mac", "server_mac", "ip_ver", "interface",
+    "requests", "request_errors", "requests_answered", "request_latency_sum_us",
 )  # fmt: skip
 
 

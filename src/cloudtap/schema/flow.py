@@ -99,6 +99,15 @@ FLOW_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("tunnel_type", "u1", "innermost tunnel type (see schema.packet.TUNNEL_*)"),
     ("close_type", "u1", "how the flow ended (CLOSE_*); ongoing for periodic records"),
     ("side_rule", "u1", "how client and server were chosen (SIDE_*)"),
+    # application requests (docs/requests.md, "Counts on flow records"); 0 when no request parser ran
+    (
+        "requests",
+        "u4",
+        "application requests on this flow concluded in this record's period (answered, timed out or unanswered)",
+    ),
+    ("request_errors", "u4", "of those: client_error + server_error + timeout + unanswered"),
+    ("requests_answered", "u4", "of those: requests with a response"),
+    ("request_latency_sum_us", "u8", "sum of latency_us of the answered requests, microseconds"),
 )
 
 FLOW_DTYPE = np.dtype([(name, typ) for name, typ, _ in FLOW_FIELDS], align=True)

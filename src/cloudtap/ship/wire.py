@@ -43,7 +43,7 @@ SCHEMA_VERSION = 1
 READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
 CODEC = "zstd"
 #: Streams the server stores; other ``edges_<N>s`` intervals are accepted too (see :func:`check_kind`).
-KNOWN_KINDS = ("flows", "edges_1s", "edges_60s")
+KNOWN_KINDS = ("flows", "edges_1s", "edges_60s", "requests")
 MAX_HEADER_BYTES = 1 << 20
 MAX_KINDS = 64
 MAX_AGENT_ID = 256
@@ -57,7 +57,7 @@ MAX_METADATA_BYTES = 1 << 20
 
 _PREFIX = struct.Struct("<4sHHII")
 PREFIX_BYTES = _PREFIX.size
-_KIND_RE = re.compile(r"^(flows|edges_[0-9]+(\.[0-9]+)?s)$")
+_KIND_RE = re.compile(r"^(flows|requests|edges_[0-9]+(\.[0-9]+)?s)$")
 _WRITE_OPTIONS = ipc.IpcWriteOptions(compression=CODEC)
 #: Rows per Arrow record batch inside a kind's stream.
 _CHUNK_ROWS = 65536
@@ -120,7 +120,7 @@ class WireBatch:
 
 
 def check_kind(kind: str) -> str:
-    """Validate a stream name (``flows`` or ``edges_<interval>s``).
+    """Validate a stream name (``flows``, ``requests`` or ``edges_<interval>s``).
 
     Args:
         kind: stream name.
@@ -130,7 +130,8 @@ def check_kind(kind: str) -> str:
         WireError: the name is not a stream kind.
     """
     if not isinstance(kind, str) or not _KIND_RE.match(kind):
-        raise WireError(f"kind unknown: {kind!r} (expected flows or edges_<seconds>s)", "unknown kind")
+        expected = "flows, requests or edges_<seconds>s"
+        raise WireError(f"kind unknown: {kind!r} (expected {expected})", "unknown kind")
     return kind
 
 

@@ -30,13 +30,19 @@ class CompiledPolicy:
     snaplen: int | None = None
     store_packets: bool = False
     policies: list[str] = field(default_factory=list)
+    #: per policy in force: its selection, own filter, snap length and whether requests are parsed; sent only
+    #: when a policy keeps payload (agents older than ``policy.filters`` keep working on ``bpf`` otherwise)
+    filters: list[dict[str, Any]] = field(default_factory=list)
     vms: list[str] = field(default_factory=list)  #: VM names covered (for people; not sent to the agent)
 
     def section(self) -> dict[str, Any]:
         """The agent config ``policy`` section."""
-        return {"active": self.active, "capture": self.capture, "interfaces": self.interfaces, "macs": self.macs,
-                "bpf": self.bpf, "snaplen": self.snaplen, "store_packets": self.store_packets,
-                "policies": self.policies}  # fmt: skip
+        out = {"active": self.active, "capture": self.capture, "interfaces": self.interfaces, "macs": self.macs,
+               "bpf": self.bpf, "snaplen": self.snaplen, "store_packets": self.store_packets,
+               "policies": self.policies}  # fmt: skip
+        if any(f["payload_bytes"] for f in self.filters):
+            out["filters"] = self.filters
+        return out
 
 
 @dataclass
@@ -217,7 +223,25 @@ def _for_agent(vms: list[VM], winners: dict[str, Policy], idx: _Index, seen: Map
     snaplens = [p.action.snaplen for p in used.values() if p.action.snaplen]
     result.snaplen = max(snaplens) if snaplens else None
     result.store_packets = any(p.action.store_packets for p in used.values())
+    result.filters = [policy_filter_entry(used[n], " or ".join(terms)) for n, terms in sorted(clauses.items())]
     return result
+
+
+def policy_filter_entry(policy: Policy, select: str) -> dict[str, Any]:
+    """One entry of the agent's ``policy.filters``: what ``policy`` keeps of the VMs ``select`` names.
+
+    ``snaplen`` is the headers budget plus ``payload_bytes`` for a policy that keeps payload (or its own
+    ``snaplen`` if larger), the policy's ``snaplen`` otherwise (None: the agent's header-only
+    ``capture.snaplen``).
+    """
+    from cloudtap.capture.policy_filter import payload_snaplen
+
+    action = policy.action
+    snaplen = action.snaplen
+    if action.payload_bytes:
+        snaplen = max(payload_snaplen(action.payload_bytes), action.snaplen or 0)
+    return {"policy": policy.name, "select": select, "bpf": policy.bpf, "snaplen": snaplen,
+            "requests": action.parses_requests, "payload_bytes": action.payload_bytes}  # fmt: skip
 
 
 _OFFSET_KEYWORDS = re.compile(r"\b(vlan|mpls|pppoes|geneve)\b")

@@ -154,11 +154,28 @@ def dry_run(
                                                          np.array([r["bytes"]], np.float64),
                                                          _overheads(np.array([r["agent_id"]]), figures), snaplen)[0]
                                          for r in rows.values()))  # fmt: skip
+    if kind == "capture" and isinstance(policy, Policy) and policy.action.payload_bytes:
+        answer.update(_payload_figures(policy, rows, figures))
     if isinstance(policy, DistributionPolicy):
         answer.update(
             _distribution(store, policy, sel, window, figures, rows, destinations or {}, uplink_limits or {})
         )
     return answer
+
+
+def _payload_figures(
+    policy: Policy, rows: dict[str, dict[str, Any]], figures: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A capture policy keeping payload: its snap length, whether requests are parsed, and the bytes the
+    agents would have kept (packets x min(average frame, snaplen), estimated like truncation)."""
+    from cloudtap.capture.policy_filter import payload_snaplen
+
+    snaplen = payload_snaplen(policy.action.payload_bytes)
+    kept = sum(float(forwarded_bytes(np.array([r["packets"]], np.float64), np.array([r["bytes"]], np.float64),
+                                     _overheads(np.array([r["agent_id"]]), figures), snaplen)[0])
+               for r in rows.values())  # fmt: skip
+    return {"payload_bytes": policy.action.payload_bytes, "snaplen": snaplen,
+            "requests": policy.action.parses_requests, "captured_bytes": int(kept)}  # fmt: skip
 
 
 def _distribution(store: Any, policy: DistributionPolicy, sel: Selection, window: Window,

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cloudtap.server.controller.db import StateDB, dumps
 
@@ -25,12 +25,34 @@ class Selector(_Strict):
     tag: str | None = Field(None, description="a VM tag (glob)")
 
 
+MAX_PAYLOAD_BYTES = 9000  #: a jumbo frame's payload
+
+
 class Action(_Strict):
     """What to do with the selected VMs' traffic."""
 
     capture: bool = Field(True, description="capture (true) or exclude (false) the selected VMs")
     snaplen: int | None = Field(None, ge=64, le=65535, description="bytes kept per packet (restart-required)")
     store_packets: bool = Field(False, description="keep packets for PCAP retrieval")
+    payload_bytes: int = Field(
+        0, ge=0, le=MAX_PAYLOAD_BYTES,
+        description="bytes of L4 payload kept per packet of these VMs (0: headers only); applied at once",
+    )  # fmt: skip
+    requests: bool | None = Field(
+        None, description="parse application requests in these VMs' packets (default: when payload_bytes > 0)"
+    )
+
+    @model_validator(mode="after")
+    def _requests_need_payload(self) -> Action:
+        if self.requests and self.payload_bytes == 0:
+            raise ValueError("requests: true needs payload_bytes > 0 (requests are parsed from the payload)")
+        return self
+
+    @property
+    def parses_requests(self) -> bool:
+        """Whether the agent parses application requests for this action (``requests``, defaulted)."""
+        wanted = self.payload_bytes > 0 if self.requests is None else self.requests
+        return bool(wanted and self.capture)
 
 
 class Policy(_Strict):

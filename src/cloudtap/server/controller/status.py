@@ -123,6 +123,9 @@ class HeartbeatReport(BaseModel):
     forwarded_bytes: Count = 0
     forward_drops: Count = 0  #: copies dropped (cap, fuse, send errors), every destination
     broker_fuse_open: bool = False  #: the host fuse paused distribution
+    requests_parsed: Count = 0  #: application requests the parser paired or timed out (docs/requests.md)
+    request_drops: Count = 0  #: requests lost by the parser (table full, queue overflow, message limit...)
+    request_flow_counts_late: Count = 0  #: requests concluded after their flow's last record
     broker: Annotated[dict[Annotated[str, Field(max_length=64)], BrokerDestinationFigures],
                       Field(max_length=256)] = Field(default_factory=dict)  #: per destination  # fmt: skip
 
