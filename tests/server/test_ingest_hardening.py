@@ -102,7 +102,7 @@ def test_unreadable_versions_and_kinds_are_refused_and_counted(
     kind = post(app, encode_batch("agent-1", 2, {"edges_10s": pa.table({"time_ns": [1]})}))
     assert kind.status_code == 400
     assert (
-        "unknown stream kind(s) ['edges_10s']; expected ['edges_1s', 'edges_60s', 'flows']"
+        "unknown stream kind(s) ['edges_10s']; expected ['edges_1s', 'edges_60s', 'flows', 'requests']"
         in kind.json()["detail"]
     )
     stats = app.state.ingestor.stats

@@ -1,4 +1,4 @@
-"""`cloudtap query`: top talkers, time series and flow records from a server or a local data directory.
+"""`cloudtap query`: top talkers, time series, flow and request records from a server or a local data directory.
 
 ``--project``, ``--vm``, ``--host``, ``--subnet`` filter by inventory names (either side; ``a,b`` or ``*`` globs),
 and ``--group client_vm,server_vm`` shows names, as they were in the queried window.
@@ -25,7 +25,7 @@ from cloudtap.cli.server_client import UNREACHABLE_HINT, ServerClient
 from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 from cloudtap.server.query.errors import QueryError
 from cloudtap.server.query.model import Query
-from cloudtap.server.query.presets import DEFAULT_GROUP, flows_query, series_query, top_query
+from cloudtap.server.query.presets import DEFAULT_GROUP, flows_query, requests_query, series_query, top_query
 
 if TYPE_CHECKING:  # the engine pulls in the store DDL and the meter: imported when a command runs
     from cloudtap.server.query.engine import QueryResult
@@ -36,9 +36,14 @@ FLOW_TABLE_COLUMNS = (
     "first,proto,client_ip,client_port,server_ip,server_port,packets_c2s,packets_s2c,"
     "bytes_c2s,bytes_s2c,rtt_client_us,rtt_server_us,retrans_c2s,retrans_s2c,close_type"
 )
+#: Columns of ``cloudtap query requests`` as a table.
+REQUEST_TABLE_COLUMNS = (
+    "req,l7_proto,client_ip,client_port,server_ip,server_port,request_type,resource,status,code,error,latency_us"
+)
 
 query_app = typer.Typer(
-    help="Query stored traffic: top talkers, time series, flow records (server API or a local --data directory).",
+    help="Query stored traffic: top talkers, time series, flow and request records (server API or a local --data "
+    "directory).",
     no_args_is_help=True,
 )
 
@@ -161,8 +166,10 @@ def _cell(value: Any, info: dict[str, Any]) -> str | Text:
         unit in ("bytes", "bytes/s") or (unit is None and "bytes" in name)
     ):
         return human_bytes(float(value)) + ("/s" if unit == "bytes/s" else "")
+    if isinstance(value, int | float) and value < 0 and name.startswith(("rtt", "latency")):
+        return Text("-", style="dim")  # no handshake RTT / no response
     if isinstance(value, float):
-        return Text("-", style="dim") if value < 0 and name.startswith("rtt") else f"{value:,.1f}"
+        return f"{value:,.1f}"
     if isinstance(value, int) and not name.endswith(("port", "_id", "vlan", "seq")):
         return f"{value:,}"
     return str(value)
@@ -281,13 +288,19 @@ FromOpt = Annotated[
 ToOpt = Annotated[str | None, typer.Option("--to", help="range end (default now, or the last stored row)")]
 FilterOpt = Annotated[
     list[str] | None,
-    typer.Option("--filter", "-f", help="dim=value, dim!=a,b, client_ip~10.0.0.0/8 (repeatable)"),
+    typer.Option("--filter", "-f", "--where", help="dim=value, dim!=a,b, client_ip~10.0.0.0/8 (repeatable)"),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="table | json | csv")]
 TableOpt = Annotated[
-    str | None, typer.Option("--table", help="flows | edges | endpoints (default: edges if enough)")
+    str | None,
+    typer.Option(
+        "--table",
+        help="flows | edges | endpoints | requests | request_log (default: the first that has the names)",
+    ),
 ]
-IntervalOpt = Annotated[str | None, typer.Option("--interval", help="edges/endpoints rollup: 1s | 1m | 1h")]
+IntervalOpt = Annotated[
+    str | None, typer.Option("--interval", help="edges/endpoints/requests rollup: 1s | 1m | 1h")
+]
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", help="project name(s), either side: payments, 'pay*', a,b")
 ]
@@ -402,6 +415,35 @@ def flows_command(
          fmt, Remote(server, token, ca), data, "flow records")  # fmt: skip
 
 
+@query_app.command("requests")
+def requests_command(
+    since: SinceOpt = "1h",
+    time_from: FromOpt = None,
+    time_to: ToOpt = None,
+    filters: FilterOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 20,
+    columns: Annotated[
+        str | None, typer.Option(help="columns, comma separated (see `cloudtap query catalog request_log`)")
+    ] = None,
+    order: Annotated[str | None, typer.Option(help="sort, e.g. -latency_us (default newest first)")] = None,
+    project: ProjectOpt = None,
+    vm: VmOpt = None,
+    host: HostOpt = None,
+    subnet: SubnetOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    data: DataOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Application request records (HTTP, DNS, MySQL, PostgreSQL, Redis), newest first."""
+    if columns is None and fmt == "table":
+        columns = REQUEST_TABLE_COLUMNS
+    names = {"project": project, "vm": vm, "host": host, "subnet": subnet}
+    _run(lambda: requests_query(since, time_from, time_to, filters or [], limit, columns, order, names),
+         fmt, Remote(server, token, ca), data, "request records")  # fmt: skip
+
+
 @query_app.command("run")
 def run_command(
     body: Annotated[str, typer.Argument(help="query JSON (as POST /api/v1/query), @FILE, or - for stdin")],
@@ -427,7 +469,9 @@ def run_command(
 
 @query_app.command("catalog")
 def catalog_command(
-    table: Annotated[str | None, typer.Argument(help="flows | edges | endpoints (default all)")] = None,
+    table: Annotated[
+        str | None, typer.Argument(help="flows | edges | endpoints | requests | request_log (default all)")
+    ] = None,
 ) -> None:
     """List the dimensions and metrics each table can be queried by."""
     from cloudtap.server.query.catalog import describe

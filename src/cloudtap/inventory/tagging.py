@@ -36,7 +36,7 @@ from cloudtap.schema.packet import IPV4_MAPPED_LO
 
 SIDES = ("client", "server")
 #: Time column of each stream kind (the first present is used).
-TIME_COLUMNS = ("first_ns", "time_ns", "start_ns")
+TIME_COLUMNS = ("first_ns", "time_ns", "start_ns", "req_ns")  # flows, edges, requests
 _IP = np.dtype([("hi", "u8"), ("lo", "u8")])
 _SEG_IP = np.dtype([("seg", "u8"), ("hi", "u8"), ("lo", "u8")])
 _GLOBAL_SEG = 1 << 40  #: segment key of subnets matched regardless of segment

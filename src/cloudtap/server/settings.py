@@ -40,8 +40,8 @@ class StorageSection(_Section):
     )
     ttl_days: dict[str, float | None] = Field(
         default_factory=dict, description="TTL per table, days since ingest (null = keep forever); tables not named "
-        "keep their defaults: flow_log 7, edge_1s/endpoint_1s 2, edge_1m/endpoint_1m 30, edge_1h/endpoint_1h 400, "
-        "ingest_log 30"
+        "keep their defaults: flow_log/request_log 7, edge_1s/endpoint_1s/request_1s 2, edge_1m/endpoint_1m/request_1m "
+        "30, edge_1h/endpoint_1h/request_1h 400, ingest_log 30"
     )
     max_disk_gib: float = Field(0, ge=0, description="drop the oldest partitions beyond this size; 0 = no limit")
     housekeeping_s: float = Field(

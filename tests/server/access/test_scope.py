@@ -135,7 +135,8 @@ def test_filters_cover_every_data_table_and_quote_safely() -> None:
     scope = Scope(frozenset({3, 1}), frozenset({"a", "b"}))
     filters = scope.row_filters("db")
     assert set(filters) == {f"db.{t}" for t in ("flow_log", "edge_1s", "edge_1m", "edge_1h", "endpoint_1s",
-                                                 "endpoint_1m", "endpoint_1h")}  # fmt: skip
+                                                 "endpoint_1m", "endpoint_1h", "request_log", "request_1s",
+                                                 "request_1m", "request_1h")}  # fmt: skip
     assert filters["db.flow_log"] == "client_project_id IN (1, 3) OR server_project_id IN (1, 3)"
     assert filters["db.endpoint_1h"] == "project_id IN (1, 3)"
     assert set(scope.row_filters("db", cluster=True)) >= {"db.flow_log_local", "db.edge_1s_local"}

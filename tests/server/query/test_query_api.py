@@ -101,7 +101,7 @@ def test_flows(client: TestClient) -> None:
 
 def test_catalog(client: TestClient) -> None:
     body = client.get("/api/v1/query/catalog").json()
-    assert set(body) == {"flows", "edges", "endpoints"}
+    assert set(body) == {"flows", "edges", "endpoints", "requests", "request_log"}
     assert "pXX" in body["flows"]["metrics"]["rtt"]["aggs"]
     assert body["edges"]["metrics"]["rtt"]["aggs"] == ["mean"]
     assert body["edges"]["intervals"] == ["1s", "1m", "1h"]

@@ -7,12 +7,23 @@ from typing import Any
 
 import numpy as np
 
+from cloudtap.l7.records import requests_to_arrow
 from cloudtap.meter._state import EDGE_DELTA_DTYPE
 from cloudtap.meter.edges import aggregate_edges, edges_with_text
 from cloudtap.meter.records import empty_table
+from cloudtap.schema.flow import FLOW_DTYPE
+from cloudtap.schema.request import empty_requests
 from cloudtap.server.store import migrations
 from cloudtap.server.store.clickhouse import insert_columns
-from cloudtap.server.store.ddl import TABLES, VIEWS, DdlContext, create_table_sql
+from cloudtap.server.store.columns import FLOW_REQUEST_FIELDS
+from cloudtap.server.store.ddl import (
+    REQUEST_ROLLUPS,
+    REQUESTS_SINCE,
+    TABLES,
+    VIEWS,
+    DdlContext,
+    create_table_sql,
+)
 from cloudtap.server.store.retention import RetentionPolicy, drop_partition_sql, enforce_disk_budget
 
 CLUSTER = DdlContext("ct", "prod", RetentionPolicy().ttl_seconds())
@@ -42,6 +53,17 @@ def test_insert_columns_cover_what_agents_send() -> None:
     assert {c.input_name for c in insert_columns("edges_60s")} == edges
     ids = [c.name for c in TABLES["edge_1s"].columns if c.name.endswith("_id") and c.type == "UInt32"]
     assert len(ids) == 2 * 7 + 1  # client_/server_ region..service, and the edge's tunnel_id
+    requests = {c.input_name: c for c in insert_columns("requests")}
+    assert set(requests_to_arrow(empty_requests(0)).column_names) <= set(requests)
+    assert requests["req_ns"].name == "req" and requests["resp_ns"].type == "DateTime64(9, 'UTC')"
+    assert requests["client_ip"].type == "IPv6" and requests["server_ip"].type == "IPv6"
+    assert requests["resource"].type == "String" and requests["host"].type == "String"
+    assert requests["status"].type == "LowCardinality(String)" and requests["l7_proto"].type.startswith("Low")
+    assert {"agent_id", "vm_mac", "client_service_id", "server_project_id"} <= set(requests)
+    assert TABLES["request_log"].column("req_ns").expr == "ALIAS toUnixTimestamp64Nano(req)"
+    flow_log = TABLES["flow_log"]
+    for name in set(FLOW_REQUEST_FIELDS) & set(FLOW_DTYPE.names or ()):
+        assert flow_log.column(name).since == REQUESTS_SINCE and flow_log.column(name).expr == "DEFAULT 0"
 
 
 def test_single_node_ddl_is_plain_merge_tree() -> None:
@@ -81,13 +103,24 @@ def test_cluster_ddl_text() -> None:
         )
         assert f"`ct`.`{view.name}_local` ON CLUSTER `prod` TO `ct`.`{view.target}_local`" in create
         assert f"FROM `ct`.`{view.source}_local`" in create
-        assert f"INSERT INTO `ct`.`{view.target}`\nSELECT" in text
+        backfill = f"INSERT INTO `ct`.`{view.target}`\nSELECT" in text
+        assert backfill == (view.since == 3)  # the request rollups start empty with request_log
     assert "TRUNCATE TABLE IF EXISTS `ct`.`endpoint_1s_local` ON CLUSTER `prod`" in text
     assert (
         "ALTER TABLE `ct`.`flow_log_local` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS `client_region_id`"
         in text
     )
     assert "ALTER TABLE `ct`.`flow_log` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS `client_region_id`" in text
+    for name in ("request_1s", "request_1m", "request_1h"):
+        assert (
+            f"ReplicatedAggregatingMergeTree('/clickhouse/tables/{{shard}}/ct/{name}', '{{replica}}')" in text
+        )
+        assert f"AS SELECT {REQUEST_ROLLUPS[name]}(req) AS time" in text
+    assert "`latency_digest` AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), Float32)" in text
+    for field in set(FLOW_REQUEST_FIELDS) & set(FLOW_DTYPE.names or ()):  # once FLOW_FIELDS has them
+        for table in ("flow_log_local", "flow_log"):
+            alter = f"ALTER TABLE `ct`.`{table}` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS `requests`"
+            assert f"ADD COLUMN IF NOT EXISTS `{field}`" in next(s for s in statements if s.startswith(alter))
     assert drop_partition_sql(CLUSTER, "edge_1s", "20240101") == (
         "ALTER TABLE `ct`.`edge_1s_local` ON CLUSTER `prod` DROP PARTITION ID '20240101'"
     )

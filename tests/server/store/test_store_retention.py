@@ -18,6 +18,7 @@ ONE_DAY = RetentionPolicy(ttl_days={name: 1 for name in ("flow_log", "edge_1s", 
                                                            "endpoint_1m", "edge_1h", "endpoint_1h")})  # fmt: skip
 StoreFactory = Callable[..., ClickHouseStore]
 RAW = ("flow_log", "edge_1s", "edge_1m", "endpoint_1s", "endpoint_1m", "edge_1h", "endpoint_1h")
+REQUEST_TABLES = ("request_log", "request_1s", "request_1m", "request_1h")
 
 
 def _rows(store: ClickHouseStore) -> dict[str, int]:
@@ -139,6 +140,9 @@ def test_max_days_caps_data_tables_but_not_the_ingest_log() -> None:
     assert days["ingest_log"] == 30
     assert policy.ttl_seconds()["edge_1h"] == 5 * 86_400
     assert RetentionPolicy().effective_days()["edge_1h"] == 400
+    tiers = {t: TABLES[t].tier for t in REQUEST_TABLES}  # like the flows and edges they sit next to
+    assert tiers == {"request_log": "raw", "request_1s": "raw", "request_1m": "1m", "request_1h": "1h"}
+    assert [RetentionPolicy().effective_days()[t] for t in REQUEST_TABLES] == [7, 2, 30, 400]
     with pytest.raises(ValueError, match="max_days"):
         RetentionPolicy(max_days=0)
     with pytest.raises(ValueError, match="disk_budget_bytes"):
@@ -153,6 +157,7 @@ def test_set_retention_alters_the_live_tables_and_data_bytes_counts_data_only(
     data = sum(_partitions(store, t).get(p, 0) for t in RAW for p in _partitions(store, t))
     assert store.data_bytes() == data > 0  # ingest_log and schema_version not counted
     statements = store.set_retention(RetentionPolicy(max_days=1))
-    assert len(statements) == len(RAW)  # every data table's TTL changed; ingest_log's did not
-    assert all("toIntervalSecond(86400)" in store.command(f"SHOW CREATE TABLE {t}") for t in RAW)
+    data_tables = RAW + REQUEST_TABLES
+    assert len(statements) == len(data_tables)  # every data table's TTL changed; ingest_log's did not
+    assert all("toIntervalSecond(86400)" in store.command(f"SHOW CREATE TABLE {t}") for t in data_tables)
     assert store.set_retention(RetentionPolicy(max_days=1)) == []  # nothing left to change

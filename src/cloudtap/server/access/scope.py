@@ -1,7 +1,7 @@
 """Project scope inside the storage query.
 
-A caller bound to projects reads flows, edges and endpoints only where at least one end is in those
-projects. The rule is handed to ClickHouse as ``additional_table_filters`` on every read, so it holds
+A caller bound to projects reads flows, edges, endpoints and application requests only where at least
+one end is in those projects. The rule is handed to ClickHouse as ``additional_table_filters`` on every read, so it holds
 inside every subquery, rollup and count the query engine or an analysis builds: there is no total,
 ranking or series computed over rows the caller may not see.
 """
@@ -15,7 +15,9 @@ from typing import Any
 import pyarrow as pa
 
 #: Tables with a client and a server side.
-SIDED_TABLES = ("flow_log", "edge_1s", "edge_1m", "edge_1h")
+SIDED_TABLES = (
+    "flow_log", "edge_1s", "edge_1m", "edge_1h", "request_log", "request_1s", "request_1m", "request_1h",
+)  # fmt: skip
 #: Tables with one ``project_id`` (an endpoint's own).
 ENDPOINT_TABLES = ("endpoint_1s", "endpoint_1m", "endpoint_1h")
 
@@ -53,6 +55,7 @@ class Scope:
 
 def table_filters_setting(filters: dict[str, str]) -> str:
     """The ``additional_table_filters`` setting value (a ClickHouse map literal)."""
+
     def lit(text: str) -> str:
         return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -102,4 +105,3 @@ def project_ids(names: Iterable[str], resolver: Any) -> frozenset[int]:
     for name in names:
         ids.update(resolver.ids("project", name) if resolver is not None else [])
     return frozenset(ids)
-

@@ -95,3 +95,21 @@ class FindingsSection(BaseModel):
     lb_sigmas: float = Field(
         default=5.0, gt=0, description="and this many Poisson sigmas above the even share"
     )
+    # slow requests (application requests, request_1m)
+    slow_min_requests: int = Field(
+        default=20, ge=1, description="answered requests on an edge in the minute before judging its p99"
+    )
+    slow_k: float = Field(
+        default=6.0, gt=0, description="robust z-score of the minute's p99 against the edge's last hour of p99s"
+    )
+    slow_factor: float = Field(
+        default=3.0, ge=1, description="and at least this many times the baseline (median of those p99s)"
+    )
+    slow_min_ms: float = Field(default=5.0, ge=0, description="and at least this p99, milliseconds")
+    slow_min_slow: int = Field(
+        default=3, ge=1, description="and this many requests of the minute above slow_factor x the baseline"
+    )
+    slow_history_minutes: int = Field(default=60, ge=5, description="minutes of the edge's p99 baseline")
+    slow_baseline_minutes: int = Field(
+        default=10, ge=1, description="minutes with enough answered requests the baseline needs"
+    )

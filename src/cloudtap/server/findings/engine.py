@@ -29,6 +29,7 @@ from cloudtap.server.findings.detect_isolation import detect_isolation
 from cloudtap.server.findings.detect_lb import detect_lb
 from cloudtap.server.findings.detect_new import detect_new, refresh_seen
 from cloudtap.server.findings.detect_periodic import detect_periodic
+from cloudtap.server.findings.detect_requests import detect_slow_requests
 from cloudtap.server.findings.detect_traffic import detect_traffic
 from cloudtap.server.findings.model import Detection, finding_id, severity_rank
 from cloudtap.server.findings.rules import RuleStore
@@ -38,10 +39,10 @@ from cloudtap.server.store.ddl import ident
 log = logging.getLogger(__name__)
 DETECTORS: dict[str, Callable[[Cycle], list[Detection]]] = {
     "new": detect_new, "traffic": detect_traffic, "periodic": detect_periodic, "lb": detect_lb,
-    "isolation": detect_isolation,
+    "isolation": detect_isolation, "requests": detect_slow_requests,
 }  # fmt: skip
 #: Numeric figures whose largest value over the finding's life is kept as ``peak_<name>``.
-PEAK_KEYS = ("bytes", "z", "retrans", "failed", "targets", "flows", "top_share")
+PEAK_KEYS = ("bytes", "z", "retrans", "failed", "targets", "flows", "top_share", "p99_ms")
 #: Findings this old (by their end) are no longer extended from memory; the store keeps them.
 CACHE_S = 2 * 86400
 MINUTE = 60

@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: Finding kinds (the names used in the CLI and API). ``slow_requests`` waits for request metrics.
+#: Finding kinds (the names used in the CLI and API).
 KINDS = (
     "new_edge", "new_port", "burst", "periodic_transfer", "scan", "handshake_failures",
-    "retransmission_spike", "lb_imbalance", "isolation_crossing",
+    "retransmission_spike", "lb_imbalance", "isolation_crossing", "slow_requests",
 )  # fmt: skip
 #: Severities, least first.
 SEVERITIES = ("info", "warning", "critical")

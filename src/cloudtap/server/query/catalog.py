@@ -5,6 +5,9 @@ Logical tables and the stored tables behind them:
 * ``flows`` -> ``flow_log`` (one row per flow record; percentiles, min/max/mean per record)
 * ``edges`` -> ``edge_1s`` / ``edge_1m`` / ``edge_1h`` (client -> server:port per interval; sums only)
 * ``endpoints`` -> ``endpoint_1s`` / ``endpoint_1m`` / ``endpoint_1h`` (one IP per interval; sums only)
+* ``requests`` -> ``request_1s`` / ``request_1m`` / ``request_1h`` (application requests per client ->
+  server:port and interval: counts, error rate, mean/max latency and p50/p90/p99 from the rollups' t-digest)
+* ``request_log`` -> ``request_log`` (one row per application request; like flows, any percentile)
 
 Dimensions are the stored columns that are neither times nor counters, so a column the DDL adds
 (for example an identity id) is queryable without touching this module. Metrics are formulas over
@@ -17,6 +20,8 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from cloudtap.server.query.errors import QueryError
+from cloudtap.server.query.metric import Metric
+from cloudtap.server.query.request_metrics import request_log_metrics, request_metrics
 from cloudtap.server.store.ddl import TABLES, ip_text_sql
 
 NS_PER_S = 1_000_000_000
@@ -27,7 +32,11 @@ PHYSICAL: dict[str, dict[str | None, str]] = {
     "flows": {None: "flow_log"},
     "edges": {"1s": "edge_1s", "1m": "edge_1m", "1h": "edge_1h"},
     "endpoints": {"1s": "endpoint_1s", "1m": "endpoint_1m", "1h": "endpoint_1h"},
+    "requests": {"1s": "request_1s", "1m": "request_1m", "1h": "request_1h"},
+    "request_log": {None: "request_log"},
 }
+#: Logical tables of records (one row per flow record / request): their time column and its ns alias.
+RECORD_TIMES = {"flows": ("first", "first_ns"), "request_log": ("req", "req_ns")}
 #: Widest time range one query may cover, per stored table.
 MAX_RANGE_NS = {
     "flow_log": 31 * 86400 * NS_PER_S,
@@ -37,9 +46,14 @@ MAX_RANGE_NS = {
     "endpoint_1m": 93 * 86400 * NS_PER_S,
     "edge_1h": 3660 * 86400 * NS_PER_S,
     "endpoint_1h": 3660 * 86400 * NS_PER_S,
+    "request_log": 31 * 86400 * NS_PER_S,
+    "request_1s": 2 * 86400 * NS_PER_S,
+    "request_1m": 93 * 86400 * NS_PER_S,
+    "request_1h": 3660 * 86400 * NS_PER_S,
 }
 #: Stored columns that are times (never dimensions).
-_TIME_COLUMNS = {"time", "time_ns", "first", "last", "first_ns", "last_ns", "start_ns", "inserted_at"}
+_TIME_COLUMNS = {"time", "time_ns", "first", "last", "first_ns", "last_ns", "start_ns", "inserted_at", "req",
+                 "resp", "req_ns", "resp_ns"}  # fmt: skip
 #: Stored columns that are per-row counters / measurements (never dimensions).
 _MEASURES = {
     "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "l2_bytes_c2s", "l2_bytes_s2c",
@@ -47,16 +61,15 @@ _MEASURES = {
     "zero_window_c2s", "zero_window_s2c", "ooo_c2s", "ooo_s2c", "syn_count", "synack_count", "retrans",
     "flows_opened", "flows_closed", "flows_failed", "rtt_sum_us", "rtt_count", "packets_out", "packets_in",
     "bytes_out", "bytes_in", "flows_as_client", "flows_as_server", "failed_as_client", "failed_as_server",
-    "tcp_flags_c2s", "tcp_flags_s2c",
+    "tcp_flags_c2s", "tcp_flags_s2c", "requests", "request_errors", "requests_answered",
+    "request_latency_sum_us",
+    "latency_us", "client_errors", "server_errors", "timeouts", "answered", "latency_sum_us", "latency_max_us",
 }  # fmt: skip
 _MAC_COLUMNS = {"client_mac", "server_mac"}
 #: Flow records of flows that failed (no completed handshake), as the meter counts ``flows_failed``.
 FAILED_CLOSE_TYPES = ("syn_unanswered", "server_refused", "half_open")
 #: Protocol names accepted as ``proto`` filter values.
 PROTO_NAMES = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "icmp6": 58, "sctp": 132}
-
-AGGS_ROLLUP = ("sum", "rate")
-AGGS_RECORD = ("sum", "rate", "mean", "min", "max", "pXX")
 
 
 @dataclass(frozen=True)
@@ -76,42 +89,6 @@ class Dimension:
         if self.kind == "mac":
             return f"MACNumToString({self.column})"
         return self.column
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A measure and how it aggregates.
-
-    Exactly one of ``value`` (a per-row value, summed or, on the flow log, averaged/ranked),
-    ``count`` (an aggregate expression counting rows) and ``ratio`` (sum / sum, a mean kept as
-    sum + count in rollups) is set.
-    """
-
-    name: str
-    unit: str
-    doc: str
-    columns: tuple[str, ...]
-    value: str | None = None
-    cond: str | None = None  #: rows where ``value`` is defined (None: all)
-    count: str | None = None
-    ratio: tuple[str, str] | None = None
-    record_level: bool = False  #: one row per flow record: mean/min/max/percentiles allowed
-
-    @property
-    def default_agg(self) -> str:
-        """``mean`` for RTTs, ``sum`` for the rest."""
-        return "mean" if self.ratio is not None or self.cond is not None else "sum"
-
-    @property
-    def aggs(self) -> tuple[str, ...]:
-        """Aggregations allowed (``pXX`` stands for any percentile)."""
-        if self.ratio is not None:
-            return ("mean",)
-        if self.count is not None:
-            return AGGS_ROLLUP
-        if self.cond is not None:
-            return ("mean", "min", "max", "pXX")
-        return AGGS_RECORD if self.record_level else AGGS_ROLLUP
 
 
 @dataclass(frozen=True)
@@ -214,7 +191,13 @@ def _endpoint_metrics() -> list[Metric]:
     return out
 
 
-_METRICS = {"flows": _flow_metrics, "edges": _edge_metrics, "endpoints": _endpoint_metrics}
+_METRICS = {
+    "flows": _flow_metrics,
+    "edges": _edge_metrics,
+    "endpoints": _endpoint_metrics,
+    "requests": request_metrics,
+    "request_log": request_log_metrics,
+}
 _RAW_DEFAULT = {
     "flows": ("first", "proto", "client_ip", "client_port", "server_ip", "server_port", "packets_c2s",
               "packets_s2c", "bytes_c2s", "bytes_s2c", "rtt_client_us", "rtt_server_us", "retrans_c2s",
@@ -223,6 +206,10 @@ _RAW_DEFAULT = {
               "bytes_s2c", "retrans", "flows_opened", "flows_failed", "rtt_sum_us", "rtt_count", "agent_id"),
     "endpoints": ("time", "ip", "bytes_out", "bytes_in", "packets_out", "packets_in", "flows_as_client",
                   "flows_as_server", "retrans", "agent_id"),
+    "requests": ("time", "client_ip", "server_ip", "server_port", "l7_proto", "requests", "client_errors",
+                 "server_errors", "timeouts", "answered", "latency_sum_us", "latency_max_us", "agent_id"),
+    "request_log": ("req", "l7_proto", "client_ip", "client_port", "server_ip", "server_port", "latency_us",
+                    "request_type", "resource", "host", "status", "code", "error", "agent_id", "interface_name"),
 }  # fmt: skip
 
 
@@ -256,8 +243,8 @@ def _stored(logical: str, interval: str | None, name: str) -> StoredTable:
     columns = {c.name: c.type for c in spec.columns}
     dims = {d.name: d for d in (_dimension(n, t) for n, t in columns.items()) if d is not None}
     metrics = {m.name: m for m in _METRICS[logical]() if all(c in columns for c in m.columns)}
-    if logical == "flows":
-        time_column, time_ns = "first", "first_ns"
+    if logical in RECORD_TIMES:
+        time_column, time_ns = RECORD_TIMES[logical]
     elif "time_ns" in columns:
         time_column, time_ns = "time", "time_ns"
     else:

@@ -191,7 +191,7 @@ class QueryEngine:
             src = f"{ident(self.database)}.{ident(t.name)}"
             col = ident(t.time_column)
             # plain count/min/max of the partition key column: answered from part metadata, not a scan
-            if t.logical == "flows":
+            if t.interval is None:  # records: DateTime64(9) times
                 lo, hi = f"toUnixTimestamp64Nano(min({col}))", f"toUnixTimestamp64Nano(max({col})) + 1"
             else:
                 lo = f"toInt64(toUnixTimestamp(min({col}))) * {NS_PER_S}"

@@ -25,6 +25,8 @@ Scalar = int | float | str
 _AGG = re.compile(r"sum|rate|mean|min|max|uniq|p(\d{1,2}(?:\.\d{1,3})?)")
 _TEXT_OPS = (("!=", "ne"), (">=", "ge"), ("<=", "le"), ("~", "prefix"), ("=", "eq"), (">", "gt"), ("<", "lt"))
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Metric names that end like an aggregation but are not one (``error_rate`` is no rate of ``error``).
+WHOLE_METRIC_NAMES = frozenset({"error_rate"})
 
 
 def _check_name(value: str, what: str) -> str:
@@ -190,6 +192,8 @@ def parse_metric_text(text: str) -> dict[str, Any]:
     if ":" in s:
         name, _, agg = s.partition(":")
         return {"name": name, "agg": agg}
+    if s in WHOLE_METRIC_NAMES:
+        return {"name": s, "agg": None}
     m = re.fullmatch(r"(\w+?)_(rate|mean|min|max|p\d{1,2}(?:_\d{1,3})?)", s)
     if m:
         return {"name": m.group(1), "agg": m.group(2).replace("_", ".")}
@@ -235,12 +239,14 @@ class Query(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: Literal["flows", "edges", "endpoints"] | None = Field(
+    table: Literal["flows", "edges", "endpoints", "requests", "request_log"] | None = Field(
         None,
-        description="flows (records), edges or endpoints; default: edges when they have every name used, else flows",
+        description="flows (records), edges, endpoints, requests (request rollups) or request_log (request "
+        "records); default: the first of edges, flows, endpoints, requests, request_log with every name used",
     )
     interval: Literal["1s", "1m", "1h"] | None = Field(
-        None, description="edges/endpoints rollup to read; chosen from the range and step when omitted"
+        None,
+        description="edges/endpoints/requests rollup to read; chosen from the range and step when omitted",
     )
     time_from: str | int | float = Field(
         ..., description="ISO 8601, epoch (s/ms/us/ns), 'now', relative ('-1h'), or 'all' (earliest stored)"

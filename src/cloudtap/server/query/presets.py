@@ -1,4 +1,4 @@
-"""The convenience queries (top, series, flows) as :class:`Query` objects, from text arguments.
+"""The convenience queries (top, series, flows, requests) as :class:`Query` objects, from text arguments.
 
 Shared by the ``GET /api/v1/query/{top,series,flows}`` routes and ``cloudtap query``.
 """
@@ -6,6 +6,7 @@ Shared by the ``GET /api/v1/query/{top,series,flows}`` routes and ``cloudtap que
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 from pydantic import ValidationError
 
@@ -123,7 +124,8 @@ def series_query(
     )  # fmt: skip
 
 
-def flows_query(
+def records_query(
+    table: str,
     since: str | None = "1h",
     time_from: str | None = None,
     time_to: str | None = None,
@@ -133,9 +135,17 @@ def flows_query(
     order: str | Sequence[str] | None = None,
     names: NameArgs | None = None,
 ) -> Query:
-    """Raw flow records, newest first (or by ``order``: ``-bytes_c2s``, ``first asc``)."""
+    """One row per record of ``table`` (``flows``, ``request_log``), newest first (or by ``order``: ``-bytes_c2s``,
+    ``first asc``, ``-latency_us``)."""
     t0, t1 = time_range(since, time_from, time_to)
     return _build(
-        table="flows", time_from=t0, time_to=t1, filters=_filters(filters, names), limit=limit,
+        table=table, time_from=t0, time_to=t1, filters=_filters(filters, names), limit=limit,
         columns=split_names(columns) or None, order_by=split_names(order),
     )  # fmt: skip
+
+
+#: Raw flow records, newest first.
+flows_query = partial(records_query, "flows")
+#: Application request records (``request_log``), newest first.
+requests_query = partial(records_query, "request_log")
+

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cloudtap.server.query.catalog import NS_PER_S, Metric, StoredTable
+from cloudtap.server.query.catalog import NS_PER_S, StoredTable
 from cloudtap.server.query.errors import QueryError
+from cloudtap.server.query.metric import Metric
 from cloudtap.server.query.model import MetricSpec, Query
 from cloudtap.server.query.table_choice import PERCENTILE, choose_table, either_side
 from cloudtap.server.query.timespec import parse_duration
@@ -80,6 +81,8 @@ def _agg_sql(table: StoredTable, spec: MetricSpec, bucket_s: float) -> tuple[str
         return f"uniq({ident(dim.column)})", None, "uniq"
     metric: Metric = table.metrics[spec.name]
     agg = spec.agg or metric.default_agg
+    if metric.by_agg:  # misfit refused any aggregation it lacks
+        return dict(metric.by_agg)[agg], metric.unit, agg
     v, c = metric.value, metric.cond
     if agg in ("sum", "rate"):
         if metric.count is not None:

@@ -44,7 +44,9 @@ def misfit(table: StoredTable, query: Query) -> QueryError | None:
         allowed = metric.aggs
         if agg not in allowed and not (PERCENTILE.fullmatch(agg) and "pXX" in allowed):
             hint = (
-                " (percentiles, min, max and per-record means need table flows)" if logical != "flows" else ""
+                " (percentiles, min, max and per-record means need table flows or request_log)"
+                if table.interval is not None
+                else ""
             )
             return QueryError(
                 f"metric {spec.name!r} cannot be aggregated with {agg!r}{hint}", "metrics", allowed
@@ -78,7 +80,7 @@ def either_side(table: StoredTable, name: str) -> tuple[Dimension, Dimension] | 
 
 def record_measure(table: StoredTable, name: str) -> str | None:
     """On the flow log, a per-record measure filters like a dimension: its SQL value, else None."""
-    if table.logical != "flows":
+    if table.interval is not None:  # records only (flows, request_log)
         return None
     metric = table.metrics.get(name)
     if metric is not None and metric.value is not None and metric.cond is None:
@@ -107,7 +109,7 @@ def choose_table(
     """
     if query.table is None:
         errors = []
-        for logical in ("edges", "flows", "endpoints"):
+        for logical in ("edges", "flows", "endpoints", "requests", "request_log"):
             try:
                 return _choose_in(logical, query, span_ns, available, whole)
             except QueryError as exc:
@@ -118,7 +120,9 @@ def choose_table(
         first = errors[0]
         allowed = set().union(*(e.allowed or () for e in errors if e.field == first.field))
         raise QueryError(
-            first.message.split(" for table ")[0] + " in edges, flows or endpoints", first.field, allowed
+            first.message.split(" for table ")[0] + " in edges, flows, endpoints, requests or request_log",
+            first.field,
+            allowed,
         )
     return _choose_in(query.table, query, span_ns, available, whole)
 
@@ -127,9 +131,11 @@ def _choose_in(
     logical: str, query: Query, span_ns: int, available: set[str] | None = None, whole: bool = False
 ) -> StoredTable:
     tables = candidates(logical)
-    if logical == "flows":
+    if all(t.interval is None for t in tables):
         if query.interval is not None:
-            raise QueryError("interval applies to edges and endpoints; flows are records", "interval")
+            raise QueryError(
+                f"interval applies to edges, endpoints and requests; {logical} are records", "interval"
+            )
         ordered = tables
     elif query.interval is not None:
         ordered = [t for t in tables if t.interval == query.interval]
@@ -144,7 +150,7 @@ def _choose_in(
     first_error: QueryError | None = None
     for table in ordered:
         problem = misfit(table, query)
-        capped = not (whole and table.logical == "flows")
+        capped = not (whole and table.interval is None)
         if problem is None and capped and span_ns > MAX_RANGE_NS[table.name]:
             problem = QueryError(
                 f"time range {format_duration(span_ns)} is wider than {format_duration(MAX_RANGE_NS[table.name])}, "

@@ -30,7 +30,7 @@ class Segment:
 def coarser_tiers(query: Query, base: StoredTable) -> list[StoredTable]:
     """Rollups coarser than ``base`` that can answer ``query`` too, coarsest first (none for flows,
     raw listings and an explicit ``interval``)."""
-    if query.is_raw or query.interval is not None or base.logical == "flows" or not base.width_ns:
+    if query.is_raw or query.interval is not None or not base.width_ns:
         return []
     step_ns = parse_duration(query.step, "step") if query.step else None
     out = [

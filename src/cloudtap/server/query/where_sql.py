@@ -32,7 +32,7 @@ class Params:
 
 def time_where(table: StoredTable, t0: int, t1: int, params: Params) -> str:
     col = ident(table.time_column)
-    if table.logical == "flows":
+    if table.interval is None:  # records: DateTime64(9) times
         a, b = params.bind(t0, "Int64"), params.bind(t1, "Int64")
         return f"{col} >= fromUnixTimestamp64Nano({a}, 'UTC') AND {col} < fromUnixTimestamp64Nano({b}, 'UTC')"
     s0, s1 = -(-t0 // NS_PER_S), -(-t1 // NS_PER_S)  # rows start on whole seconds: ceil keeps [t0, t1)

@@ -4,7 +4,8 @@ Streams (``kind``) are what agents produce (see ``cloudtap.agent.output``): ``fl
 ``edges_1s`` and ``edges_60s`` (edge metrics). Their Arrow columns are those the agent writes:
 ``cloudtap.meter.records.OUTPUT_COLUMNS`` plus ``interface_name``, ``vm_domain``, ``vm_mac``, ``agent_id``
 for flows; ``time_ns``, ``client_ip``, ``server_ip``, ``server_port``, ``proto``, ``vlan``, ``tunnel_id``,
-``interface`` + ``cloudtap.meter.edges.EDGE_SUMS`` + the same annotations for edges.
+``interface`` + ``cloudtap.meter.edges.EDGE_SUMS`` + the same annotations for edges; ``requests``
+(application requests): ``cloudtap.l7.records.OUTPUT_COLUMNS`` + the same annotations.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-KINDS = ("flows", "edges_1s", "edges_60s")
+KINDS = ("flows", "edges_1s", "edges_60s", "requests")
 
 
 @dataclass(frozen=True)

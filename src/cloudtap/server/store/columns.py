@@ -60,9 +60,15 @@ NS_TIMES = ("start_ns", "first_ns", "last_ns")
 COUNTER_CODEC = "T64, LZ4"
 _FLOW_COUNTER_SET = set(FLOW_COUNTERS)
 UTC_NANO = "DateTime64(9, 'UTC')"
+#: Schema version that added application requests: ``request_log``, its rollups, and these flow fields.
+REQUESTS_SINCE = 4
+#: Flow record fields carrying the requests concluded on a flow (end of ``FLOW_FIELDS``): stored after
+#: the identity columns so that an upgraded ``flow_log`` has the same column order as a new one, and
+#: taken from ``FLOW_FIELDS`` (optional, default 0) whether or not the flow output carries them yet.
+FLOW_REQUEST_FIELDS = ("requests", "request_errors", "requests_answered", "request_latency_sum_us")
 
 
-def _ch_type(name: str, typ: pa.DataType) -> str:
+def ch_type(name: str, typ: pa.DataType) -> str:
     if name in _ADDRESSES or name in ("client_ip", "server_ip"):
         return "IPv6"
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
@@ -70,7 +76,7 @@ def _ch_type(name: str, typ: pa.DataType) -> str:
     return _ARROW_TO_CH[typ]
 
 
-def _annotation_columns() -> tuple[Column, ...]:
+def annotation_columns() -> tuple[Column, ...]:
     docs = {
         "agent_id": "agent that observed the traffic",
         "interface_name": "capture interface name on the agent",
@@ -97,9 +103,29 @@ def inserted_at_column() -> Column:
     )
 
 
+def _flow_request_columns() -> tuple[Column, ...]:
+    """The request counters ``FLOW_FIELDS`` has (agents that do not send them store 0)."""
+    types = {name: np.dtype(typ) for name, typ, _ in FLOW_FIELDS}
+    return tuple(
+        Column(
+            name,
+            ch_type(name, pa.from_numpy_dtype(types[name])),
+            OPTIONAL,
+            "DEFAULT 0",
+            _FLOW_DOC[name],
+            REQUESTS_SINCE,
+            codec=COUNTER_CODEC,
+        )
+        for name in FLOW_REQUEST_FIELDS
+        if name in types
+    )
+
+
 def flow_columns() -> tuple[Column, ...]:
     cols: list[Column] = []
     for f in empty_table().schema:
+        if f.name in FLOW_REQUEST_FIELDS:  # stored last (see FLOW_REQUEST_FIELDS)
+            continue
         doc = _FLOW_DOC.get(f.name, "")
         if f.name in NS_TIMES:  # stored once, as time; the ns name stays queryable
             name = f.name.removesuffix("_ns")
@@ -107,10 +133,11 @@ def flow_columns() -> tuple[Column, ...]:
             cols.append(Column(f.name, "Int64", DERIVED, f"ALIAS toUnixTimestamp64Nano({name})", doc))
         else:
             codec = COUNTER_CODEC if f.name in _FLOW_COUNTER_SET else ""
-            cols.append(Column(f.name, _ch_type(f.name, f.type), comment=doc, codec=codec))
-    cols += _annotation_columns()
+            cols.append(Column(f.name, ch_type(f.name, f.type), comment=doc, codec=codec))
+    cols += annotation_columns()
     cols.append(inserted_at_column())
-    return tuple(cols) + identity_columns("client") + identity_columns("server")
+    ids = identity_columns("client") + identity_columns("server")
+    return tuple(cols) + ids + _flow_request_columns()
 
 
 def edge_arrow_schema() -> pa.Schema:
@@ -128,10 +155,10 @@ def edge_columns() -> tuple[Column, ...]:
                 Column("time_ns", "Int64", DERIVED, "ALIAS toInt64(toUnixTimestamp(time)) * 1000000000", doc)
             )
         else:
-            typ = _ch_type(f.name, f.type)
+            typ = ch_type(f.name, f.type)
             codec = COUNTER_CODEC if f.name in EDGE_SUMS and typ.startswith("UInt") else ""
             cols.append(Column(f.name, typ, comment=doc, codec=codec))
-    cols += _annotation_columns()
+    cols += annotation_columns()
     cols.append(inserted_at_column())
     return tuple(cols) + identity_columns("client") + identity_columns("server")
 

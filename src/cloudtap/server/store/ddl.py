@@ -7,6 +7,8 @@ Tables (see docs/storage.md for the choice of keys):
 * ``endpoint_1s`` / ``endpoint_1m`` <- materialized views over ``edge_1s`` / ``edge_1m`` (each edge feeds
   its client endpoint and its server endpoint); ``edge_1h`` / ``endpoint_1h`` <- views over ``edge_1m``.
   Rollups are ``AggregatingMergeTree`` with ``SimpleAggregateFunction(sum, ...)`` metrics.
+* ``request_log`` <- kind ``requests`` (MergeTree); ``request_1s`` / ``request_1m`` / ``request_1h`` <- views
+  over ``request_log`` (bucket = request time), ``AggregatingMergeTree`` with a latency t-digest.
 * ``ingest_log`` (batches stored, for exactly-once) and ``schema_version`` (migrations applied).
 """
 
@@ -30,6 +32,13 @@ from cloudtap.server.store.columns import (
     identity_columns,
     inserted_at_column,
 )
+from cloudtap.server.store.request_columns import (
+    REQUEST_DIMS,
+    REQUESTS_SINCE,
+    request_columns,
+    request_rollup_columns,
+    request_rollup_select,
+)
 from cloudtap.server.store.sql_text import ident, ip_text_sql, quote
 from cloudtap.server.store.table_spec import (
     DEDUP_WINDOW,
@@ -49,7 +58,12 @@ from cloudtap.server.store.table_spec import (
 )
 
 #: Stream kind (what agents ship) -> table it is stored in.
-KIND_TABLES: dict[str, str] = {"flows": "flow_log", "edges_1s": "edge_1s", "edges_60s": "edge_1m"}
+KIND_TABLES: dict[str, str] = {
+    "flows": "flow_log",
+    "edges_1s": "edge_1s",
+    "edges_60s": "edge_1m",
+    "requests": "request_log",
+}
 
 
 def _endpoint_select(time_expr: str) -> str:
@@ -121,6 +135,52 @@ def _endpoint_table(name: str, tier: str, hour_blocks: bool) -> TableSpec:
     )
 
 
+_REQUEST_KEY = ("client_ip", "server_ip", "server_port", "l7_proto")
+
+
+def _request_tables() -> list[TableSpec]:
+    ids = tuple(f"{side}_{f}_id" for side in ("client", "server") for f in IDENTITY_FIELDS)
+    rest = tuple(d for d in REQUEST_DIMS if d not in _REQUEST_KEY)
+    log = TableSpec(
+        name="request_log",
+        columns=request_columns(),
+        engine="MergeTree",
+        partition_by="toYYYYMMDD(req)",
+        primary_key=("toStartOfHour(req)", *_REQUEST_KEY),
+        order_by=("toStartOfHour(req)", *_REQUEST_KEY, "req"),
+        indexes=("server_ip_bf server_ip TYPE bloom_filter GRANULARITY 4",),
+        shard_key="cityHash64(client_ip, server_ip)",
+        since=REQUESTS_SINCE,
+    )
+    rollups = [
+        TableSpec(
+            name=name,
+            columns=request_rollup_columns(),
+            engine="AggregatingMergeTree",
+            partition_by=_DAY,
+            primary_key=(*prefix, *_REQUEST_KEY, "time"),
+            order_by=(*prefix, *_REQUEST_KEY, "time", *rest, *ids),
+            shard_key="cityHash64(client_ip, server_ip)",
+            tier=tier,
+            since=REQUESTS_SINCE,
+        )
+        for name, tier, prefix in (
+            ("request_1s", "raw", (_HOUR_BLOCK,)),
+            ("request_1m", "1m", (_HOUR_BLOCK,)),
+            ("request_1h", "1h", ()),
+        )
+    ]
+    return [log, *rollups]
+
+
+#: Rollup table of request_log -> the function bucketing request time.
+REQUEST_ROLLUPS = {
+    "request_1s": "toStartOfSecond",
+    "request_1m": "toStartOfMinute",
+    "request_1h": "toStartOfHour",
+}
+
+
 def _build_tables() -> dict[str, TableSpec]:
     ids = tuple(f"{side}_{f}_id" for side in ("client", "server") for f in IDENTITY_FIELDS)
     tables = [
@@ -177,6 +237,7 @@ def _build_tables() -> dict[str, TableSpec]:
             since=3,
         ),
         _endpoint_table("endpoint_1h", "1h", False),
+        *_request_tables(),
     ]
     return {t.name: t for t in tables}
 
@@ -196,12 +257,17 @@ VIEWS: dict[str, ViewSpec] = {
             _endpoint_select("toStartOfHour(time)"),
             since=3,
         ),
+        *(
+            ViewSpec(f"{table}_mv", "request_log", table, request_rollup_select(bucket), since=REQUESTS_SINCE)
+            for table, bucket in REQUEST_ROLLUPS.items()
+        ),
     )
 }
 
 __all__ = [
     "ANNOTATIONS", "DEDUP_WINDOW", "DEDUP_WINDOW_SECONDS", "DERIVED", "ENDPOINT_SUMS", "IDENTITY_FIELDS",
-    "KIND_TABLES", "NS_TIMES", "OPTIONAL", "REQUIRED", "TABLES", "UTC_NANO", "UTC_SECOND", "VIEWS", "Column",
+    "KIND_TABLES", "NS_TIMES", "OPTIONAL", "REQUESTS_SINCE", "REQUEST_ROLLUPS", "REQUIRED", "TABLES",
+    "UTC_NANO", "UTC_SECOND", "VIEWS", "Column",
     "DdlContext", "TableSpec", "ViewSpec", "add_columns_sql", "backfill_sql", "create_table_sql",
     "create_view_sql", "edge_arrow_schema", "ident", "identity_columns", "ip_text_sql", "quote", "ttl_clause",
 ]  # fmt: skip

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudtap.server.store.ddl import (
+    REQUESTS_SINCE,
     TABLES,
     VIEWS,
     DdlContext,
@@ -68,12 +69,23 @@ def _rollups(ctx: DdlContext) -> list[str]:
     return out
 
 
+def _requests(ctx: DdlContext) -> list[str]:
+    """``request_log``, its rollups and their views (nothing to backfill), and the flows' request counters."""
+    out = _create_tables(REQUESTS_SINCE)(ctx) + _add_columns(REQUESTS_SINCE)(ctx)
+    return out + [create_view_sql(v, ctx) for v in VIEWS.values() if v.since == REQUESTS_SINCE]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "raw tables: flow_log, edge_1s, edge_1m, ingest_log", _create_tables(1)),
     Migration(
         2, "cloud identity columns (region/project/host/vm/subnet/pod/service ids per side)", _add_columns(2)
     ),
     Migration(3, "endpoint_1s/1m/1h and edge_1h filled by materialized views (backfilled)", _rollups),
+    Migration(
+        REQUESTS_SINCE,
+        "application requests: request_log, request_1s/1m/1h (views), request counters on flow_log",
+        _requests,
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

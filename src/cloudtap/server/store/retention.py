@@ -2,9 +2,9 @@
 
 Rows expire by ``inserted_at`` (when they reached the store), never by flow time: a capture from 2019
 imported today lives as long as today's traffic. The disk budget drops whole partitions (one day of
-record time of one table): finest tier first (``flow_log``, ``edge_1s``, ``endpoint_1s``, then the
-1-minute tables, then the hourly rollups), and within a tier the partition whose newest row arrived
-longest ago first.
+record time of one table): finest tier first (``flow_log``, ``request_log``, ``edge_1s``, ``endpoint_1s``,
+``request_1s``, then the 1-minute tables, then the hourly rollups), and within a tier the partition whose
+newest row arrived longest ago first.
 
 ``RetentionPolicy.max_days`` caps every data table's TTL (the server's ``storage.retention_days``): no
 flow or metric row outlives it, whatever the per-table TTL says. Meta tables (``ingest_log``) keep
@@ -30,6 +30,10 @@ DEFAULT_TTL_DAYS: dict[str, float | None] = {
     "endpoint_1m": 30,
     "edge_1h": 400,
     "endpoint_1h": 400,
+    "request_log": 7,
+    "request_1s": 2,
+    "request_1m": 30,
+    "request_1h": 400,
     "ingest_log": 30,
 }
 #: Order in which tiers give up partitions to the disk budget.
