@@ -17,11 +17,18 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from rich.table import Table
 
+from cloudtap.cli.analyse_view import (
+    show_backtest,
+    show_bursts,
+    show_compare,
+    show_drill,
+    show_signatures,
+    show_topology,
+)
 from cloudtap.cli.errors import CliError
 from cloudtap.cli.query_cmd import open_local_store
-from cloudtap.cli.render import human_bytes, make_console
+from cloudtap.cli.render import make_console
 from cloudtap.cli.server_client import UNREACHABLE_HINT
 from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 
@@ -42,6 +49,7 @@ ProtoOpt = Annotated[str | None, typer.Option("--proto", help="tcp, udp, icmp...
 ProjectOpt = Annotated[str | None, typer.Option("--project", help="project name or id (either side)")]
 LevelOpt = Annotated[str, typer.Option("--level", help="ip | subnet | vm | host | project")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="rows shown")]
+_REQUEST_HELP = "requests, errors, error_rate, latency_avg, latency_p50, latency_p90, latency_p99, latency_max (ms)"
 
 _SIG_HELP = "Saved signatures: save, list, show, delete, run."
 signature_app = typer.Typer(help=_SIG_HELP, no_args_is_help=True)
@@ -129,141 +137,6 @@ def _validated(model: type[BaseModel], body: dict[str, Any]) -> BaseModel:
         raise CliError(f"{where}: {first['msg']}", 2) from None
 
 
-# --- rendering ----------------------------------------------------------------------------------------------
-
-
-def _b(v: float | None) -> str:
-    return "-" if v is None else human_bytes(float(v))
-
-
-def _num(v: float | None, digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    return f"{v:,.{digits}f}" if isinstance(v, float) and not float(v).is_integer() else f"{int(v):,}"
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]], caption: str | None = None) -> Table:
-    t = Table(title=title, caption=caption, header_style="bold cyan", row_styles=["", "dim"])
-    for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i < 2 else "right")
-    for r in rows:
-        t.add_row(*r)
-    return t
-
-
-def _span(w: dict[str, str] | None) -> str:
-    if not w:
-        return "-"
-    return (
-        f"{w['from'].replace('T', ' ').removesuffix('Z')} → {w['to'].replace('T', ' ').removesuffix('Z')} UTC"
-    )
-
-
-def show_topology(a: dict[str, Any], console: Console) -> None:
-    """Edges of a topology as a table."""
-    rows = [[e["source_name"], e["target_name"],
-             f"{e['server_port']}/{e['proto']}" if e.get("server_port") is not None else ",".join(map(str, e["ports"][:4])),
-             _b(e["bytes"]), _b(e["bytes_c2s"]), _b(e["bytes_s2c"]), _num(e["flows"]), _num(e["failed"]),
-             _num(e["retrans"]), _num(e["rtt_mean_us"], 0)] for e in a["edges"]]  # fmt: skip
-    cap = (f"{_span(a['window'])} · {a['stored_table']} · {len(a['nodes'])} nodes · "
-           f"{len(a['edges'])} of {a['edges_total']} edges · {a['elapsed_ms']:.0f} ms")  # fmt: skip
-    console.print(_table(f"topology ({a['level']})", ["client", "server", "ports", "bytes", "c→s", "s→c", "flows",
-                                                       "failed", "retrans", "rtt µs"], rows, cap))  # fmt: skip
-
-
-def _change_rows(changes: list[dict[str, Any]], edge: bool) -> list[list[str]]:
-    rows = []
-    for c in changes:
-        bursts = c.get("bursts") or []
-        burst = ", ".join(f"{b['start'][11:16]}–{b['end'][11:16]}" for b in bursts[:3]) + (
-            " …" if len(bursts) > 3 else ""
-        )
-        who = [c["source_name"], c["target_name"] or ""] if edge else [c["source_name"], ""]
-        port = f"{c['server_port']}/{c['proto']}" if c.get("server_port") is not None else ""
-        rel = "new" if c["status"] == "new" else "gone" if c["status"] == "vanished" else (
-            f"{c['rel_change'] * 100:+.0f}%" if c["rel_change"] is not None else "-")  # fmt: skip
-        rows.append([*who, port, _b(c["value"]), _b(c["expected"]), _b(c["abs_change"]) if c["abs_change"] >= 0
-                     else "-" + _b(-c["abs_change"]), rel, _num(c["z"], 1), burst or "-"])  # fmt: skip
-    return rows
-
-
-def show_compare(a: dict[str, Any], console: Console) -> None:
-    """Ranked edges and endpoints, new and vanished edges."""
-    head = ["client", "server", "port", a["metric"], "expected", "change", "rel", "z", "bursts"]
-    cap = (f"A {_span(a['window'])} vs baseline {_span(a['baseline'])} · {a['stored_table']} · step {a['step_s']} s · "
-           f"{a['counts']['new_edges']} new, {a['counts']['vanished_edges']} vanished of {a['counts']['edges']} edges · "
-           f"{a['elapsed_ms']:.0f} ms")  # fmt: skip
-    console.print(
-        _table(f"edges that changed most (by {a['rank_by']})", head, _change_rows(a["edges"], True), cap)
-    )
-    console.print(_table("endpoints that changed most", ["endpoint", "", "", *head[3:]],
-                         _change_rows(a["endpoints"], False)))  # fmt: skip
-    if a["new_edges"]:
-        console.print(_table("new edges", head, _change_rows(a["new_edges"][:10], True)))
-    if a["vanished_edges"]:
-        console.print(_table("vanished edges", head, _change_rows(a["vanished_edges"][:10], True)))
-
-
-def show_bursts(a: dict[str, Any], console: Console) -> None:
-    """Burst intervals."""
-    rows = [[b["start"].replace("T", " ").removesuffix("Z"), b["end"].replace("T", " ").removesuffix("Z"),
-             _num(b["buckets"]), _num(b["total"]), _num(b["peak"]), _num(b["peak_z"])] for b in a["bursts"]]  # fmt: skip
-    cap = (f"{_span(a['window'])} · {a['stored_table']} · step {a['step_s']} s · median {_num(a['median'])}, "
-           f"sigma {_num(a['sigma'])} · {a['elapsed_ms']:.0f} ms")  # fmt: skip
-    console.print(
-        _table(f"bursts of {a['metric']}", ["start", "end", "buckets", "total", "peak", "peak z"], rows, cap)
-    )
-
-
-def show_drill(a: dict[str, Any], console: Console) -> None:
-    """Composition tables, pushes, failed handshakes, top talkers."""
-    cols = ["", "role", "bytes", "out", "in", "flows", "failed", "share"]
-    for key, title in (("by_peer", "by peer"), ("by_port", "by server port"), ("by_proto", "by protocol"),
-                       ("by_direction", "by direction"), ("by_close_type", "by close type")):  # fmt: skip
-        rows = [[p["key"], p.get("role") or "", _b(p["bytes"]), _b(p["bytes_out"]), _b(p["bytes_in"]),
-                 _num(p["flows"]), _num(p["failed"]), f"{p['share'] * 100:.1f}%"] for p in a[key]]  # fmt: skip
-        cap = f"{a['target']} · {_span(a['window'])} · {a['stored_table']}" if key == "by_peer" else None
-        console.print(_table(f"{a['target']}: {title}", cols, rows, cap))
-    if a["one_way"]:
-        rows = [[f"{p['client_name']} ({p['client']})", f"{p['server_name']} ({p['server']})",
-                 f"{p['server_port']}/{p['proto']}", p["direction"], _b(p["bytes_forward"]), _b(p["bytes_back"]),
-                 f"{p['ratio']:.1f}"] for p in a["one_way"]]  # fmt: skip
-        console.print(
-            _table("one-way pushes", ["client", "server", "port", "dir", "forward", "back", "ratio"], rows)
-        )
-    rows = [[f"{f['client']}", f"{f['server']}:{f['server_port']}", f["close_type"], _num(f["count"]), f["first"][11:19],
-             f["last"][11:19]] for f in a["failed_handshakes"]]  # fmt: skip
-    console.print(_table(f"failed handshakes ({a['failed_total']})", ["client", "server", "close", "count", "first",
-                                                                       "last"], rows))  # fmt: skip
-    rows = [[f"{t['client']}:{t['client_port']}", f"{t['server']}:{t['server_port']}", t["proto"], _b(t["bytes_c2s"]),
-             _b(t["bytes_s2c"]), t["first"][11:19], t["close_type"]] for t in a["top_talkers"]]  # fmt: skip
-    console.print(_table("top talkers", ["client", "server", "proto", "c→s", "s→c", "first", "close"], rows))
-
-
-def show_backtest(a: dict[str, Any], console: Console) -> None:
-    """Occurrences and periodicity."""
-    rows = [[o["start"].replace("T", " ").removesuffix("Z"), o["end"].replace("T", " ").removesuffix("Z"),
-             _num(o["buckets"]), _num(o["total"]), _num(o["peak"])] for o in a["occurrences"]]  # fmt: skip
-    cap = (f"scanned {_span(a['scanned'])} · {a['stored_table']} · {a['buckets']:,} buckets · "
-           f"{a['elapsed_ms']:.0f} ms")  # fmt: skip
-    console.print(_table(f"{a['describe']}: {a['count']} occurrences", ["start", "end", "buckets", "total", "peak"],
-                         rows, cap))  # fmt: skip
-    p = a.get("period")
-    if p:
-        console.print(f"[bold]periodicity:[/] {p['text']} (regularity {p['regularity']:.0%} over {p['cycles']} gaps); "
-                      f"next expected {p['next_expected'].replace('T', ' ').removesuffix('Z')} UTC", highlight=False)  # fmt: skip
-    else:
-        console.print("[bold]periodicity:[/] fewer than two occurrences", highlight=False)
-
-
-def show_signatures(a: list[dict[str, Any]], console: Console) -> None:
-    """Saved signatures."""
-    from cloudtap.server.analyse.signature import Signature
-
-    rows = [[s["name"] or "", Signature.model_validate(s).describe(), s.get("description", "")] for s in a]
-    console.print(_table("saved signatures", ["name", "signature", "description"], rows))
-
-
 # --- commands ----------------------------------------------------------------------------------------------
 
 
@@ -272,13 +145,15 @@ def topology_command(
     vm: VmOpt = None, ip: IpOpt = None, peer: PeerOpt = None, port: PortOpt = None, proto: ProtoOpt = None,
     project: ProjectOpt = None,
     by_port: Annotated[bool, typer.Option("--by-port", help="one edge per server port")] = False,
+    metric: Annotated[str, typer.Option(help=f"edges biggest first by: bytes, packets, flows...; or {_REQUEST_HELP}")] = "bytes",
     limit: LimitOpt = 50, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
     data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
-    """Nodes and client → server edges at a level, with bytes, flows, failures, retransmissions, RTT."""
+    """Nodes and client → server edges at a level, with bytes, flows, failures, retransmissions, RTT; with a
+    request --metric (latency_p99...), client → server service edges with requests, errors and latencies (ms)."""
     from cloudtap.server.analyse import TopologyRequest, topology
 
-    body = {**_window(since, time_from, time_to), "level": level, "by_port": by_port, "limit": limit,
+    body = {**_window(since, time_from, time_to), "level": level, "by_port": by_port, "limit": limit, "metric": metric,
             "filter": _filter(vm=vm, ip=ip, peer=peer, port=port, proto=proto, project=project)}  # fmt: skip
     _main(lambda: _run(Remote(server, token, ca), data, "POST", "/api/v1/analysis/topology", body,
                        lambda s: topology(s, _validated(TopologyRequest, body))), as_json, show_topology)  # type: ignore[arg-type]  # fmt: skip
@@ -289,7 +164,8 @@ def compare_command(
     baseline: Annotated[str | None, typer.Option(help="yesterday (default) | last_week | before")] = None,
     baseline_from: Annotated[str | None, typer.Option("--baseline-from", help="explicit baseline start")] = None,
     baseline_to: Annotated[str | None, typer.Option("--baseline-to", help="explicit baseline end")] = None,
-    level: LevelOpt = "ip", metric: Annotated[str, typer.Option(help="bytes, packets, flows, failed, retrans")] = "bytes",
+    level: LevelOpt = "ip",
+    metric: Annotated[str, typer.Option(help=f"bytes, packets, flows, failed, retrans; or {_REQUEST_HELP}")] = "bytes",
     step: Annotated[str, typer.Option(help="bucket of the baseline distribution")] = "1m",
     rank_by: Annotated[str, typer.Option("--rank-by", help="abs | rel | z")] = "abs",
     bursts: Annotated[int, typer.Option(help="top rows that get burst detection")] = 3,
@@ -333,21 +209,25 @@ def drill_command(
     server_ip: Annotated[str | None, typer.Option("--server-ip", help="edge: server IP")] = None,
     port: PortOpt = None, proto: ProtoOpt = None, peer: PeerOpt = None,
     push_ratio: Annotated[float, typer.Option("--push-ratio", help="one-way push: bigger/smaller direction")] = 10.0,
+    metric: Annotated[str, typer.Option(help=f"ranks the slowest requests: {_REQUEST_HELP}")] = "latency_p99",
     limit: LimitOpt = 10, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
     data: DataOpt = None, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
-    """Drill into a VM, an IP or an edge: composition, one-way pushes, failed handshakes, top talkers."""
+    """Drill into a VM, an IP or an edge: composition, one-way pushes, failed handshakes, top talkers; its
+    requests by role, slowest statements / paths (by --metric) and error codes."""
     from cloudtap.server.analyse import DrillRequest, drill
 
-    body = {**_window(since, time_from, time_to), "limit": limit, "push_ratio": push_ratio,
+    body = {**_window(since, time_from, time_to), "limit": limit, "push_ratio": push_ratio, "metric": metric,
             "target": _filter(vm=vm, ip=ip, client_ip=client_ip, server_ip=server_ip, port=port, proto=proto, peer=peer)}  # fmt: skip
     _main(lambda: _run(Remote(server, token, ca), data, "POST", "/api/v1/analysis/drill", body,
                        lambda s: drill(s, _validated(DrillRequest, body))), as_json, show_drill)  # type: ignore[arg-type]  # fmt: skip
 
 
 WhenOpt = Annotated[
-    str | None, typer.Option("--when", help="condition per bucket: bytes>50M, z(bytes)>4, oneway>10")
-]
+    str | None,
+    typer.Option("--when", help="condition per bucket: bytes>50M, z(bytes)>4, oneway>10, latency_p99>200 (ms), "
+                 "error_rate>0.05; with --metric just the test: '>200'"),
+]  # fmt: skip
 StepOpt = Annotated[str, typer.Option("--step", help="bucket: 1m (default), 1h, 1s")]
 
 
@@ -367,11 +247,24 @@ def _signature(name: str | None, when: str | None, step: str, min_buckets: int, 
     return {k: v for k, v in sig.items() if v is not None}
 
 
+def _with_metric(when: str | None, metric: str | None) -> str | None:
+    """``--when '>200' --metric latency_p99`` -> ``latency_p99>200``; a --when naming its metric as it is."""
+    if metric is None or when is None:
+        return when
+    text = when.strip()
+    if text[:1] in "<>":
+        return f"{metric}{text}"
+    if text.startswith("z(") or text[:1].isalpha():
+        raise CliError("--when names its own metric: drop --metric or write the test only ('>200')", 2)
+    return when
+
+
 def backtest_command(
     when: WhenOpt = None, name: Annotated[str | None, typer.Option("--name", help="run a saved signature")] = None,
     vm: VmOpt = None, ip: IpOpt = None, peer: PeerOpt = None, port: PortOpt = None, proto: ProtoOpt = None,
     step: StepOpt = "1m", min_buckets: Annotated[int, typer.Option("--min-buckets", min=1)] = 1,
     time_from: FromOpt = None, time_to: ToOpt = None,
+    metric: Annotated[str | None, typer.Option(help=f"metric of a --when without one ('>200'): {_REQUEST_HELP}...")] = None,
     save: Annotated[str | None, typer.Option("--save", help="also save the signature under this name")] = None,
     limit: LimitOpt = 100, server: ServerOpt = None, token: TokenOpt = None, ca: CaOpt = None,
     data: DataOpt = None, as_json: JsonOpt = False,
@@ -381,12 +274,13 @@ def backtest_command(
 
     def work() -> Any:
         body: dict[str, Any] = {"time_from": time_from, "time_to": time_to, "limit": limit}
+        cond = _with_metric(when, metric)
         if name is not None:
-            if when is not None:
+            if cond is not None:
                 raise CliError("give --name (a saved signature) or --when, not both", 2)
             body["name"] = name
         else:
-            body["signature"] = _signature(save, when, step, min_buckets,
+            body["signature"] = _signature(save, cond, step, min_buckets,
                                            _filter(vm=vm, ip=ip, peer=peer, port=port, proto=proto))  # fmt: skip
             if save is not None:
                 _run(Remote(server, token, ca), data, "PUT", f"/api/v1/analysis/signatures/{save}", body["signature"],

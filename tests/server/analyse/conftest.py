@@ -29,3 +29,23 @@ def astore(chdb_dsn: str, adata: AnalyseData) -> Iterator[Any]:
 def names(adata: AnalyseData) -> DictNames:
     """Names of the dataset's projects, hosts, VMs and subnets."""
     return DictNames({k: v for k, v in adata.inventory.items() if k != "ip"})
+
+
+@pytest.fixture(scope="session")
+def rdata() -> Any:
+    """The request dataset (requestdata.py): shop -> db slowing down at 10:30."""
+    from requestdata import build
+
+    return build()
+
+
+@pytest.fixture(scope="module")
+def rstore(chdb_dsn: str, rdata: Any) -> Iterator[Any]:
+    """A store holding :func:`rdata` as the agents shipped it."""
+    from requestdata import open_request_store
+
+    store = open_request_store(chdb_dsn, rdata)
+    try:
+        yield store
+    finally:
+        store.close()

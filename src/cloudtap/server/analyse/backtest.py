@@ -5,6 +5,10 @@ edge rollup that serves the step (``edge_1m`` for 1 min, ``edge_1h`` for hours, 
 minute), or over ``time_from``/``time_to`` when given. The condition is then tested on the zero-filled
 bucket series with numpy (z-scores against the median / MAD of the whole scanned series), and runs of
 matching buckets become occurrences.
+
+A request metric (``latency_p99>200``: ms per bucket, ``error_rate>0.05``, ``requests>1000``) reads the
+request rollups instead. Rates and latencies have no value in a bucket without (answered) requests: such a
+bucket never matches, and the z-score's median / MAD are taken over the buckets that have one.
 """
 
 from __future__ import annotations
@@ -18,11 +22,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudtap.inventory.names import NameResolver, NoNames
 from cloudtap.server.analyse.errors import AnalysisError
+from cloudtap.server.analyse.metrics import family_of
 from cloudtap.server.analyse.periodicity import Period, find_period
 from cloudtap.server.analyse.robust import robust_center_scale, robust_z, runs
 from cloudtap.server.analyse.series import selector_series
 from cloudtap.server.analyse.signature import Signature
-from cloudtap.server.analyse.window import EDGE_TABLES, Window, data_bounds, parse_step, resolve_window
+from cloudtap.server.analyse.window import (
+    ROLLUPS,
+    Window,
+    data_bounds,
+    parse_step,
+    resolve_window,
+    rollup_span_s,
+)
 from cloudtap.server.query.timespec import iso
 
 _COMPARE = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
@@ -69,9 +81,9 @@ class BacktestResult(BaseModel):
     elapsed_ms: float
 
 
-def backtest_table(step_s: int) -> str:
-    """The edge rollup a backtest at ``step_s`` reads: the coarsest whose interval divides the step."""
-    return next(name for name, width, _ in reversed(EDGE_TABLES) if step_s % width == 0)
+def backtest_table(step_s: int, family: str = "edge") -> str:
+    """The rollup a backtest at ``step_s`` reads: the coarsest (edge or request) one whose interval divides the step."""
+    return next(name for name, width, _ in reversed(ROLLUPS[family]) if step_s % width == 0)
 
 
 def backtest(store: Any, signature: Signature, time_from: Any = None, time_to: Any = None,
@@ -87,22 +99,23 @@ def backtest(store: Any, signature: Signature, time_from: Any = None, time_to: A
     step_s = parse_step(signature.step)
     if step_s is None:
         raise AnalysisError("step is required (1s .. 1d)", "step")
-    stored = backtest_table(step_s)
-    bounds = data_bounds(store, stored)
     cond = signature.condition
+    stored = backtest_table(step_s, family_of(cond.metric))
+    bounds = data_bounds(store, stored)
     if bounds is None:
         return BacktestResult(signature=signature, describe=signature.describe(), scanned=None, stored_table=stored,
                               step_s=step_s, buckets=0, matching_buckets=0, count=0, occurrences=[], period=None,
                               median=0.0, sigma=0.0, elapsed_ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
     window = _range(bounds, time_from, time_to, now_ns)
-    max_span = next(m for n, _, m in EDGE_TABLES if n == stored)
+    _, max_span = rollup_span_s(stored)
     if window.span_ns > max_span * 1_000_000_000:
         raise AnalysisError(f"{stored} answers at most {max_span // 86400} days; narrow time_from/time_to", "time_from")
     series = selector_series(store, stored, window, step_s, signature.filter, names, dedup)
     values = series.metric(cond.metric)
-    center, scale = robust_center_scale(values)
+    valid = series.valid(cond.metric)
+    center, scale = robust_center_scale(values[valid])
     tested = robust_z(values, center, scale) if cond.test == "zscore" else values
-    flags = _COMPARE[cond.op](tested, cond.threshold)
+    flags = _COMPARE[cond.op](tested, cond.threshold) & valid
     if cond.op in ("gt", "ge"):
         flags &= values > 0  # an idle bucket never matches an "above" condition
     spans = runs(flags, signature.max_gap)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudtap.inventory.names import NameResolver, NoNames
 from cloudtap.server.analyse.errors import AnalysisError
-from cloudtap.server.analyse.metrics import check_metric
+from cloudtap.server.analyse.metrics import check_metric, family_of
 from cloudtap.server.analyse.robust import robust_center_scale, robust_z, runs
 from cloudtap.server.analyse.selector import Selector
 from cloudtap.server.analyse.series import selector_series
@@ -136,12 +136,13 @@ def detect_bursts(store: Any, request: BurstRequest, names: NameResolver | None 
     base = None
     if request.baseline is not None or request.baseline_from is not None:
         base = baseline_window(window, request.baseline, request.baseline_from, request.baseline_to, now_ns)
-    stored, _ = pick_edge_table(store, [window] + ([base] if base else []), step_s)
+    stored, _ = pick_edge_table(store, [window] + ([base] if base else []), step_s, family=family_of(metric))
     s = selector_series(store, stored, window, step_s, request.filter, names, request.dedup)
     values = s.metric(metric)
     reference = None
     if base is not None:
-        reference = selector_series(store, stored, base, step_s, request.filter, names, request.dedup).metric(metric)
+        ref = selector_series(store, stored, base, step_s, request.filter, names, request.dedup)
+        reference = ref.metric(metric)[ref.valid(metric)]  # latencies: the buckets that have one
     bursts, center, scale = find_bursts(s.times_s, values, step_s, reference, request.k, request.min_value,
                                         request.max_gap, request.min_buckets)  # fmt: skip
     return BurstResult(

@@ -24,6 +24,10 @@ The ranked lists order by ``|abs_change|`` (``rank_by=abs``), ``|rel_change|`` o
 vanished keys first for those two). The top ``bursts`` edges and endpoints also get their burst
 intervals inside A (see :mod:`cloudtap.server.analyse.bursts`) at ``burst_step`` (default ``step``),
 measured against their baseline at that bucket (its last :data:`MAX_BURST_REFERENCE_S` at most).
+
+A request metric (``latency_p99``...) compares the request rollups instead, edges per server port and
+application protocol, endpoints being the servers; see :mod:`cloudtap.server.analyse.compare_requests`
+for how latencies and rates (not sums) are compared: ``expected`` is then the baseline's value itself.
 """
 
 from __future__ import annotations
@@ -47,11 +51,18 @@ from cloudtap.server.analyse._sql import (
 )
 from cloudtap.server.analyse.bursts import DEFAULT_K, Burst, find_bursts
 from cloudtap.server.analyse.change_stats import Part, StatKey, query_stats
+from cloudtap.server.analyse.compare_requests import request_stats
 from cloudtap.server.analyse.errors import AnalysisError
 from cloudtap.server.analyse.labels import id_names, ip_labels, node_id
-from cloudtap.server.analyse.metrics import METRIC_SQL, check_metric
+from cloudtap.server.analyse.metrics import (
+    METRIC_SQL,
+    check_metric,
+    family_of,
+    is_additive,
+    is_request_metric,
+)
 from cloudtap.server.analyse.robust import MAD_SCALE, MEAN_AD_SCALE
-from cloudtap.server.analyse.selector import Selector, edge_where
+from cloudtap.server.analyse.selector import Selector, check_request_filter, edge_where
 from cloudtap.server.analyse.series import fetch_series
 from cloudtap.server.analyse.window import (
     Window,
@@ -85,7 +96,8 @@ class CompareRequest(BaseModel):
     level: str = Field("ip", description="ip | subnet | vm | host | project")
     by_port: bool = Field(True, description="edges split by server port and protocol")
     filter: Selector = Field(default_factory=Selector)
-    metric: str = Field("bytes", description="bytes, bytes_c2s, bytes_s2c, packets, flows, failed, retrans")
+    metric: str = Field("bytes", description="bytes, bytes_c2s, bytes_s2c, packets, flows, failed, retrans; or "
+                        "requests, errors, error_rate, latency_avg, latency_p50/p90/p99, latency_max (ms)")
     step: str = Field("1m", description="bucket of A and of the baseline distribution (coarser for a long baseline)")
     rank_by: RankBy = "abs"
     limit: int = Field(20, ge=1, le=1000)
@@ -105,10 +117,11 @@ class Change(BaseModel):
     target_name: str | None = None
     server_port: int | None = None
     proto: str | None = None
+    l7_proto: str | None = Field(None, description="request metrics: http, dns, mysql, pgsql, redis")
     status: Literal["new", "vanished", "changed"]
-    value: float = Field(description="metric total in A")
+    value: float = Field(description="metric total in A (latencies, error rate: over all of A's requests)")
     baseline_value: float = Field(description="metric total in the baseline")
-    expected: float = Field(description="baseline total scaled to A's length")
+    expected: float = Field(description="baseline total scaled to A's length (latencies, error rate: the baseline's)")
     abs_change: float
     rel_change: float | None
     z: float | None
@@ -160,6 +173,9 @@ def compare(store: Any, request: CompareRequest, names: NameResolver | None = No
     names = names or NoNames()
     level = check_level(request.level)
     metric = check_metric(request.metric, derived=False)
+    family = family_of(metric)
+    if family == "request":
+        check_request_filter(request.filter, "filter")
     step_s = parse_step(request.step)
     if step_s is None:
         raise AnalysisError("step is required (1s .. 1d)", "step")
@@ -167,19 +183,19 @@ def compare(store: Any, request: CompareRequest, names: NameResolver | None = No
     b = _align(baseline_window(a, request.baseline, request.baseline_from, request.baseline_to, now_ns), step_s)
     b_step = _baseline_step(b, step_s)
     if b_step == step_s:
-        stored, _ = pick_edge_table(store, [a, b], step_s)
+        stored, _ = pick_edge_table(store, [a, b], step_s, family=family)
         b_stored = stored
     else:  # long baseline: coarser buckets inside it keep the rows read and the per-key distribution small
         b = _inside(b, b_step)
-        stored, _ = pick_edge_table(store, [a], step_s)
-        b_stored, _ = pick_edge_table(store, [b], b_step)
+        stored, _ = pick_edge_table(store, [a], step_s, family=family)
+        b_stored, _ = pick_edge_table(store, [b], b_step, family=family)
     na, nb = bucket_count(a, step_s), bucket_count(b, b_step)
     ctx = _Ctx(store, stored, b_stored, a, b, na, nb, step_s, b_step, metric, request, names)
     edges, points = ctx.stats(_keys(level, request.by_port))
     labels = ctx.labels(level, [edges, points])
     spans = (na * step_s, nb * b_step, b_step)
-    edge_changes = _Changes.of(edges, level, labels, *spans, request.by_port)
-    point_changes = _Changes.of(points, level, labels, *spans, False)
+    edge_changes = _Changes.of(edges, level, labels, *spans, request.by_port, is_additive(metric))
+    point_changes = _Changes.of(points, level, labels, *spans, False, is_additive(metric))
     ranked = edge_changes.ranked(request.rank_by, request.limit)
     ranked_points = point_changes.ranked(request.rank_by, request.limit)
     burst_step = parse_step(request.burst_step, "burst_step") or step_s
@@ -240,10 +256,18 @@ class _Ctx:
 
     def stats(self, keys: list[StatKey]) -> tuple[pa.Table, pa.Table]:
         """(edges, endpoints): totals in A and B, baseline median / MAD / mean abs deviation (zeros included)."""
-        params = Params()
-        where = edge_where(self.request.filter, params, self.names, self.a.mid_ns)
         a = Part(self.stored, self.a.start_ns, self.a.end_ns, self.step_s)
         b = Part(self.b_stored, self.b.start_ns, self.b.end_ns, self.b_step)
+        if is_request_metric(self.metric):
+            level, by_port = self.request.level, self.request.by_port
+
+            def where_of(params: Params) -> list[str]:
+                return edge_where(self.request.filter, params, self.names, self.a.mid_ns)
+
+            return tuple(request_stats(self.store, level, by_port, point, self.metric, a, b, self.nb, where_of,
+                                       self.request.dedup) for point in (False, True))  # fmt: skip
+        params = Params()
+        where = edge_where(self.request.filter, params, self.names, self.a.mid_ns)
         return query_stats(self.store, keys, METRIC_SQL[self.metric], a, b, self.nb, where, params, self.request.dedup)
 
     def labels(self, level: str, parts: list[pa.Table]) -> dict[Any, str]:
@@ -261,11 +285,12 @@ class _Ctx:
 
     def bursts(self, change: Change, level: str, step_s: int, endpoint: bool) -> list[Burst]:
         """Burst intervals of one edge / endpoint in A, against its baseline buckets."""
-        stored = self.stored
+        stored, family = self.stored, family_of(self.metric)
         if step_s != self.step_s or self.b_stored != self.stored:
             if step_s not in self.burst_tables:
-                self.burst_tables[step_s] = pick_edge_table(self.store, [self.a, self.b], step_s, "burst_step")[0]
+                self.burst_tables[step_s] = pick_edge_table(self.store, [self.a, self.b], step_s, "burst_step", family)[0]
             stored = self.burst_tables[step_s]
+        served = family == "request"  # a request endpoint is a server
 
         def conds(params: Params) -> tuple[tuple[str, str] | None, list[str]]:
             def match(side: str, nid: str) -> str:
@@ -274,14 +299,16 @@ class _Ctx:
                 return f"{side}_{level}_id = {params.bind(int(nid.split(':', 1)[1]), 'UInt32')}"
 
             # an endpoint is either side: two index-friendly scans (see fetch_series), not one OR
-            either = (match("client", change.source), match("server", change.source)) if endpoint else None
-            out = [] if endpoint else [match("client", change.source)]
+            either = (match("client", change.source), match("server", change.source)) if endpoint and not served else None
+            out = [match("server", change.source)] if endpoint and served else [] if endpoint else [match("client", change.source)]
             if not endpoint and change.target is not None:
                 out.append(match("server", change.target))
             if change.server_port is not None:
                 out.append(f"server_port = {params.bind(change.server_port, 'UInt16')}")
             if change.proto is not None:
                 out.append(f"proto = {params.bind(parse_proto(change.proto), 'UInt8')}")
+            if change.l7_proto is not None:
+                out.append(f"l7_proto = {params.bind(change.l7_proto, 'String')}")
             return either, out + edge_where(self.request.filter, params, self.names, self.a.mid_ns)
 
         series = []
@@ -291,7 +318,8 @@ class _Ctx:
             either, where = conds(params)
             series.append(fetch_series(self.store, stored, w, step_s, where, params, self.request.dedup, either))
         a, b = series
-        found, _, _ = find_bursts(a.times_s, a.metric(self.metric), step_s, b.metric(self.metric), self.request.burst_k,
+        reference = b.metric(self.metric)[b.valid(self.metric)]  # latencies: the buckets that have one
+        found, _, _ = find_bursts(a.times_s, a.metric(self.metric), step_s, reference, self.request.burst_k,
                                   min_buckets=self.request.burst_min_buckets, max_bursts=10)
         return found
 
@@ -316,20 +344,21 @@ class _Changes:
 
     @classmethod
     def of(cls, t: pa.Table, level: str, labels: dict[Any, str], a_span_s: int, b_span_s: int, b_step_s: int,
-           by_port: bool) -> _Changes:  # fmt: skip
-        """Changes of one stats table (A spans ``a_span_s``; the baseline ``b_span_s`` in ``b_step_s`` buckets)."""
+           by_port: bool, additive: bool = True) -> _Changes:  # fmt: skip
+        """Changes of one stats table (A spans ``a_span_s``; the baseline ``b_span_s`` in ``b_step_s`` buckets;
+        not ``additive``: A's and B's values are levels, a latency, compared as they are)."""
 
         def col(name: str) -> np.ndarray:
             return t[name].to_numpy(zero_copy_only=False).astype(np.float64) if t.num_rows else np.zeros(0)
 
         av, bv, med = col("a_total"), col("b_total"), col("b_median")
         mad, meanad = col("b_mad") * MAD_SCALE, col("b_meanad") * MEAN_AD_SCALE
-        expected = bv * (a_span_s / b_span_s)
+        expected = bv * (a_span_s / b_span_s) if additive else bv
         delta = av - expected
         sigma = np.where(mad > 0, mad, np.where(meanad > 0, meanad, np.nan))
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(expected > 0, delta / np.where(expected > 0, expected, 1.0), np.nan)
-            z = (av * (b_step_s / a_span_s) - med) / sigma  # A's mean rate per baseline bucket
+            z = ((av * (b_step_s / a_span_s) if additive else av) - med) / sigma  # A's mean rate per baseline bucket
         status = np.where((bv == 0) & (av > 0), 1, np.where((av == 0) & (bv > 0), 2, 0))
         return cls(t, level, labels, by_port, av, bv, expected, delta, rel, z, med, sigma, status)
 
@@ -366,7 +395,8 @@ class _Changes:
             target=node_id(level, dst) if dst is not None else None,
             target_name=self.labels.get(dst, str(dst)) if dst is not None else None,
             server_port=int(t["server_port"][i].as_py()) if self.by_port else None,
-            proto=proto_name(int(t["proto"][i].as_py())) if self.by_port else None,
+            proto=proto_name(int(t["proto"][i].as_py())) if self.by_port and "proto" in t.column_names else None,
+            l7_proto=str(t["l7_proto"][i].as_py()) if self.by_port and "l7_proto" in t.column_names else None,
             status=("changed", "new", "vanished")[int(self.status[i])], value=float(self.value[i]),
             baseline_value=float(self.base[i]), expected=float(self.expected[i]), abs_change=float(self.delta[i]),
             rel_change=float(rel) if np.isfinite(rel) else None, z=round(float(z), 3) if np.isfinite(z) else None,

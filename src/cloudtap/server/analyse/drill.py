@@ -9,7 +9,9 @@ The *subject* is the VM or IP (``target.vm`` / ``target.ip``), or the client of 
   open at the window's end) and failed handshakes (``syn_unanswered``, ``server_refused``, ``half_open``) and the top
   talkers (connections by bytes), from the flow log;
 * one-way pushes: client -> server:port edges whose bigger direction carries at least ``push_ratio``
-  times the smaller one and at least ``push_min_bytes``.
+  times the smaller one and at least ``push_min_bytes``;
+* its application requests by role, its slowest statements / paths (ranked by the request ``metric``) and
+  its error codes, from the request log (see :mod:`cloudtap.server.analyse.drill_requests`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ from cloudtap.server.analyse._sql import (
     time_where,
 )
 from cloudtap.server.analyse.aggregate import Aggregate
+from cloudtap.server.analyse.drill_requests import (
+    ErrorCode,
+    RequestDrill,
+    RolePart,
+    SlowRequest,
+    check_request_metric,
+)
 from cloudtap.server.analyse.errors import AnalysisError
 from cloudtap.server.analyse.labels import ip_labels
 from cloudtap.server.analyse.metrics import oneway_ratio
@@ -48,6 +57,8 @@ class DrillRequest(BaseModel):
     limit: int = Field(10, ge=1, le=1000, description="rows per composition table")
     push_ratio: float = Field(10.0, gt=1, description="one-way push: bigger / smaller direction at least this")
     push_min_bytes: int = Field(1_000_000, ge=0, description="one-way push: at least this many bytes")
+    metric: str = Field("latency_p99", description="request metric ranking `slowest`: latency_p99, latency_max, "
+                        "latency_avg, latency_p50, latency_p90, requests, errors, error_rate")
     dedup: bool = True
 
 
@@ -127,6 +138,10 @@ class DrillResult(BaseModel):
     top_talkers: list[Talker]
     failed_handshakes: list[FailedHandshake]
     failed_total: int
+    requests: list[RolePart] = Field(default_factory=list, description="the subject's requests by role")
+    slowest: list[SlowRequest] = Field(default_factory=list, description="statements / paths by the metric")
+    error_codes: list[ErrorCode] = Field(default_factory=list, description="failed requests by code / error")
+    metric: str = "latency_p99"
     elapsed_ms: float
 
 
@@ -142,6 +157,7 @@ def drill(store: Any, request: DrillRequest, names: NameResolver | None = None,
     sel = request.target
     if not (sel.vm or sel.ip or sel.client_ip or sel.server_ip):
         raise AnalysisError("target needs vm, ip, or client_ip/server_ip (an edge)", "target")
+    metric = check_request_metric(request.metric)
     window = resolve_window(request.time_from, request.time_to, now_ns)
     stored, _ = pick_edge_table(store, [window])
     d = _Drill(store, names, request, window, stored)
@@ -156,10 +172,12 @@ def drill(store: Any, request: DrillRequest, names: NameResolver | None = None,
     closes, failed, failed_total, talkers = d.flows()
     for p in closes:
         p.share = round(p.bytes / max(1, sum(c.bytes for c in closes)), 4)
+    served = RequestDrill(store, names, sel, window, request.dedup)
     return DrillResult(
         window=window.to_json(), target=sel.describe(), stored_table=stored, total_bytes=total, by_peer=by_peer,
         by_port=by_port, by_proto=by_proto, by_direction=directions, by_close_type=closes, one_way=d.pushes(),
-        top_talkers=talkers, failed_handshakes=failed, failed_total=failed_total,
+        top_talkers=talkers, failed_handshakes=failed, failed_total=failed_total, requests=served.by_role(),
+        slowest=served.slowest(metric, request.limit), error_codes=served.error_codes(request.limit), metric=metric,
         elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
     )  # fmt: skip
 

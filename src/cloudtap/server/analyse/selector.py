@@ -156,6 +156,18 @@ def edge_where_sides(sel: Selector, params: Params, names: NameResolver,
     return sides, where
 
 
+def check_request_filter(sel: Selector, field: str = "proto") -> None:
+    """Request rollups keep the application protocol, not the IP one: a ``proto`` filter cannot apply.
+
+    Raises:
+        AnalysisError: ``proto`` is set.
+    """
+    if sel.proto is not None:
+        raise AnalysisError(
+            "request metrics are kept per application protocol, not per IP protocol: drop proto (use port)", field
+        )
+
+
 def subject_side_sql(sel: Selector, params: Params, names: NameResolver, at_ns: int | None = None) -> str | None:
     """SQL that is 1 when the row's *client* is the selector's subject (vm/ip), None without a subject."""
     parts = []

@@ -1,7 +1,9 @@
 """Topology ("network panorama"): nodes and client -> server edges at a level, for any window.
 
 Edges carry bytes (per direction), packets, flows opened, failed connections, retransmissions and
-handshake RTT (sum and count, so the mean stays exact). At the vm, ip and subnet levels a node also
+handshake RTT (sum and count, so the mean stays exact), biggest first by ``metric`` (bytes by default).
+With a request ``metric`` (``latency_p99``...) the graph comes from the request rollups instead (see
+:mod:`cloudtap.server.analyse.topology_requests`): one edge per client -> server service port. At the vm, ip and subnet levels a node also
 names its project (so a drawing can group VMs in their projects). Non-ip levels group by the
 ``client_<level>_id`` / ``server_<level>_id`` columns the inventory fills; names come from the
 :class:`~cloudtap.inventory.names.NameResolver` as they were in the middle of the window.
@@ -27,6 +29,8 @@ from cloudtap.server.analyse._sql import (
 )
 from cloudtap.server.analyse.aggregate import Aggregate
 from cloudtap.server.analyse.labels import id_names, ip_labels, node_id
+from cloudtap.server.analyse.metrics import METRIC_SQL, check_metric, is_request_metric
+from cloudtap.server.analyse.request_aggregate import RequestStats
 from cloudtap.server.analyse.selector import Selector, edge_where
 from cloudtap.server.analyse.window import pick_edge_table, resolve_window
 
@@ -46,7 +50,10 @@ class TopologyRequest(BaseModel):
     level: str = Field("vm", description="ip | subnet | vm | host | project")
     filter: Selector = Field(default_factory=Selector)
     by_port: bool = Field(False, description="one edge per server port and protocol")
-    limit: int = Field(500, ge=1, le=MAX_EDGES, description="edges kept, biggest by bytes")
+    metric: str = Field("bytes", description="edges kept biggest first by this: an edge metric (bytes, packets, "
+                        "flows, failed, retrans...) or a request metric (requests, errors, error_rate, "
+                        "latency_avg, latency_p50/p90/p99, latency_max: ms), read from the request rollups")
+    limit: int = Field(500, ge=1, le=MAX_EDGES, description="edges kept, biggest by metric")
     dedup: bool = Field(True, description="count traffic seen by two agents once")
 
 
@@ -59,17 +66,19 @@ class TopoEdge(BaseModel):
     target_name: str
     server_port: int | None = None
     proto: str | None = None
+    l7_proto: str | None = Field(default=None, description="request topology: http, dns, mysql, pgsql, redis")
     ports: list[int] = Field(default_factory=list, description="some server ports of the edge")
-    bytes: int
-    bytes_c2s: int
-    bytes_s2c: int
-    packets: int
-    flows: int
-    failed: int
-    retrans: int
-    rtt_sum_us: float
-    rtt_count: int
-    rtt_mean_us: float | None
+    bytes: int = Field(default=0, description="0 in a request topology (the request rollups hold no traffic)")
+    bytes_c2s: int = 0
+    bytes_s2c: int = 0
+    packets: int = 0
+    flows: int = 0
+    failed: int = 0
+    retrans: int = 0
+    rtt_sum_us: float = 0.0
+    rtt_count: int = 0
+    rtt_mean_us: float | None = None
+    requests: RequestStats | None = Field(default=None, description="request topology: the edge's requests")
 
 
 class TopoNode(BaseModel):
@@ -80,6 +89,8 @@ class TopoNode(BaseModel):
     level: str
     bytes_as_client: int = 0
     bytes_as_server: int = 0
+    requests_as_client: int = 0
+    requests_as_server: int = 0
     peers: int = 0
     project: str | None = Field(None, description="vm, ip, subnet levels: its project")
 
@@ -90,6 +101,7 @@ class Topology(BaseModel):
     level: str
     window: dict[str, str]
     stored_table: str
+    metric: str = "bytes"
     nodes: list[TopoNode]
     edges: list[TopoEdge]
     edges_total: int = Field(description="edges in the window before the limit")
@@ -107,7 +119,12 @@ def topology(store: Any, request: TopologyRequest, names: NameResolver | None = 
     started = time.perf_counter()
     names = names or NoNames()
     level = check_level(request.level)
+    metric = check_metric(request.metric, derived=False)
     window = resolve_window(request.time_from, request.time_to, now_ns)
+    if is_request_metric(metric):
+        from cloudtap.server.analyse.topology_requests import request_topology
+
+        return request_topology(store, request, level, window, names, started)
     name, _ = pick_edge_table(store, [window])
     params = Params()
     where = [time_where(window.start_ns, window.end_ns, params)]
@@ -128,20 +145,20 @@ def topology(store: Any, request: TopologyRequest, names: NameResolver | None = 
                     request.dedup, extra)  # fmt: skip
     sql = (
         f"SELECT *, count() OVER () AS _total FROM ({agg.sql()}) "
-        f"ORDER BY bytes_c2s + bytes_s2c DESC, src, dst LIMIT {int(request.limit)}"
+        f"ORDER BY {METRIC_SQL[metric]} DESC, bytes_c2s + bytes_s2c DESC, src, dst LIMIT {int(request.limit)}"
     )
     rows = store.query_arrow(sql, params.values).to_pylist()
     total = int(rows[0]["_total"]) if rows else 0
-    labels = _labels(names, level, rows, window.mid_ns)
+    labels = labels_of(names, level, rows, window.mid_ns)
     edges = [_edge(level, r, labels, request.by_port) for r in rows]
     return Topology(
-        level=level, window=window.to_json(), stored_table=name,
-        nodes=_nodes(level, edges, _projects(names, level, rows, window.mid_ns)), edges=edges,
+        level=level, window=window.to_json(), stored_table=name, metric=metric,
+        nodes=nodes_of(level, edges, projects_of(names, level, rows, window.mid_ns)), edges=edges,
         edges_total=total, truncated=total > len(edges), elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
     )  # fmt: skip
 
 
-def _labels(names: NameResolver, level: str, rows: list[dict[str, Any]], at_ns: int) -> dict[Any, str]:
+def labels_of(names: NameResolver, level: str, rows: list[dict[str, Any]], at_ns: int) -> dict[Any, str]:
     if level == "ip":
         ip_vm: dict[str, int] = {}
         for r in rows:
@@ -151,7 +168,7 @@ def _labels(names: NameResolver, level: str, rows: list[dict[str, Any]], at_ns: 
     return dict(id_names(names, level, [r["src"] for r in rows] + [r["dst"] for r in rows], at_ns))
 
 
-def _projects(names: NameResolver, level: str, rows: list[dict[str, Any]], at_ns: int) -> dict[str, str]:
+def projects_of(names: NameResolver, level: str, rows: list[dict[str, Any]], at_ns: int) -> dict[str, str]:
     """node id -> its project's name (vm, ip and subnet levels; nodes of no known project are left out)."""
     if level not in PROJECT_LEVELS:
         return {}
@@ -179,7 +196,8 @@ def _edge(level: str, r: dict[str, Any], labels: dict[Any, str], by_port: bool) 
     )  # fmt: skip
 
 
-def _nodes(level: str, edges: list[TopoEdge], projects: dict[str, str]) -> list[TopoNode]:
+def nodes_of(level: str, edges: list[TopoEdge], projects: dict[str, str]) -> list[TopoNode]:
+    """The nodes of ``edges``, busiest first (by bytes, then requests)."""
     nodes: dict[str, TopoNode] = {}
     peers: dict[str, set[str]] = {}
     for e in edges:
@@ -187,8 +205,12 @@ def _nodes(level: str, edges: list[TopoEdge], projects: dict[str, str]) -> list[
             nodes.setdefault(nid, TopoNode(id=nid, name=name, level=level, project=projects.get(nid)))
         nodes[e.source].bytes_as_client += e.bytes
         nodes[e.target].bytes_as_server += e.bytes
+        if e.requests is not None:
+            nodes[e.source].requests_as_client += e.requests.requests
+            nodes[e.target].requests_as_server += e.requests.requests
         peers.setdefault(e.source, set()).add(e.target)
         peers.setdefault(e.target, set()).add(e.source)
     for nid, node in nodes.items():
         node.peers = len(peers[nid])
-    return sorted(nodes.values(), key=lambda n: -(n.bytes_as_client + n.bytes_as_server))
+    return sorted(nodes.values(), key=lambda n: (-(n.bytes_as_client + n.bytes_as_server),
+                                                 -(n.requests_as_client + n.requests_as_server)))  # fmt: skip

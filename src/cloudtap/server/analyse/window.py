@@ -3,7 +3,8 @@
 Times accept everything the query engine does (ISO 8601, epoch, ``now``, ``-1h``; see
 :func:`cloudtap.server.query.timespec.parse_instant`). The edge rollup is chosen from the window and
 the step: the coarsest of ``edge_1h`` / ``edge_1m`` / ``edge_1s`` whose interval divides the step (or
-both window ends, when there is no step), that may cover the span and that holds rows in it.
+both window ends, when there is no step), that may cover the span and that holds rows in it. Request
+metrics read the request rollups ``request_1s`` / ``request_1m`` / ``request_1h`` by the same rule.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from cloudtap.server.query.timespec import format_duration, iso, parse_duration,
 
 #: Stored edge tables by interval (seconds), finest first, with the widest span one analysis may read.
 EDGE_TABLES = (("edge_1s", 1, 2 * 86400), ("edge_1m", 60, 93 * 86400), ("edge_1h", 3600, 3660 * 86400))
+#: Request rollups, same intervals and spans.
+REQUEST_TABLES = tuple((name.replace("edge_", "request_"), width, span) for name, width, span in EDGE_TABLES)
+#: Rollups of each metric family (see :func:`cloudtap.server.analyse.metrics.family_of`).
+ROLLUPS = {"edge": EDGE_TABLES, "request": REQUEST_TABLES}
 #: Endpoint tables, same intervals.
 ENDPOINT_TABLES = {"edge_1s": "endpoint_1s", "edge_1m": "endpoint_1m", "edge_1h": "endpoint_1h"}
 #: Baseline shortcuts -> shift back in ns.
@@ -115,9 +120,15 @@ def parse_step(step: str | None, field: str = "step") -> int | None:
     return ns // NS
 
 
+def rollup_span_s(name: str) -> tuple[int, int]:
+    """(interval, widest span one analysis may read) of a stored rollup, in seconds."""
+    return next((w, m) for tables in ROLLUPS.values() for n, w, m in tables if n == name)
+
+
 def pick_edge_table(store: Any, windows: list[Window], step_s: int | None = None,
-                    field: str = "step") -> tuple[str, int]:  # fmt: skip
-    """(stored edge table, its interval in s) to read ``windows`` at ``step_s``.
+                    field: str = "step", family: str = "edge") -> tuple[str, int]:  # fmt: skip
+    """(stored rollup, its interval in s) to read ``windows`` at ``step_s``: edge rollups, or the request
+    ones for ``family="request"``.
 
     Prefers the coarsest table whose interval divides the step (or every window end when there is no
     step) and whose span limit covers the windows; among those, one holding rows in the first window.
@@ -125,9 +136,10 @@ def pick_edge_table(store: Any, windows: list[Window], step_s: int | None = None
     Raises:
         AnalysisError: no table can serve the step or the span.
     """
+    tables = ROLLUPS[family]
     span = max(w.end_ns for w in windows) - min(w.start_ns for w in windows)
     fits = []
-    for name, width, max_span in reversed(EDGE_TABLES):
+    for name, width, max_span in reversed(tables):
         if span > max_span * NS:
             continue
         if step_s is not None and step_s % width:
@@ -136,14 +148,14 @@ def pick_edge_table(store: Any, windows: list[Window], step_s: int | None = None
             continue
         fits.append((name, width))
     if not fits and step_s is None:  # ends off every grid ("now-7d"): the finest table the span allows
-        fits = [(name, width) for name, width, max_span in EDGE_TABLES if span <= max_span * NS][:1]
+        fits = [(name, width) for name, width, max_span in tables if span <= max_span * NS][:1]
     if not fits:
-        if step_s is not None and step_s < 60 and span > EDGE_TABLES[0][2] * NS:
+        if step_s is not None and step_s < 60 and span > tables[0][2] * NS:
             raise AnalysisError(
-                f"a {step_s}s step reads edge_1s, which answers at most {format_duration(EDGE_TABLES[0][2] * NS)}; "
+                f"a {step_s}s step reads {tables[0][0]}, which answers at most {format_duration(tables[0][2] * NS)}; "
                 "narrow the window or use a step of 1m or more", field
             )  # fmt: skip
-        raise AnalysisError(f"no edge rollup serves a window of {format_duration(span)} at this step", field)
+        raise AnalysisError(f"no {family} rollup serves a window of {format_duration(span)} at this step", field)
     if len(fits) == 1:
         return fits[0]
     database = getattr(store, "database", "cloudtap")
@@ -167,8 +179,8 @@ def bucket_count(window: Window, step_s: int, field: str = "step") -> int:
 
 
 def data_bounds(store: Any, name: str) -> Window | None:
-    """[first row, end of the last row's interval) of a stored edge table, None when empty."""
-    width = next(w for n, w, _ in EDGE_TABLES if n == name)
+    """[first row, end of the last row's interval) of a stored rollup, None when empty."""
+    width, _ = rollup_span_s(name)
     sql = (
         f"SELECT toInt64(toUnixTimestamp(min(time))) AS lo, toInt64(toUnixTimestamp(max(time))) AS hi, count() AS n "
         f"FROM {table(getattr(store, 'database', 'cloudtap'), name)}"

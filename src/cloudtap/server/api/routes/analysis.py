@@ -1,6 +1,7 @@
 """/api/v1/analysis: topology, compare, bursts, drill-down, backtest and saved signatures.
 
-Bodies and answers are the pydantic models of :mod:`cloudtap.server.analyse`. Bad input answers 422
+Bodies and answers are the pydantic models of :mod:`cloudtap.server.analyse`; ``metric`` takes the edge
+metrics and the request metrics (``latency_p99``..., read from the request rollups). Bad input answers 422
 with ``detail[0].loc`` naming the field (and ``ctx.allowed`` when there is a list); an unknown saved
 signature answers 404. Names come from ``app.state.names`` (an inventory's NameResolver) when set.
 """
@@ -80,7 +81,8 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 @router.post("/topology", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_422, summary="Nodes and edges at a level")
 def topology_route(body: TopologyRequest, request: Request, store: StoreDep) -> Topology:
-    """Client -> server edges grouped at ip / subnet / vm / host / project, with their traffic and health."""
+    """Client -> server edges grouped at ip / subnet / vm / host / project, with their traffic and health;
+    with a request ``metric``, client -> server service edges with requests, errors and latencies (ms)."""
     return _call(topology, store, body, _names(request))  # type: ignore[no-any-return]
 
 
@@ -98,7 +100,8 @@ def bursts_route(body: BurstRequest, request: Request, store: StoreDep) -> Burst
 
 @router.post("/drill", dependencies=[Depends(require(Permission.FLOWS_READ))], responses=_422, summary="Drill into an edge, IP or VM")
 def drill_route(body: DrillRequest, request: Request, store: StoreDep) -> DrillResult:
-    """Composition by peer, port, protocol, close type, direction; one-way pushes; failed handshakes."""
+    """Composition by peer, port, protocol, close type, direction; one-way pushes; failed handshakes;
+    requests by role, slowest statements / paths (by the request ``metric``) and error codes."""
     return _call(drill, store, body, _names(request))  # type: ignore[no-any-return]
 
 
