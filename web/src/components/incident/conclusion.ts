@@ -1,12 +1,18 @@
 // The workflow's findings as a text a person can paste into a ticket (the CLI demo's conclusion, and more).
 import { toMillis } from '../../state/timeRange'
 import { bytes, clock, count, duration, named, span, when } from './format'
+import { formatChange, formatValue, metricInfo } from './metrics'
 import { BASELINES, type Incident } from './useIncident'
 
 export interface Conclusion {
   text: string
   /** steps whose answer is not there yet */
   missing: string[]
+}
+
+/** "latency p99 (ms)" -> "latency p99". */
+function plain(label: string): string {
+  return label.replace(/ \(ms\)$/, '')
 }
 
 export function conclude(inc: Incident, link: string): Conclusion {
@@ -29,10 +35,13 @@ export function conclude(inc: Incident, link: string): Conclusion {
   const server = e ? `${named(e.serverName, e.server)}${e.port !== null ? `:${e.port}` : ''}` : ''
   if (cmp && cmp.edges.length) {
     const top = cmp.edges[0]
+    const info = metricInfo(cmp.metric)
+    const unit = info.unit
+    const per = info.additive ? 'per' : 'in a'
     const rank = change ? [...cmp.edges].findIndex((c) => c === change) + 1 : 0
     lines.push(`Biggest change: ${named(top.source_name, top.source)} → ${named(top.target_name, top.target)}:${top.server_port} `
-      + `(${top.status} edge, ${top.abs_change >= 0 ? '+' : ''}${bytes(top.abs_change)} against the baseline)`
-      + (top.bursts?.length ? `, burst ${clock(top.bursts[0].start)} → ${clock(top.bursts[0].end)} UTC, peak ${bytes(top.bursts[0].peak)} per ${duration(cmp.step_s)}.` : '.'))
+      + `(${top.status} edge, ${formatChange(top.abs_change, unit)}${unit === 'bytes' ? '' : ` ${plain(info.label)}`} against the baseline)`
+      + (top.bursts?.length ? `, burst ${clock(top.bursts[0].start)} → ${clock(top.bursts[0].end)} UTC, peak ${formatValue(top.bursts[0].peak, unit)} ${per} ${duration(cmp.step_s)}${info.additive ? '' : ' bucket'}.` : '.'))
     if (e && rank !== 1) lines.push(`Followed edge: ${client} → ${server}${rank > 1 ? ` (ranked #${rank})` : ''}.`)
   } else if (w) missing.push('the comparison (step 2)')
   if (!e) missing.push('an edge to follow (step 2)')
@@ -45,6 +54,11 @@ export function conclude(inc: Incident, link: string): Conclusion {
     if (push) parts.push(`one-way push ${named(push.client_name, push.client)} → ${named(push.server_name, push.server)}:${push.server_port}: `
       + `${bytes(push.bytes_forward)} forward, ${bytes(push.bytes_back)} back (ratio ${push.ratio.toFixed(0)})`)
     if (d.failed_total) parts.push(`${count(d.failed_total)} failed handshake${d.failed_total === 1 ? '' : 's'}`)
+    const slow = d.slowest?.[0]
+    if (slow) {
+      parts.push(`slowest request ${slow.request_type} ${slow.resource.slice(0, 80)} (${count(slow.stats.requests)} requests, `
+        + `p99 ${formatValue(slow.stats.latency_p99_ms, 'ms')}, max ${formatValue(slow.stats.latency_max_ms, 'ms')})`)
+    }
     lines.push(`${parts.join('; ')}.`)
   } else if (e && w) missing.push('the drill-down (step 3)')
 
@@ -62,13 +76,24 @@ export function conclude(inc: Incident, link: string): Conclusion {
     const p = bt.period
     const c = bt.signature.condition
     const opText = { gt: '>', ge: '≥', lt: '<', le: '≤' }[c.op] ?? c.op
-    const value = c.metric.startsWith('bytes') || c.metric === 'oneway' ? bytes(c.threshold) : count(c.threshold)
-    lines.push(`History: ${bt.count} occurrence${bt.count === 1 ? '' : 's'} of ${c.metric} ${opText} ${value} per ${bt.signature.step} on this edge`
+    const value = formatValue(c.threshold, metricInfo(c.metric).unit)
+    const additive = metricInfo(c.metric).additive
+    lines.push(`History: ${bt.count} occurrence${bt.count === 1 ? '' : 's'} of ${c.metric} ${opText} ${value} `
+      + `${additive ? 'per' : 'in a'} ${bt.signature.step}${additive ? '' : ' bucket'} on this edge`
       + (bt.scanned ? ` from ${when(bt.scanned.from)} to ${when(bt.scanned.to)} UTC` : '')
       + (p ? `; ${p.text}; next expected ${when(p.next_expected)} UTC.` : '; no regular period.'))
   } else if (e) missing.push('the backtest (step 5)')
 
-  if (e && (change || push || bt)) {
+  if (e && change && cmp && !metricInfo(cmp.metric).additive) {
+    // a latency or an error rate: the edge got slower (or failed more), not bigger
+    const info = metricInfo(cmp.metric)
+    const slow = d?.slowest?.[0]
+    let sentence = `Conclusion: ${client} → ${server} ${change.value >= change.expected ? 'got worse' : 'got better'} in the incident window: `
+      + `its ${plain(info.label)} went from ${formatValue(change.expected, info.unit)} to ${formatValue(change.value, info.unit)}`
+    if (slow) sentence += `; its slowest request is ${slow.request_type} ${slow.resource.slice(0, 80)} (p99 ${formatValue(slow.stats.latency_p99_ms, 'ms')})`
+    if (bt) sentence += bt.period ? `; it happens ${bt.period.text}` : `; it happened ${bt.count} time${bt.count === 1 ? '' : 's'} in the stored history`
+    lines.push('', `${sentence}.`)
+  } else if (e && (change || push || bt)) {
     const volume = push?.bytes_forward ?? change?.value ?? 0
     const periodic = bt?.period ? `it happens ${bt.period.text}` : bt ? `it happened ${bt.count} time${bt.count === 1 ? '' : 's'} in the stored history` : ''
     const what = push ? `pushing about ${bytes(volume)} one way to` : `sending about ${bytes(volume)} to`

@@ -16,6 +16,8 @@ export interface Change {
   target_name: string | null
   server_port: number | null
   proto: string | null
+  /** request metrics: the application protocol (http, dns, mysql, pgsql, redis) */
+  l7_proto?: string | null
   status: 'new' | 'vanished' | 'changed'
   value: number
   baseline_value: number
@@ -95,6 +97,47 @@ export interface FailedHandshake {
   last: string
 }
 
+/** Requests of one group (an edge, a service, a statement); latencies in ms, null without answers. */
+export interface RequestStats {
+  requests: number
+  errors: number
+  client_errors: number
+  server_errors: number
+  timeouts: number
+  answered: number
+  error_rate: number
+  latency_avg_ms: number | null
+  latency_p50_ms: number | null
+  latency_p90_ms: number | null
+  latency_p99_ms: number | null
+  latency_max_ms: number | null
+}
+
+/** One statement / path / query name of the drill-down's subject. */
+export interface SlowRequest {
+  role: string
+  l7_proto: string
+  server_port: number
+  request_type: string
+  resource: string
+  stats: RequestStats
+}
+
+export interface ErrorCode {
+  role: string
+  l7_proto: string
+  status: string
+  code: number
+  error: string
+  count: number
+  resources: string[]
+}
+
+export interface RolePart {
+  role: string
+  stats: RequestStats
+}
+
 export interface DrillResult {
   window: { from: string; to: string }
   target: string
@@ -108,6 +151,11 @@ export interface DrillResult {
   top_talkers: Talker[]
   failed_handshakes: FailedHandshake[]
   failed_total: number
+  /** the subject's application requests (servers that parse them) */
+  requests?: RolePart[]
+  slowest?: SlowRequest[]
+  error_codes?: ErrorCode[]
+  metric?: string
   elapsed_ms: number
 }
 

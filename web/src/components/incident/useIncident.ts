@@ -1,7 +1,8 @@
 // The incident workflow's state: every input lives in the URL query (a link reproduces the view), the
 // answers are loaded from it. Inputs: wfrom/wto (the incident window), baseline, client/server/port (the
 // edge followed), subject (what the drill-down looks at), pvm/pfrom/pto/pfilter (the packets),
-// metric/op/thr/bucket (the backtest's signature), step (the screen shown).
+// metric (what the series, the compare and the backtest measure: traffic or application requests),
+// op/thr/bucket (the backtest's signature), step (the screen shown).
 import { computed, ref, watch } from 'vue'
 import { useRoute, useRouter } from 'vue-router'
 import { api } from '../../api/client'
@@ -9,6 +10,7 @@ import { useLoader } from '../../state/loader'
 import { iso, toMillis, useTimeRange } from '../../state/timeRange'
 import type { Series } from '../SeriesChart.vue'
 import { stepFor } from './format'
+import { isRequestMetric, metricInfo } from './metrics'
 import type { BacktestResult, Change, CompareResult, Downloaded, DrillResult, Edge, PcapPreview, QueryAnswer, Selector } from './types'
 
 export const STEPS = [
@@ -21,19 +23,14 @@ export const STEPS = [
 ] as const
 export type StepKey = (typeof STEPS)[number]['key']
 
-/** Backtest metric -> the query API's metric drawn under the occurrences. */
-const SERIES_METRIC: Record<string, string> = {
-  bytes: 'bytes', bytes_c2s: 'bytes_c2s', bytes_s2c: 'bytes_s2c', packets: 'packets', flows: 'flows_opened',
-  failed: 'flows_failed', retrans: 'retrans', oneway: 'bytes',
-}
-
 export const BASELINES = [
   { key: 'before', label: 'the same span just before' },
   { key: 'yesterday', label: 'the same time yesterday' },
   { key: 'last_week', label: 'the same time last week' },
 ] as const
 
-/** A series of the query API: ``filters`` as ``dim=value``. */
+/** A series of the query API: ``filters`` as ``dim=value``. Buckets without a value (a latency where nothing
+ * was answered) are left out, so the line has a gap rather than a false zero. */
 export async function loadSeries(from: string, to: string, filters: string[], signal: AbortSignal,
                                  metric = 'bytes', bucket?: string): Promise<[number, number][]> {
   const step = bucket ?? stepFor(toMillis(to) - toMillis(from))
@@ -43,7 +40,9 @@ export async function loadSeries(from: string, to: string, filters: string[], si
   })
   const t = answer.columns.indexOf('time')
   const v = answer.columns.indexOf(metric)
-  return answer.rows.map((r) => [Date.parse(String(r[t])), Number(r[v] ?? 0)] as [number, number])
+  return answer.rows
+    .filter((r) => r[v] !== null && r[v] !== undefined)
+    .map((r) => [Date.parse(String(r[t])), Number(r[v])] as [number, number])
 }
 
 export function edgeFilters(edge: Edge): string[] {
@@ -101,6 +100,17 @@ export function useIncident() {
   }
 
   const window = computed(() => (wfrom.value && wto.value ? { from: wfrom.value, to: wto.value } : null))
+  /** What the series, the compare and the backtest measure (one of METRICS; bytes by default). */
+  const metric = computed(() => metricInfo(q('metric').value ?? 'bytes').key)
+  const info = computed(() => metricInfo(metric.value))
+  /** The compare's metric: derived ones (oneway) are backtest-only, the compare then ranks by bytes. */
+  const compareMetric = computed(() => (info.value.comparable ? metric.value : 'bytes'))
+  /** The drill-down ranks the slowest requests by the chosen request metric (p99 otherwise). */
+  const drillMetric = computed(() => (isRequestMetric(metric.value) ? metric.value : 'latency_p99'))
+
+  function selectMetric(key: string): void {
+    patch({ metric: key === 'bytes' ? undefined : key, thr: undefined })
+  }
 
   function selectWindow(fromMs: number, toMs: number): void {
     const a = minute(fromMs, false)
@@ -111,18 +121,21 @@ export function useIncident() {
   // ---- the series of the shared range (all traffic, and the followed edge) --------------------
   const edgeKey = computed(() => (client.value && server.value ? `${client.value}>${server.value}:${port.value ?? ''}` : ''))
   const total = useLoader(
-    (signal) => loadSeries(range.absolute.value.from, range.absolute.value.to, [], signal),
-    [() => range.absolute.value],
+    (signal) => loadSeries(range.absolute.value.from, range.absolute.value.to, [], signal, info.value.series),
+    [() => range.absolute.value, () => info.value.series],
   )
 
   // ---- compare ------------------------------------------------------------------------------
   const compare = useLoader<CompareResult | null>(async (signal) => {
     if (!window.value) return null
     return api<CompareResult>('/api/v1/analysis/compare', {
-      body: { time_from: window.value.from, time_to: window.value.to, baseline: baseline.value, level: 'ip', limit: 20, bursts: 5 },
+      body: {
+        time_from: window.value.from, time_to: window.value.to, baseline: baseline.value, level: 'ip', limit: 20, bursts: 5,
+        metric: compareMetric.value,
+      },
       signal,
     })
-  }, [window, baseline])
+  }, [window, baseline, compareMetric])
 
   /** The compare row of the followed edge (any of the three lists). */
   const change = computed<Change | null>(() => {
@@ -145,10 +158,10 @@ export function useIncident() {
   const drill = useLoader<DrillResult | null>(async (signal) => {
     if (!window.value || !drillTarget.value) return null
     return api<DrillResult>('/api/v1/analysis/drill', {
-      body: { time_from: window.value.from, time_to: window.value.to, target: drillTarget.value, limit: 8 },
+      body: { time_from: window.value.from, time_to: window.value.to, target: drillTarget.value, limit: 8, metric: drillMetric.value },
       signal,
     })
-  }, [() => JSON.stringify([window.value, drillTarget.value])])
+  }, [() => JSON.stringify([window.value, drillTarget.value, drillMetric.value])])
 
   /** Names the drill-down learnt (peer IP -> name), for edges the compare did not list. */
   const names = computed<Record<string, string>>(() => {
@@ -183,9 +196,10 @@ export function useIncident() {
 
   const edgeSeries = useLoader<Series | null>(async (signal) => {
     if (!edge.value) return null
-    const points = await loadSeries(range.absolute.value.from, range.absolute.value.to, edgeFilters(edge.value), signal)
+    const points = await loadSeries(range.absolute.value.from, range.absolute.value.to, edgeFilters(edge.value), signal,
+      info.value.series)
     return { name: 'the edge', points }
-  }, [() => range.absolute.value, edgeKey])
+  }, [() => range.absolute.value, edgeKey, () => info.value.series])
 
   const push = computed(() => {
     const e = edge.value
@@ -220,17 +234,23 @@ export function useIncident() {
   })
 
   // ---- backtest -----------------------------------------------------------------------------
-  const metric = computed(() => q('metric').value ?? 'bytes')
   const op = computed(() => q('op').value ?? 'gt')
   const bucket = computed(() => q('bucket').value ?? '1m')
-  /** The threshold: the URL's, else a quarter of the burst's peak minute (as the CLI demo does). */
+  /** The threshold: the URL's, else a quarter of the burst's peak minute (as the CLI demo does); for a
+   * latency or a rate (not sums), halfway between the baseline's value and the burst's peak (or the window's). */
   const threshold = computed<number | null>(() => {
     const t = q('thr').value
     if (t !== undefined && !Number.isNaN(Number(t))) return Number(t)
     if (window.value && compare.loading.value && !compare.data.value) return null // wait for the burst
     const b = firstBurst.value
-    if (b) return Math.round(b.peak / 4)
     const c = change.value
+    if (!info.value.additive) {
+      const round = (v: number) => (info.value.unit === 'ratio' ? Math.round(v * 1000) / 1000 : Math.round(v * 10) / 10)
+      const high = b?.peak ?? c?.value
+      if (c && high !== undefined && high > c.expected) return round((c.expected + high) / 2)
+      return info.value.unit === 'ratio' ? 0.05 : info.value.unit === 'ms' ? 100 : 10
+    }
+    if (b) return Math.round(b.peak / 4)
     if (c && window.value) {
       const minutes = Math.max(1, (toMillis(window.value.to) - toMillis(window.value.from)) / 60000)
       return Math.round(c.value / minutes / 4)
@@ -257,17 +277,18 @@ export function useIncident() {
   const backtestSeries = useLoader<Series | null>(async (signal) => {
     const b = backtest.data.value
     if (!b?.scanned || !edge.value) return null
-    const name = SERIES_METRIC[metric.value] ?? 'bytes'
+    const name = info.value.series
     // at the signature's bucket (the threshold applies per bucket) unless that is too many points
     const fine = (Date.parse(b.scanned.to) - Date.parse(b.scanned.from)) / 1000 / b.step_s <= 3000
     const points = await loadSeries(b.scanned.from, b.scanned.to, edgeFilters(edge.value), signal, name, fine ? bucket.value : undefined)
     return { name, points }
-  }, [() => JSON.stringify(backtest.data.value?.scanned), edgeKey, metric])
+  }, [() => JSON.stringify(backtest.data.value?.scanned), edgeKey, () => info.value.series])
 
   return {
     range, wfrom, wto, window, baseline, client, server, port, subject, step, patch, go, selectWindow,
     total, compare, change, edge, selectEdge, edgeSeries, drill, push, names, firstBurst,
-    pcap, pcapDefaults, preview, downloaded, metric, op, bucket, threshold, signature, backtest, backtestSeries,
+    pcap, pcapDefaults, preview, downloaded, metric, info, compareMetric, drillMetric, selectMetric, op, bucket, threshold,
+    signature, backtest, backtestSeries,
   }
 }
 
