@@ -102,3 +102,28 @@ def test_pcap_matches_the_original_capture(found: Findings, stack: Stack, tmp_pa
     n_expected = len(expected.stdout.splitlines())
     assert n_expected > 1000
     assert len(got.stdout.splitlines()) == n_expected
+
+
+def test_request_latency_names_the_slow_sql_and_the_push(found: Findings) -> None:
+    """While db-01 pushes its backup, the shop's SQL gets slow: compare by request p99 finds it, drill lists
+    the statements, and the conclusion ties both together, all from the CLI's answers."""
+    from cloudtap.demo.latency_step import requests_supported
+
+    if not requests_supported():
+        pytest.skip("this build's agent or analyses do not handle application requests")
+    lat = found.latency
+    assert lat.available, lat.reason
+    edge = lat.edge
+    assert (edge["source_name"], edge["target_name"], edge["server_port"], edge["l7_proto"]) == (
+        "shop", "shop", 5432, "pgsql")  # fmt: skip
+    assert (
+        edge["expected"] < 10 < 40 < edge["value"] < 100
+    )  # p99 ~5 ms before, 10-80 ms statements during the push
+    assert lat.server["source_name"] == "db-01" == found.top_edge["source_name"]
+    assert lat.slowest and all(s["l7_proto"] == "pgsql" for s in lat.slowest)
+    assert lat.slowest[0]["stats"]["latency_p99_ms"] > 40 and "?" in lat.slowest[0]["resource"]
+    a, b = round(edge["expected"]), round(edge["value"])
+    assert (
+        f"shop's SQL p99 rose from {a} to {b} ms while db-01 pushed its backup to backup-01"
+        in found.conclusion
+    )

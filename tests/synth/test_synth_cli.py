@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import typer
 from typer.testing import CliRunner
@@ -70,3 +71,18 @@ def test_synth_errors_exit_2_with_a_message(tmp_path: Path) -> None:
     res = runner.invoke(app, ["synth", "small-cloud", "-o", str(tmp_path / "z.pcap"), "--truth", "t.json"])
     assert res.exit_code == 2 and ".parquet or .csv" in res.output
     assert not (tmp_path / "z.pcap").exists()
+
+
+def test_synth_writes_the_request_truth(tmp_path: Path) -> None:
+    scn = tmp_path / "s.yaml"
+    scn.write_text(
+        "name: r\nduration: 20s\ncloud: {hosts: 1, projects: [{name: p, vms: [{role: app, count: 2}, {role: db}]}]}\n"
+        "services: [{name: sql, app: pgsql, clients: p/app, servers: p/db, port: 5432, rate: 2}]\n"
+    )
+    out, reqs = tmp_path / "r.pcap", tmp_path / "r.csv"
+    res = runner.invoke(app, ["synth", str(scn), "-o", str(out), "--requests", str(reqs), "-q"])
+    assert res.exit_code == 0, res.output
+    table = pa_csv.read_csv(reqs)
+    assert table.num_rows > 10
+    assert set(table["l7_proto"].to_pylist()) == {"pgsql"}
+    assert set(table["service"].to_pylist()) == {"sql"}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloudtap.demo.latency_step import requests_supported
 from cloudtap.synth import builtin_scenario, write_pcap
 from cloudtap.synth.inventory import write_static_inventory
 from cloudtap.synth.scenario import Scenario
@@ -128,7 +129,9 @@ def login(url: str, ca: Path, password_file: Path, credentials: Path) -> dict[st
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     if done.returncode != 0:
-        raise RuntimeError(f"cloudtap login failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        raise RuntimeError(
+            f"cloudtap login failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+        )
     return {**env, "CLOUDTAP_SERVER": url}
 
 
@@ -229,6 +232,8 @@ def demo_stack(
             "CLOUDTAP_AGENT__CONTROLLER__CACHE_FILE": str(out / "controller-config.json"),
             "CLOUDTAP_AGENT__CONTROL__STATUS_FILE": str(agent_url_file),
         }
+        if requests_supported():  # parse the synthesised application messages, ship them as requests
+            agent_env["CLOUDTAP_AGENT__REQUESTS__ENABLED"] = "true"
         started = time.monotonic()
         agent = subprocess.Popen(
             [*CLI, "agent", "run", "--replay", str(pcap), "--stay", "--port", "0"],

@@ -1,7 +1,7 @@
 """The troubleshooting workflow, step by step through the `cloudtap` CLI, with what each step found.
 
 panorama (topology) → back to the incident window → compare with the window before (what burst?) →
-drill into the top edge's client (which peer, which port, one-way?) → pull the packets of the burst →
+which service got slower, on which server, which statements (request latency) → drill into the top edge's client (which peer, which port, one-way?) → pull the packets of the burst →
 backtest the signature over all history (how often?) → conclusion.
 
 Every step runs the real CLI against the server with ``--json`` and reads its answer; with a console
@@ -10,9 +10,11 @@ it also prints the command and the table a user would see.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
+from cloudtap.demo.latency_step import LatencyFindings, latency_step
 from cloudtap.demo.stack import CLI, Stack
 
 #: The incident report the demo starts from: "around two hours in, things were slow".
@@ -44,6 +47,7 @@ class Findings:
     pcap_payload_c2s: int = 0
     pcap_payload_s2c: int = 0
     backtest: dict[str, Any] = field(default_factory=dict)
+    latency: LatencyFindings = field(default_factory=LatencyFindings)  #: which service got slower, where
     conclusion: str = ""
 
 
@@ -60,25 +64,58 @@ class Walker:
         self.timeout_s = timeout_s
 
     def run(self, title: str, args: list[str], show: bool = True) -> Any:
-        """Run ``cloudtap ARGS --server URL --json``; print the human form too when there is a console."""
+        """Run ``cloudtap ARGS --server URL --json``; with a console, also show the table a user would see.
+
+        The table is drawn from that one answer by the CLI's own renderer (one CLI process per step);
+        a command without one is run a second time without ``--json``.
+        """
         args = [*args, "--server", self.stack.url]
-        if self.console is not None and show:
-            self.console.print(f"\n[bold]{title}[/]\n[dim]$ cloudtap {shlex.join(args)}[/]")
-            shown = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=self.timeout_s,
-                                   env=self.stack.cli_env)  # fmt: skip
-            self.console.print(shown.stdout.rstrip() or shown.stderr.rstrip(), highlight=False, markup=False)
+        shown = self.console is not None and show
+        if shown:
+            self.console.print(f"\n[bold]{title}[/]\n[dim]$ cloudtap {shlex.join(args)}[/]")  # type: ignore[union-attr]
         done = subprocess.run([*CLI, *args, "--json"], capture_output=True, text=True, timeout=self.timeout_s,
                               env=self.stack.cli_env)  # fmt: skip
         if done.returncode != 0:
+            if shown:
+                self.console.print(done.stderr.rstrip(), highlight=False, markup=False)  # type: ignore[union-attr]
             raise RuntimeError(
                 f"`cloudtap {shlex.join(args)} --json` failed ({done.returncode}): {done.stderr.strip()}"
             )
-        return json.loads(done.stdout)
+        answer = json.loads(done.stdout)
+        if shown:
+            self._show(args, answer)
+        return answer
+
+    def _show(self, args: list[str], answer: Any) -> None:
+        assert self.console is not None
+        render = _renderer(args[0])
+        if render is not None:
+            try:
+                render(answer, self.console)
+                return
+            except (KeyError, TypeError, ValueError):  # the renderer and the answer disagree: ask the CLI
+                pass
+        human = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=self.timeout_s,
+                               env=self.stack.cli_env)  # fmt: skip
+        self.console.print(human.stdout.rstrip() or human.stderr.rstrip(), highlight=False, markup=False)
 
     def say(self, text: str) -> None:
         """Print a step's finding."""
         if self.console is not None:
             self.console.print(f"[green]→[/] {text}", highlight=False)
+
+
+def _renderer(command: str) -> Callable[[Any, Console], None] | None:
+    """The CLI's function drawing ``cloudtap COMMAND``'s answer, when it has one."""
+    name = f"show_{command}"
+    for module in ("cloudtap.cli.analyse_view", "cloudtap.cli.analyse_cmd"):
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if callable(found):
+            return found  # type: ignore[no-any-return]
+    return None
 
 
 def walk(stack: Stack, console: Console | None = None) -> Findings:
@@ -122,6 +159,9 @@ def walk(stack: Stack, console: Console | None = None) -> Findings:
         f"+{top['abs_change'] / 2**20:,.0f} MiB"
         + (f", burst {burst['start']} .. {burst['end']}" if burst else "")
     )
+
+    # 2b-2d. which service got slower meanwhile, on which server, which statements (application requests)
+    found.latency = latency_step(w, found.window, top)
 
     # 4. drill into that client
     client, server, port = top["source"], top["target"], int(top["server_port"])
@@ -176,7 +216,11 @@ def walk(stack: Stack, console: Console | None = None) -> Findings:
         f"{(found.push or {}).get('bytes_forward', top['value']) / 2**20:,.0f} MiB one way to "
         f"{top['target_name'] or server} ({server}:{port}), and it happens {period.get('text', 'repeatedly')}: "
         f"a scheduled bulk transfer (a backup, by its peer, port and one-way shape). "
-        f"Check whether it shares a path with the slow service; move it off-peak or rate-limit it."
+        + (
+            f"Meanwhile {found.latency.sentence}: move the push off-peak or rate-limit it."
+            if found.latency.available
+            else "Check whether it shares a path with the slow service; move it off-peak or rate-limit it."
+        )
     )
     return found
 

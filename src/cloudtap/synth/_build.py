@@ -2,9 +2,10 @@
 """Numba kernels that turn planned packets into pcap records: headers, tunnels, checksums.
 
 Frames are built in a small scratch area (headers only), checksummed there, then copied into
-the output buffer up to the capture length; the payload is a constant fill byte, so its share
-of the TCP/UDP/ICMP checksum is computed arithmetically and stays right when the snap length
-truncates the frame.
+the output buffer up to the capture length. Sessions without an application protocol carry a
+constant fill byte, whose share of the TCP/UDP/ICMP checksum is computed arithmetically; the
+others carry their slice of a protocol message (:mod:`cloudtap.synth._messages`), built whole in a
+second scratch area and summed there, so checksums stay right when the snap length truncates.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap.synth._messages import HEAD_BYTES, S_COUNT, S_FIRST, TAIL_BYTES, exchange_choice, message_parts
 
 _ENC_VXLAN = 1
 _ENC_GRE_TEB = 2
@@ -121,6 +123,11 @@ def assemble(
     collector_mac,
     host_ipid,
     host_seq,
+    pool,
+    tmpl,
+    svc_app,
+    err_share,
+    seed,
 ):
     """Write one pcap record (16-byte header + captured bytes) per planned packet.
 
@@ -135,8 +142,13 @@ def assemble(
         fill: payload byte.
         collector_ip, collector_mac: ERSPAN destination.
         host_ipid, host_seq: int64 per-host counters (outer IP id, GRE sequence), updated in place.
+        pool, tmpl, svc_app, err_share, seed: application payloads (:class:`cloudtap.synth.apps.AppTables`,
+            each service's error share, the payload seed).
     """
     scratch = np.zeros(192, np.uint8)
+    head = np.zeros(HEAD_BYTES, np.uint8)
+    tail = np.zeros(TAIL_BYTES, np.uint8)
+    seg = np.zeros(1 << 16, np.uint8)
     fill_word = np.int64(fill) * 257
     for i in range(plan.shape[0]):
         p = plan[i]
@@ -219,7 +231,19 @@ def assemble(
         _ipv4(scratch, h, il, np.int64(p.ipid), proto == 6, proto, sip, dip)
         h += 20
         plen = np.int64(p.plen)
-        pay = (plen >> 1) * fill_word + (plen & 1) * (np.int64(fill) << 8)
+        real = w.app > 0 and p.mlen > 0 and plen > 0
+        if real:
+            sv = w.svc
+            t, lit, err, ident = exchange_choice(
+                seed, p.sess, p.xid, svc_app[sv, S_FIRST], svc_app[sv, S_COUNT], err_share[sv]
+            )
+            hl, tl, pad = message_parts(
+                head, tail, w.app, p.dir == 1, pool, tmpl, svc_app[sv], t, lit, err, ident, np.int64(p.mlen)
+            )
+            _slice(seg, head, hl, tail, tl, pad, np.int64(p.mlen), np.int64(p.moff), plen)
+            pay = _sum16(seg, 0, plen)
+        else:
+            pay = (plen >> 1) * fill_word + (plen & 1) * (np.int64(fill) << 8)
         pseudo = (sip >> 16) + (sip & 0xFFFF) + (dip >> 16) + (dip & 0xFFFF) + proto
         if proto == 6:
             thl = 32 if (p.flags & 0x02) else 20
@@ -265,5 +289,23 @@ def assemble(
         hn = min(h, cap)
         for k in range(hn):
             buf[o + k] = scratch[k]
-        for k in range(h, cap):
-            buf[o + k] = fill
+        if real:
+            for k in range(h, cap):
+                buf[o + k] = seg[k - h]
+        else:
+            for k in range(h, cap):
+                buf[o + k] = fill
+
+
+@njit(**KERNEL_OPTS)
+def _slice(seg, head, hl, tail, tl, pad, mlen, moff, plen):
+    """Bytes ``moff .. moff + plen`` of the message ``head + padding + tail`` into ``seg``."""
+    pad_end = mlen - tl
+    for k in range(plen):
+        m = moff + k
+        if m < hl:
+            seg[k] = head[m]
+        elif m >= pad_end:
+            seg[k] = tail[m - pad_end]
+        else:
+            seg[k] = pad

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from cloudtap.synth import _dtypes as dt
+from cloudtap.synth.apps import AppTables, build_tables, min_sizes
 from cloudtap.synth.cloud import Cloud
-from cloudtap.synth.scenario import Scenario
+from cloudtap.synth.scenario import Scenario, ServiceSpec
 
 EPHEMERAL_LOW = 32768
 EPHEMERAL_COUNT = 61000 - 32768
@@ -30,6 +31,7 @@ _COLUMNS: dict[str, str] = {
     "bulk_bytes": "i8",
     "ns_per_byte": "f8",
     "sport": "u2",
+    "slow": "i4",
 }
 
 
@@ -43,6 +45,9 @@ class SessionSet:
         incident_names: names referenced by ``cols["incident"]`` (-1: none).
         params: float64 [n_svc, N_PARAMS] per-service behaviour table for the kernels.
         kernel_seeds: seeds of the TCP and the UDP/ICMP planning kernels (drawn from the scenario seed).
+        apps: application payload tables, one row per row of ``params``.
+        windows: int64 [n, 3] contention windows: effect (``cols["slow"]``), from ns, to ns.
+        window_srv: float64 [n, 2] server time range (ns) inside each window.
     """
 
     cols: dict[str, np.ndarray]
@@ -50,6 +55,9 @@ class SessionSet:
     incident_names: list[str]
     params: np.ndarray
     kernel_seeds: tuple[int, int] = (1, 2)
+    apps: AppTables | None = None
+    windows: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    window_srv: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float64))
 
     def __len__(self) -> int:
         return int(self.cols["start_ns"].shape[0])
@@ -66,11 +74,15 @@ class SessionBuilder:
         self.rows: list[np.ndarray] = []
         self.svc_names: list[str] = []
         self.incident_names: list[str] = []
+        self.specs: list[ServiceSpec | None] = []
+        self.effects: list[tuple[int, np.ndarray]] = []  #: contention: (service row, server VMs)
+        self.windows: list[tuple[int, int, int, float, float]] = []  #: effect, from, to, server ns range
 
-    def add_row(self, name: str, row: np.ndarray) -> int:
+    def add_row(self, name: str, row: np.ndarray, spec: ServiceSpec | None = None) -> int:
         """Register a behaviour row (service or incident); returns its index."""
         self.svc_names.append(name)
         self.rows.append(row)
+        self.specs.append(spec)
         return len(self.rows) - 1
 
     def _rtt(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,9 +118,23 @@ class SessionBuilder:
         cols["cport"] = _ephemeral_ports(cols["client"], self.cloud.n_vms, self.rng)
         icmp = cols["kind"] == dt.KIND_ICMP
         cols["sport"][icmp] = cols["cport"][icmp]  # echo: both "ports" are the identifier
+        cols["slow"][:] = -1
+        for k, (row, servers) in enumerate(self.effects):
+            cols["slow"][(cols["svc"] == row) & np.isin(cols["server"], servers)] = k
         params = np.vstack(self.rows) if self.rows else np.zeros((1, dt.N_PARAMS))
+        apps = build_tables(list(zip(self.svc_names, self.specs, strict=True)))
+        for r in range(len(self.rows)):
+            need_req, need_resp = min_sizes(apps, r)  # messages never smaller than their protocol needs
+            params[r, dt.P_REQB_MIN : dt.P_REQB_MAX + 1] = np.maximum(
+                params[r, dt.P_REQB_MIN : dt.P_REQB_MAX + 1], need_req
+            )
+            params[r, dt.P_RESPB_MIN : dt.P_RESPB_MAX + 1] = np.maximum(
+                params[r, dt.P_RESPB_MIN : dt.P_RESPB_MAX + 1], need_resp
+            )
         seeds = (int(self.rng.integers(1, 2**31)), int(self.rng.integers(1, 2**31)))
-        return SessionSet(cols, self.svc_names, self.incident_names, params, seeds)
+        win = np.asarray([w[:3] for w in self.windows], np.int64).reshape(-1, 3)
+        srv = np.asarray([w[3:] for w in self.windows], np.float64).reshape(-1, 2)
+        return SessionSet(cols, self.svc_names, self.incident_names, params, seeds, apps, win, srv)
 
 
 def _ephemeral_ports(client: np.ndarray, n_vms: int, rng: np.random.Generator) -> np.ndarray:

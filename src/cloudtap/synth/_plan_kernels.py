@@ -11,101 +11,61 @@ tap->client->tap. Data go in flights (initial window 10, doubling to 40 segments
 fixed rate (bulk); the receiver ACKs every second segment and the last of each flight. A lost
 segment ends its flight and is resent after an RTO (>= 200 ms): one retransmission, no dup ACKs.
 A zero-window episode is one ACK with window 0 and, 10-150 ms later, a window update.
+
+Each request and response of a service with an application protocol is one message: its data rows
+carry the exchange number, their offset in the message and its length (the frame builder fills the
+bytes). The server's time before a response comes from the service, or from a contention window
+(``_server_ns``). UDP and ICMP conversations are planned by :mod:`cloudtap.synth._plan_dgram`; the
+shared helpers live in :mod:`cloudtap.synth._plan_common`.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import njit
 
 from cloudtap._kernel_opts import KERNEL_OPTS
-
-_FIN = 0x01
-_SYN = 0x02
-_RST = 0x04
-_PSH = 0x08
-_ACK = 0x10
-
-_CLOSE_FIN = 1
-_CLOSE_CLIENT_RST = 2
-_CLOSE_SERVER_RST = 3
-_CLOSE_SYN_UNANSWERED = 4
-_CLOSE_SERVER_REFUSED = 5
-
-_KIND_BULK = 1
-_KIND_SCAN = 2
-_KIND_ICMP = 4
-
-_WIN_SYN_C = 64240
-_WIN_SYN_S = 65160
-_WIN_C = 502  # x128 (window scale 7) = 64256 bytes
-_WIN_S = 509  # x128 = 65152 bytes
-_MAX_FLIGHT = 40
-_INIT_FLIGHT = 10
-_MIN_RTO_NS = 200_000_000
-_U32 = 0xFFFFFFFF
-
-_P_REQ_MIN, _P_REQ_MAX = 0, 1
-_P_REQB_MIN, _P_REQB_MAX = 2, 3
-_P_RESPB_MIN, _P_RESPB_MAX = 4, 5
-_P_THINK_MIN, _P_THINK_MAX = 6, 7
-_P_SRV_MIN, _P_SRV_MAX = 8, 9
-_P_LOSS = 10
-_P_CLOSE_BY_SERVER = 11
-
-
-@njit(**KERNEL_OPTS)
-def _randint(lo: int, hi: int) -> int:
-    """Uniform integer in [lo, hi] (inclusive)."""
-    if hi <= lo:
-        return lo
-    return lo + int(np.random.random() * (hi - lo + 1))
-
-
-@njit(**KERNEL_OPTS)
-def _uniform_ns(lo: float, hi: float) -> int:
-    return int(lo + (hi - lo) * np.random.random())
-
-
-@njit(**KERNEL_OPTS)
-def _log_uniform(lo: float, hi: float) -> int:
-    lo = max(lo, 1.0)
-    hi = max(hi, lo)
-    return int(math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * np.random.random()) + 0.5)
-
-
-@njit(**KERNEL_OPTS)
-def _no_runt(nbytes, mss):
-    """Grow a message so that its last segment carries at least 64 bytes (no 1-byte tails)."""
-    tail = nbytes % mss
-    if nbytes > mss and 0 < tail < 64:
-        return nbytes + 64
-    return nbytes
-
-
-@njit(**KERNEL_OPTS)
-def _emit(plan, n, end_ns, trunc, ipid, s, ts, d, flags, seq, ack, win, plen, retrans, proto):
-    """Append one packet row (or count it past capacity); drop it when at/after end_ns."""
-    if ts >= end_ns:
-        trunc[s] = 1
-        return n
-    if n < plan.shape[0]:
-        r = plan[n]
-        r.ts = ts
-        r.sess = s
-        r.plen = plen
-        r.seq = seq & _U32
-        r.ack = ack & _U32
-        r.win = win
-        r.ipid = ipid[d] & 0xFFFF
-        r.dir = d
-        r.flags = flags
-        r.retrans = retrans
-        r.proto = proto
-    ipid[d] += 1
-    return n + 1
+from cloudtap.synth._plan_common import (
+    _ACK,
+    _C_MLEN,
+    _CLOSE_CLIENT_RST,
+    _CLOSE_FIN,
+    _CLOSE_SERVER_REFUSED,
+    _CLOSE_SERVER_RST,
+    _CLOSE_SYN_UNANSWERED,
+    _FIN,
+    _INIT_FLIGHT,
+    _KIND_BULK,
+    _KIND_SCAN,
+    _MAX_FLIGHT,
+    _MIN_RTO_NS,
+    _P_APP,
+    _P_CLOSE_BY_SERVER,
+    _P_LOSS,
+    _P_REQ_MAX,
+    _P_REQ_MIN,
+    _P_REQB_MAX,
+    _P_REQB_MIN,
+    _P_RESPB_MAX,
+    _P_RESPB_MIN,
+    _P_THINK_MAX,
+    _P_THINK_MIN,
+    _PSH,
+    _RST,
+    _SYN,
+    _U32,
+    _WIN_C,
+    _WIN_S,
+    _WIN_SYN_C,
+    _WIN_SYN_S,
+    _emit,
+    _log_uniform,
+    _message,
+    _no_runt,
+    _randint,
+    _server_ns,
+    _uniform_ns,
+)
 
 
 @njit(**KERNEL_OPTS)
@@ -250,6 +210,9 @@ def plan_tcp(
     bulk_bytes,
     ns_per_byte,
     params,
+    slow,
+    win,
+    win_srv,
     hs_times,
     trunc,
 ):
@@ -263,6 +226,8 @@ def plan_tcp(
         which: int64 indices of the sessions to plan (rows of the per-session arrays).
         start, kind, close, svc, hs, hc, zw, retries, bulk_bytes, ns_per_byte: per-session inputs.
         params: float64 [n_services, N_PARAMS] table.
+        slow, win, win_srv: contention effect of each session (-1: none), windows (effect, from, to)
+            and their server time range in ns (see :func:`_server_ns`).
         hs_times: int64 [n_sessions, 3] output: SYN, SYN-ACK, ACK times (-1 if not sent).
         trunc: uint8 [n_sessions] output: 1 when a packet fell past end_ns.
 
@@ -271,7 +236,7 @@ def plan_tcp(
     """
     np.random.seed(seed)
     n = 0
-    ipid = np.zeros(2, np.int64)
+    ipid = np.zeros(6, np.int64)
     for j in range(which.shape[0]):
         s = which[j]
         p = svc[s]
@@ -280,6 +245,8 @@ def plan_tcp(
         h_c = hc[s]
         c = int(close[s])
         k = int(kind[s])
+        app = int(params[p, _P_APP])
+        ipid[_C_MLEN] = 0
         ipid[0] = _randint(0, 65535)
         ipid[1] = _randint(0, 65535)
         isn_c = _randint(0, _U32)
@@ -348,6 +315,7 @@ def plan_tcp(
                 if e > 0:
                     t += _uniform_ns(params[p, _P_THINK_MIN], params[p, _P_THINK_MAX])
                 req = _no_runt(_log_uniform(params[p, _P_REQB_MIN], params[p, _P_REQB_MAX]), mss)
+                _message(ipid, app, e, req, seq_c, 0)
                 n, t, seq_c = _transfer(
                     plan,
                     n,
@@ -369,13 +337,15 @@ def plan_tcp(
                     -1,
                     0.0,
                 )
-                t += _uniform_ns(params[p, _P_SRV_MIN], params[p, _P_SRV_MAX]) + 1000
+                srv, slowed = _server_ns(params, p, t, slow[s], win, win_srv)
+                t += srv + 1000
                 if c == _CLOSE_SERVER_RST and e == nreq - 1:
                     n = _emit(plan, n, end_ns, trunc, ipid, s, t, 1, _RST | _ACK, seq_s, seq_c, 0, 0, 0, 6)
                     reset = True
                     break
                 resp = _no_runt(_log_uniform(params[p, _P_RESPB_MIN], params[p, _P_RESPB_MAX]), mss)
                 zw_at = _randint(0, (resp + mss - 1) // mss - 1) if e == zw_ex else -1
+                _message(ipid, app, e, resp, seq_s, slowed)
                 n, t, seq_s = _transfer(
                     plan,
                     n,
@@ -399,56 +369,8 @@ def plan_tcp(
                 )
             if reset:
                 continue
+        ipid[_C_MLEN] = 0
         t += _randint(20_000, 500_000)
         by_server = np.random.random() < params[p, _P_CLOSE_BY_SERVER]
         n = _close(plan, n, end_ns, trunc, ipid, s, t, c, by_server, h_s, h_c, seq_c, seq_s)
-    return n
-
-
-@njit(**KERNEL_OPTS)
-def plan_dgram(plan, seed, end_ns, which, start, kind, close, svc, hs, params, trunc):
-    """Plan UDP request/response and ICMP echo conversations (``close`` 4 = no replies).
-
-    Args:
-        plan: PLAN_DTYPE output rows (capacity).
-        seed: generator seed.
-        end_ns: packets at/after this time are dropped.
-        which: int64 indices of the sessions to plan.
-        start, kind, close, svc, hs: per-session inputs.
-        params: float64 [n_services, N_PARAMS] table (ICMP: think = echo interval).
-        trunc: uint8 [n_sessions] output.
-
-    Returns:
-        Number of rows needed (may exceed capacity: then retry with that size).
-    """
-    np.random.seed(seed)
-    n = 0
-    ipid = np.zeros(2, np.int64)
-    for j in range(which.shape[0]):
-        s = which[j]
-        p = svc[s]
-        t = start[s]
-        answered = close[s] != _CLOSE_SYN_UNANSWERED
-        ipid[0] = _randint(0, 65535)
-        ipid[1] = _randint(0, 65535)
-        nreq = _randint(int(params[p, _P_REQ_MIN]), int(params[p, _P_REQ_MAX]))
-        icmp = kind[s] == _KIND_ICMP
-        for e in range(nreq):
-            if e > 0:
-                t += _uniform_ns(params[p, _P_THINK_MIN], params[p, _P_THINK_MAX])
-            if t >= end_ns:
-                trunc[s] = 1
-                break
-            if icmp:
-                size = int(params[p, _P_REQB_MIN])
-                n = _emit(plan, n, end_ns, trunc, ipid, s, t, 0, 8, e + 1, 0, 0, size, 0, 1)
-                if answered:
-                    n = _emit(plan, n, end_ns, trunc, ipid, s, t + hs[s], 1, 0, e + 1, 0, 0, size, 0, 1)
-            else:
-                req = _log_uniform(params[p, _P_REQB_MIN], params[p, _P_REQB_MAX])
-                n = _emit(plan, n, end_ns, trunc, ipid, s, t, 0, 0, 0, 0, 0, req, 0, 17)
-                if answered:
-                    t += hs[s] + _uniform_ns(params[p, _P_SRV_MIN], params[p, _P_SRV_MAX])
-                    resp = _log_uniform(params[p, _P_RESPB_MIN], params[p, _P_RESPB_MAX])
-                    n = _emit(plan, n, end_ns, trunc, ipid, s, t, 1, 0, 0, 0, 0, resp, 0, 17)
     return n

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|ms|m|s|us|ns)")
@@ -64,3 +64,9 @@ def parse_range(value: Any) -> tuple[float, float]:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 #: A closed interval written as a scalar or a ``[low, high]`` pair.
 Range = Annotated[tuple[float, float], BeforeValidator(parse_range)]
+
+
+class SpecModel(BaseModel):
+    """Base of every scenario section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)

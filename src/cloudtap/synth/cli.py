@@ -38,6 +38,10 @@ def synth_command(
     truth: Annotated[
         Path | None, typer.Option("--truth", help="also write the ground truth (.parquet or .csv)")
     ] = None,
+    requests: Annotated[
+        Path | None,
+        typer.Option("--requests", help="also write the request ground truth (.parquet or .csv)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="no progress bar or summary")] = False,
     inventory: Annotated[
         Path | None, typer.Option("--inventory", help="also write the cloud as a static inventory (.yaml)")
@@ -54,8 +58,9 @@ def synth_command(
             ts_precision=precision,
             snaplen=snaplen,
         )
-        if truth is not None and truth.suffix.lower() not in (".parquet", ".csv"):
-            raise CloudtapError(f"--truth {truth}: use a .parquet or .csv file name")
+        for option, target in (("--truth", truth), ("--requests", requests)):
+            if target is not None and target.suffix.lower() not in (".parquet", ".csv"):
+                raise CloudtapError(f"{option} {target}: use a .parquet or .csv file name")
         started = time.perf_counter()
         with Progress(
             TextColumn("[bold]synth[/] {task.description}"),
@@ -71,11 +76,12 @@ def synth_command(
                 bar.update(task, description=f"{scn.name}: frames", completed=done, total=total)
 
             result = write_pcap(scn, output, progress=on_progress)
-        if truth is not None:
-            if truth.suffix.lower() == ".csv":
-                pa_csv.write_csv(result.truth, truth)
-            else:
-                pq.write_table(result.truth, truth)
+        for target, table in ((truth, result.truth), (requests, result.requests)):
+            if target is not None and table is not None:
+                if target.suffix.lower() == ".csv":
+                    pa_csv.write_csv(table, target)
+                else:
+                    pq.write_table(table, target)
         if inventory is not None:
             from cloudtap.synth.inventory import write_static_inventory
 
@@ -92,6 +98,8 @@ def synth_command(
         f"{result.bytes / 1e6:,.1f} MB to {result.path} in {elapsed:.1f} s "
         f"(cloud description: {inventory_path(result.path)}"
         + (f", static inventory: {inventory}" if inventory is not None else "")
-        + (f", truth: {truth})" if truth else ")"),
+        + (f", truth: {truth}" if truth else "")
+        + (f", requests: {requests}" if requests else "")
+        + ")",
         highlight=False,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from cloudtap.schema.packet import TUNNEL_ERSPAN2, TUNNEL_GRE, TUNNEL_NONE, TUNNEL_VXLAN
-from cloudtap.synth._dtypes import WIRE_DTYPE
+from cloudtap.synth._dtypes import P_APP, WIRE_DTYPE
 from cloudtap.synth.cloud import Cloud
 from cloudtap.synth.sessions import SessionSet
 
@@ -60,6 +60,8 @@ def wire_table(sessions: SessionSet, cloud: Cloud, encapsulation: str) -> np.nda
     wire["chost_mac"], wire["shost_mac"] = cloud.host_mac[chost], cloud.host_mac[shost]
     wire["cport"], wire["sport"] = c["cport"], c["sport"]
     wire["proto"] = c["proto"]
+    wire["svc"] = c["svc"]
+    wire["app"] = sessions.params[c["svc"], P_APP].astype(np.uint8) if len(sessions) else 0
     proj = cloud.vm_project[client]
     code = ENCAP_CODES[encapsulation]
     if code in (ENCAP_VXLAN, ENCAP_GRE_TEB):

@@ -36,8 +36,12 @@ def fixed_row(loss: float) -> np.ndarray:
     return row
 
 
-def add_backup(b: SessionBuilder, inc: BackupIncident) -> None:
-    """One paced one-way TCP push per occurrence (data client to server, pure ACKs back)."""
+def add_backup(b: SessionBuilder, inc: BackupIncident, services: dict[str, int]) -> None:
+    """One paced one-way TCP push per occurrence (data client to server, pure ACKs back).
+
+    Each ``contention`` effect slows its service's exchanges with servers on the pushing VM's host
+    (or matching its ``servers``) for as long as the push sends.
+    """
     name = inc.name or f"backup {inc.from_vm}->{inc.to_vm}"
     row = b.add_row(name, fixed_row(inc.loss))
     b.incident_names.append(name)
@@ -57,6 +61,17 @@ def add_backup(b: SessionBuilder, inc: BackupIncident) -> None:
         bulk_bytes=int(inc.rate_mbps * 1e6 / 8 * inc.duration),
         ns_per_byte=8000.0 / inc.rate_mbps,
     )
+    source = b.cloud.resolve_vm(inc.from_vm)
+    for effect in inc.contention:
+        if effect.servers is not None:
+            servers = b.cloud.select(effect.servers)
+        else:
+            servers = np.flatnonzero(b.cloud.vm_host == b.cloud.vm_host[source])
+        b.effects.append((services[effect.service], servers))
+        lo, hi = effect.server_ms
+        for off in offs:
+            t0 = b.sc.start_ns + int(off * 1e9)
+            b.windows.append((len(b.effects) - 1, t0, t0 + int(inc.duration * 1e9), lo * 1e6, hi * 1e6))
 
 
 def add_scan(b: SessionBuilder, inc: ScanIncident, open_ports: dict[int, set[int]]) -> None:

@@ -11,20 +11,30 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cloudtap.errors import ConfigError
 from cloudtap.synth._units import Duration, Range
+from cloudtap.synth._units import SpecModel as _Model
+from cloudtap.synth.incident_specs import (
+    BackupIncident,
+    BurstIncident,
+    ContentionSpec,
+    Incident,
+    ScanIncident,
+)
+
+__all__ = [
+    "BackupIncident", "BurstIncident", "CloudSpec", "ContentionSpec", "FaultSpec", "HostSpec", "Incident",
+    "ProjectSpec", "RttSpec", "ScanIncident", "Scenario", "ServiceSpec", "VMSpec", "builtin_scenario",
+    "load_scenario", "resolve_scenario", "scenario_from_dict", "with_overrides",
+]  # fmt: skip
 
 DEFAULT_START = datetime(2026, 11, 20, tzinfo=UTC)
 BUILTIN_NAMES = ("small-cloud", "bench", "seed-case")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
 
 
 class HostSpec(_Model):
@@ -132,7 +142,10 @@ class ServiceSpec(_Model):
     Selectors are ``project/role`` (``*`` wildcards; the part after ``/`` also matches VM names),
     a bare ``role``, or ``*``. ``requests`` is exchanges per connection (echo requests for ICMP,
     whose payload is ``request_bytes``' low end and whose interval is ``think_ms``, default 1 s).
-    Payloads are zero bytes: avoid ports whose Wireshark dissector rejects them (3306, 9092).
+    ``app`` makes payloads real protocol messages (``templates``: statements, ``METHOD /path``,
+    Redis commands, ``TYPE name`` queries; ``{n}`` is a number varied per request; ``errors``: share
+    of error replies); without it payloads are zero bytes: avoid ports whose Wireshark dissector
+    rejects them (3306, 9092). See docs/synth.md.
     """
 
     name: str
@@ -147,6 +160,9 @@ class ServiceSpec(_Model):
     response_bytes: Range | None = None
     think_ms: Range | None = None
     server_ms: Range = (0.02, 5.0)
+    app: Literal["none", "http", "dns", "mysql", "pgsql", "redis"] = "none"
+    templates: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    errors: float = Field(default=0.01, ge=0, le=1)
     faults: FaultSpec = Field(default_factory=FaultSpec)
 
     @field_validator("requests", "think_ms", "server_ms")
@@ -162,70 +178,15 @@ class ServiceSpec(_Model):
             raise ValueError(f"service {self.name!r}: a {self.proto} service needs a 'port'")
         if self.requests[0] < 1:
             raise ValueError(f"service {self.name!r}: 'requests' must be >= 1")
+        if self.app != "none":
+            from cloudtap.synth.apps import check_app
+
+            check_app(self)
         for label in ("request_bytes", "response_bytes"):
             rng = getattr(self, label)
             if rng is not None and (rng[0] < 0 or rng[1] > 1e10 or (self.proto != "tcp" and rng[1] > 8000)):
                 raise ValueError(f"service {self.name!r}: '{label}' out of range")
         return self
-
-
-class _Schedule(_Model):
-    """When an incident happens: ``at`` (offset) or ``at_minute`` past the hour, repeated ``every``."""
-
-    name: str | None = None
-    at: Duration = 0.0
-    at_minute: float | None = Field(default=None, ge=0, lt=60 * 24)
-    every: Duration | None = None
-
-    @field_validator("every")
-    @classmethod
-    def _positive_every(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise ValueError("'every' must be > 0")
-        return value
-
-
-class BackupIncident(_Schedule):
-    """One-way bulk TCP push from ``from_vm`` to ``to_vm`` (data one way, pure ACKs back)."""
-
-    kind: Literal["backup"]
-    from_vm: str
-    to_vm: str
-    duration: Duration = 180.0
-    rate_mbps: float = Field(default=100.0, gt=0, le=100_000)
-    port: int = Field(default=873, ge=1, le=65535)
-    loss: float = Field(default=0.0005, ge=0, le=0.2)
-
-
-class BurstIncident(_Schedule):
-    """A service's session rate multiplied for ``duration``."""
-
-    kind: Literal["burst"]
-    service: str
-    duration: Duration = 300.0
-    multiplier: float = Field(default=10.0, gt=1, le=10_000)
-
-
-class ScanIncident(_Schedule):
-    """A TCP SYN scan from ``from_vm`` of ``targets`` x ``ports`` at ``rate_pps`` probes per second."""
-
-    kind: Literal["scan"]
-    from_vm: str
-    targets: str
-    ports: Range | list[int] = (1.0, 1024.0)
-    rate_pps: float = Field(default=200.0, gt=0, le=1_000_000)
-    filtered: float = Field(default=0.0, ge=0, le=1)
-
-    @field_validator("ports")
-    @classmethod
-    def _valid_ports(cls, value: Any) -> Any:
-        values = value if isinstance(value, list) else list(value)
-        if not values or min(values) < 1 or max(values) > 65535:
-            raise ValueError("ports must lie in 1..65535")
-        return value
-
-
-Incident = Annotated[BackupIncident | BurstIncident | ScanIncident, Field(discriminator="kind")]
 
 
 class Scenario(_Model):

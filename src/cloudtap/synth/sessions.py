@@ -25,7 +25,8 @@ from cloudtap.schema.flow import (
 from cloudtap.schema.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from cloudtap.synth import _dtypes as dt
 from cloudtap.synth._builder import EPHEMERAL_COUNT, EPHEMERAL_LOW, SessionBuilder, SessionSet
-from cloudtap.synth._plan_kernels import plan_dgram, plan_tcp
+from cloudtap.synth._plan_dgram import plan_dgram
+from cloudtap.synth._plan_kernels import plan_tcp
 from cloudtap.synth.cloud import Cloud
 from cloudtap.synth.incidents import add_backup, add_scan, occurrences
 from cloudtap.synth.scenario import (
@@ -61,6 +62,8 @@ def _service_row(spec: ServiceSpec, faults: dict[str, Any]) -> np.ndarray:
     row[dt.P_SRV_MIN], row[dt.P_SRV_MAX] = spec.server_ms[0] * 1e6, spec.server_ms[1] * 1e6
     row[dt.P_LOSS] = faults["loss"]
     row[dt.P_CLOSE_BY_SERVER] = faults["close_by_server"]
+    row[dt.P_APP] = dt.APP_CODES[spec.app]
+    row[dt.P_ERRORS] = spec.errors
     return row
 
 
@@ -107,6 +110,11 @@ def check_references(scenario: Scenario, cloud: Cloud) -> None:
             if isinstance(inc, BackupIncident):
                 if cloud.resolve_vm(inc.from_vm) == cloud.resolve_vm(inc.to_vm):
                     raise ConfigError("from_vm and to_vm are the same VM")
+                for effect in inc.contention:
+                    if effect.service not in {s.name for s in scenario.services}:
+                        raise ConfigError(f"contention: unknown service {effect.service!r}")
+                    if effect.servers is not None and cloud.select(effect.servers).size == 0:
+                        raise ConfigError(f"contention: 'servers' selector {effect.servers!r} matches no VM")
             elif isinstance(inc, ScanIncident):
                 cloud.resolve_vm(inc.from_vm)
                 if cloud.select(inc.targets).size == 0:
@@ -191,7 +199,7 @@ def build_sessions(scenario: Scenario, cloud: Cloud) -> SessionSet:
     by_name: dict[str, int] = {}
     open_ports: dict[int, set[int]] = {}
     for spec in scenario.services:
-        idx = b.add_row(spec.name, _service_row(spec, scenario.effective_faults(spec.faults)))
+        idx = b.add_row(spec.name, _service_row(spec, scenario.effective_faults(spec.faults)), spec)
         by_name[spec.name] = idx
         add_service(b, idx, spec, b.poisson_starts(spec.rate, 0.0, scenario.duration))
         if spec.proto == "tcp" and spec.port is not None:
@@ -200,7 +208,7 @@ def build_sessions(scenario: Scenario, cloud: Cloud) -> SessionSet:
     specs = {s.name: s for s in scenario.services}
     for inc in scenario.incidents:
         if isinstance(inc, BackupIncident):
-            add_backup(b, inc)
+            add_backup(b, inc, by_name)
         elif isinstance(inc, ScanIncident):
             add_scan(b, inc, open_ports)
         else:
@@ -262,6 +270,9 @@ def plan_packets(sessions: SessionSet, end_ns: int, mss: int) -> tuple[np.ndarra
         c["bulk_bytes"],
         c["ns_per_byte"],
         p,
+        c["slow"],
+        sessions.windows,
+        sessions.window_srv,
         hs_times,
         trunc,
     )
@@ -277,6 +288,9 @@ def plan_packets(sessions: SessionSet, end_ns: int, mss: int) -> tuple[np.ndarra
         c["svc"],
         c["hs"],
         p,
+        c["slow"],
+        sessions.windows,
+        sessions.window_srv,
         trunc,
     )
     plan = np.concatenate([tcp_plan, dgram_plan])

@@ -20,8 +20,10 @@ import yaml
 
 from cloudtap.schema.packet import LINKTYPE_ETHERNET
 from cloudtap.synth._build import assemble, frame_lengths
+from cloudtap.synth._dtypes import P_ERRORS
 from cloudtap.synth.cloud import build_cloud
 from cloudtap.synth.encap import ENCAP_CODES, ENCAP_ERSPAN2, default_mtu, erspan_session, wire_table
+from cloudtap.synth.request_truth import build_request_truth
 from cloudtap.synth.scenario import Scenario
 from cloudtap.synth.sessions import build_sessions, plan_packets
 from cloudtap.synth.truth import build_truth
@@ -30,6 +32,11 @@ PCAP_MAGIC_NS = 0xA1B23C4D
 PCAP_MAGIC_US = 0xA1B2C3D4
 CHUNK_PACKETS = 1 << 18
 PAYLOAD_FILL = 0
+
+
+def payload_seed(scenario: Scenario) -> int:
+    """Seed of the per-exchange payload choices (templates, literals, errors)."""
+    return (scenario.seed * 0x9E3779B1 + 0x51ED) & 0x7FFFFFFFFFFFFFFF
 
 
 @dataclass
@@ -43,6 +50,8 @@ class SynthResult:
         bytes: size of the pcap file in bytes.
         truth: ground-truth flow table (see :mod:`cloudtap.synth.truth`).
         inventory: the cloud (projects, hosts, VMs), also written to ``<pcap>.inventory.yaml``.
+        requests: ground-truth requests of the services with an ``app`` (see
+            :mod:`cloudtap.synth.request_truth`).
     """
 
     path: Path
@@ -51,6 +60,7 @@ class SynthResult:
     bytes: int
     truth: pa.Table
     inventory: dict[str, Any]
+    requests: pa.Table | None = None
 
 
 def inventory_path(pcap: str | Path) -> Path:
@@ -111,6 +121,9 @@ def write_pcap(
     host_ipid = np.random.default_rng(scenario.seed ^ 0x5EED).integers(0, 65536, len(cloud.host_names))
     host_seq = np.zeros(len(cloud.host_names), np.int64)
     ts_div = 1 if scenario.ts_precision == "ns" else 1000
+    apps = sessions.apps
+    assert apps is not None
+    err_share = np.ascontiguousarray(sessions.params[:, P_ERRORS])
     rec = cap_len.astype(np.int64) + 16
     if progress is not None:
         progress(0, n)
@@ -140,14 +153,26 @@ def write_pcap(
                 cloud.collector_mac,
                 host_ipid,
                 host_seq,
+                apps.pool,
+                apps.tmpl,
+                apps.svc,
+                err_share,
+                payload_seed(scenario),
             )
             f.write(buf[:size].data)
             total += size
             if progress is not None:
                 progress(hi, n)
     truth = build_truth(sessions, cloud, wire, plan, ip_len, wire_len, hs_times, trunc)
+    requests = build_request_truth(sessions, cloud, wire, plan, ts_div, payload_seed(scenario))
     inventory = _inventory(scenario, cloud.inventory())
     inventory_path(path).write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
     return SynthResult(
-        path=path, packets=n, flows=truth.num_rows, bytes=total, truth=truth, inventory=inventory
+        path=path,
+        packets=n,
+        flows=truth.num_rows,
+        bytes=total,
+        truth=truth,
+        inventory=inventory,
+        requests=requests,
     )
