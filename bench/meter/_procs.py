@@ -18,7 +18,7 @@ GNU_TIME = "/usr/bin/time"
 
 @dataclass
 class ProcRun:
-    """One finished process: wall seconds, exit code, peak RSS (KiB) and its output."""
+    """One finished process: wall seconds, exit code, peak RSS (KiB), CPU seconds and its output."""
 
     cmd: list[str]
     seconds: float
@@ -27,6 +27,9 @@ class ProcRun:
     stdout: str
     stderr: str
     timed_out: bool = False
+    #: user + system CPU of the command and its waited-for children (robust on a busy host, where wall
+    #: time also counts the time other processes held the pinned core)
+    cpu_seconds: float = 0.0
 
     def check(self, what: str) -> ProcRun:
         """Raise RuntimeError when the process failed or timed out."""
@@ -114,6 +117,7 @@ def run_measured(
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
         timed_out=expired.is_set(),
+        cpu_seconds=float(usage.ru_utime + usage.ru_stime),
     )
 
 

@@ -92,7 +92,7 @@ def _fresh_dir(path: Path) -> Path:
 def run_tcpdump(ctx: Context, i: int) -> Sample:
     cmd = pinned(["tcpdump", "-r", str(ctx.pcap), "-w", "/dev/null"], ctx.core)
     proc = run_measured(cmd, ctx.work / "logs", f"tcpdump-{i}", ctx.timeout_s).check("tcpdump")
-    return Sample(proc.seconds, proc.maxrss_kb, None)
+    return Sample(proc.seconds, proc.maxrss_kb, None, extra={"cpu_s": proc.cpu_seconds})
 
 
 # -- cloudtap --------------------------------------------------------------------------------------
@@ -189,6 +189,7 @@ def run_softflowd(ctx: Context, i: int) -> Sample:
         "nfcapd_packets": received["packets"],
         "nfcapd_biflows_5tuple": received["biflows_5tuple"],
         "expired_by_maxflows": _int(r"maxflows =\s+(\d+)", text),
+        "cpu_s": proc.cpu_seconds,
     }
     flows = _int(r"Flows expired: (\d+)", text)
     return Sample(proc.seconds, proc.maxrss_kb, flows, _int(r"Packets processed: (\d+)", text), extra)
@@ -201,7 +202,11 @@ def run_nfpcapd(ctx: Context, i: int) -> Sample:
     proc = run_measured(cmd, ctx.work / "logs", f"nfpcapd-{i}", ctx.timeout_s).check("nfpcapd")
     text = proc.stdout + proc.stderr
     got = nfdump_summary(flow_dir)
-    extra = {"biflows_5tuple": got["biflows_5tuple"], "records_packets": got["packets"]}
+    extra = {
+        "biflows_5tuple": got["biflows_5tuple"],
+        "records_packets": got["packets"],
+        "cpu_s": proc.cpu_seconds,
+    }
     return Sample(proc.seconds, proc.maxrss_kb, got["records"], _int(r"Total: Processed: (\d+)", text), extra)
 
 

@@ -9,6 +9,10 @@ floor ``tcpdump -r F -w /dev/null``; then the same cloudtap commands on a 1-pack
 (start-up). ``--baseline SRC`` adds the same commands run from another source tree (e.g. a
 ``git archive HEAD src`` export) so before/after compare in the same run. Prints ratios and writes
 <out>/meter_whole_process.json. Ratios above 1 in "x softflowd" mean cloudtap is faster.
+
+Each run records wall time and CPU time (user + system of the process and its children). On a
+quiet host they agree; on a shared one the wall time also counts time other processes held the
+pinned core, so the CPU ratio ("x softflowd cpu") is the one to compare across busy runs.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ REPO = HERE.parents[1]
 FORMATS = ("jsonl", "csv", "parquet", "table")
 TARGET_VS_SOFTFLOWD = 2.0
 TARGET_STARTUP_S = 0.5
-Runner = Callable[[int], float]
+Runner = Callable[[int], tuple[float, float | None]]  # run i -> (wall s, CPU s or None)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,11 +70,11 @@ def cloudtap_runner(ctx: Context, pcap: Path, fmt: str, label: str, src: Path | 
     env = {**ctx.env, **({"PYTHONPATH": str(src)} if src else {})}
     out = ctx.work / f"out-{label}.{fmt}"
 
-    def run(i: int) -> float:
+    def run(i: int) -> tuple[float, float | None]:
         cmd = pinned([str(script), "meter", str(pcap), "--format", fmt, "-o", str(out)], ctx.core)
         proc = run_measured(cmd, ctx.work / "logs", f"{label}-{fmt}-{i}", ctx.timeout_s, env)
         proc.check(f"cloudtap {label} {fmt}")
-        return proc.seconds
+        return proc.seconds, proc.cpu_seconds
 
     return run
 
@@ -81,9 +85,9 @@ def numba_floor_runner(ctx: Context) -> Runner:
     mod.write_text("from numba import njit\n\n@njit(cache=True, nogil=True)\ndef f(x):\n    return x + 1\n")
     cmd = pinned([sys.executable, "-c", "import numba_floor_kernel as k; k.f(1)"], ctx.core)
 
-    def run(i: int) -> float:
+    def run(i: int) -> tuple[float, float | None]:
         proc = run_measured(cmd, ctx.work / "logs", f"numba-floor-{i}", ctx.timeout_s, ctx.env, cwd=ctx.work)
-        return proc.check("numba floor").seconds
+        return proc.check("numba floor").seconds, proc.cpu_seconds
 
     run(-1)  # compile into the cache
     return run
@@ -106,17 +110,23 @@ def contenders(args: argparse.Namespace, ctx: Context, one: Path) -> dict[str, R
     for name, fn in external.items():
         if missing_reason(tools[name]) is None:
             runs[name] = (
-                (lambda i, fn=fn: float(fn(ctx, i).extra["process_wall_s"]))
+                (lambda i, fn=fn: (float(fn(ctx, i).extra["process_wall_s"]), None))
                 if name == "nfstream"
-                else (lambda i, fn=fn: fn(ctx, i).seconds)
+                else (lambda i, fn=fn: _wall_cpu(fn(ctx, i)))
             )
     runs["numba floor (import + 1 cached kernel)"] = numba_floor_runner(ctx)
     return runs
 
 
+def _wall_cpu(sample: Any) -> tuple[float, float | None]:
+    cpu = sample.extra.get("cpu_s")
+    return float(sample.seconds), float(cpu) if cpu is not None else None
+
+
 def measure(runs: dict[str, Runner], n: int, console: Console) -> dict[str, dict[str, Any]]:
     """Warm every command once (numba cache, page cache), then ``n`` round-robin timed runs."""
     samples: dict[str, list[float]] = {name: [] for name in runs}
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
     errors: dict[str, str] = {}
     for i in range(-1, n):
         for name, run in runs.items():
@@ -124,54 +134,64 @@ def measure(runs: dict[str, Runner], n: int, console: Console) -> dict[str, dict
                 continue
             with console.status(f"{'warm-up' if i < 0 else f'run {i + 1}/{n}'}: {name}"):
                 try:
-                    seconds = run(i if i >= 0 else 99)
+                    seconds, cpu = run(i if i >= 0 else 99)
                 except (RuntimeError, OSError, ValueError, KeyError) as exc:
                     errors[name] = str(exc)
                     continue
             if i >= 0:
                 samples[name].append(seconds)
+                if cpu is not None:
+                    cpus[name].append(cpu)
     return {
-        name: {"runs_s": got, "seconds": min(got) if got else None, "error": errors.get(name)}
+        name: {"runs_s": got, "seconds": min(got) if got else None, "cpu_runs_s": cpus[name],
+               "cpu_s": min(cpus[name]) if cpus[name] else None, "error": errors.get(name)}
         for name, got in samples.items()
-    }
+    }  # fmt: skip
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per cloudtap command: time, and how it compares with the others (whole process)."""
     best = {k: v["seconds"] for k, v in results.items() if v["seconds"]}
+    cpu = {k: v["cpu_s"] for k, v in results.items() if v.get("cpu_s")}
     rows = []
     for name, seconds in best.items():
         if not name.startswith(("cloudtap", "baseline")):
             continue
-        row: dict[str, Any] = {"command": name, "seconds": seconds}
+        row: dict[str, Any] = {"command": name, "seconds": seconds, "cpu_s": cpu.get(name)}
         if "(1 packet)" not in name:
             for other in ("softflowd", "nfpcapd", "nfstream"):
                 row[f"x_{other}"] = best[other] / seconds if other in best else None
+            row["x_softflowd_cpu"] = (
+                cpu["softflowd"] / cpu[name] if "softflowd" in cpu and name in cpu else None
+            )
             row["x_read_floor"] = seconds / best["tcpdump"] if "tcpdump" in best else None
         rows.append(row)
     return rows
 
 
 def report(doc: dict[str, Any], console: Console) -> None:
-    table = Table(
-        title=f"cloudtap meter, whole process · {doc['capture']['packets']:,} packets (best of runs)"
-    )
-    for col in ("command", "seconds", "× softflowd", "× nfpcapd", "× nfstream", "÷ tcpdump floor", "target"):
+    packets = doc["capture"]["packets"]
+    what = f"{packets:,} packets" if packets else Path(doc["capture"]["path"]).name
+    table = Table(title=f"cloudtap meter, whole process · {what} (best of runs)")
+    columns = ("command", "seconds", "cpu s", "× softflowd", "× softflowd cpu", "× nfpcapd", "× nfstream",
+               "÷ tcpdump floor", "target")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="left" if col == "command" else "right")
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else "-"  # noqa: E731
     for row in doc["ratios"]:
         if "(1 packet)" in row["command"]:
             target = "ok" if row["seconds"] < TARGET_STARTUP_S else f"> {TARGET_STARTUP_S} s"
         else:
-            x = row.get("x_softflowd")
+            x = row.get("x_softflowd_cpu") or row.get("x_softflowd")
             target = "-" if x is None else ("ok" if x >= TARGET_VS_SOFTFLOWD else f"< {TARGET_VS_SOFTFLOWD}×")
-        table.add_row(row["command"], f"{row['seconds']:.3f}", fmt(row.get("x_softflowd")),
-                      fmt(row.get("x_nfpcapd")), fmt(row.get("x_nfstream")), fmt(row.get("x_read_floor")),
-                      target)  # fmt: skip
+        table.add_row(row["command"], f"{row['seconds']:.3f}", fmt(row.get("cpu_s")), fmt(row.get("x_softflowd")),
+                      fmt(row.get("x_softflowd_cpu")), fmt(row.get("x_nfpcapd")), fmt(row.get("x_nfstream")),
+                      fmt(row.get("x_read_floor")), target)  # fmt: skip
     console.print(table)
     others = {k: v for k, v in doc["results"].items() if not k.startswith(("cloudtap", "baseline"))}
     for name, res in others.items():
         shown = f"{res['seconds']:.3f} s" if res["seconds"] else f"error: {res['error']}"
+        shown += f" (cpu {res['cpu_s']:.3f} s)" if res.get("cpu_s") else ""
         console.print(f"  {name}: {shown}")
     console.print(f"load average at start/end: {doc['loadavg']}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,6 +11,8 @@ import typer
 from cloudtap.cli.output import FORMATS, write_flows
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from cloudtap.meter import MeterResult
 
 EXIT_PARTIAL = 3  #: some input was corrupt; flows before the damage were written
@@ -40,6 +43,22 @@ def summary_line(result: MeterResult) -> str:
     for err in result.errors:
         parts.append(f"[bold red]partial: {err}[/]")
     return " · ".join(parts)
+
+
+def write_records(flows: np.ndarray, fmt: str, output: Path | None, limit: int) -> None:
+    """Write flow records in ``fmt``; CSV by the row kernel (the bytes Arrow's writer gives, faster)."""
+    if fmt != "csv":
+        write_flows(flows, fmt, output, limit)
+        return
+    from cloudtap.meter.writers.csv import write_csv
+
+    if output is None:
+        sys.stdout.flush()
+        write_csv(flows, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    with open(output, "wb") as fh:
+        write_csv(flows, fh)
 
 
 def meter_command(
@@ -139,10 +158,10 @@ def meter_command(
             with Progress(*columns, console=err, transient=True) as bar:
                 task = bar.add_task("meter", total=total)
                 result = meter_file(
-                    files, config, bpf=bpf, progress=lambda d, t: bar.update(task, completed=d)
+                    files, config, bpf=bpf, progress=lambda d, t: bar.update(task, completed=d), edges=False
                 )
         else:
-            result = meter_file(files, config, bpf=bpf)
+            result = meter_file(files, config, bpf=bpf, edges=False)  # the command writes records only
     except CloudtapError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -155,7 +174,7 @@ def meter_command(
         )
         ipfix.close()
     else:
-        write_flows(result.flows, fmt, output, limit)
+        write_records(result.flows, fmt, output, limit)
     err.print(summary_line(result))
     if fmt == "ipfix" and ipfix.counters.records_lost:
         raise typer.Exit(1)

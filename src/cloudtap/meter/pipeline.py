@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from cloudtap.capture.bpf import FrameFilter
 from cloudtap.capture.frames import FrameBatch
 from cloudtap.capture.pcap_file import CaptureFile
 from cloudtap.decode import DecodeConfig, FragmentTracker, decode_counts, decode_frames
@@ -21,6 +21,9 @@ from cloudtap.meter.edges import aggregate_edges
 from cloudtap.meter.meter import Meter, MeterStats
 from cloudtap.meter.records import flows_to_arrow
 from cloudtap.schema.flow import FLOW_DTYPE
+
+if TYPE_CHECKING:
+    from cloudtap.capture.bpf import FrameFilter
 
 Progress = Callable[[int, int], None]
 #: Frames per batch when metering files: small enough that a batch's frames are still in the CPU
@@ -101,7 +104,11 @@ class FramePipeline:
         self.meter = meter
         self.packet_filter = packet_filter
         self.packets_filtered = 0
-        self.filter = FrameFilter(bpf) if bpf else None
+        self.filter: FrameFilter | None = None
+        if bpf:  # libpcap via ctypes and the BPF kernels: loaded only when a filter is given
+            from cloudtap.capture.bpf import FrameFilter
+
+            self.filter = FrameFilter(bpf)
         self.decode_config = decode_config or DecodeConfig()
         self.fragments = FragmentTracker(capacity=fragment_capacity)
         self.frames = 0
@@ -153,14 +160,16 @@ def meter_file(
     bpf: str | None = None,
     decode_config: DecodeConfig | None = None,
     progress: Progress | None = None,
+    edges: bool = True,
 ) -> MeterResult:
     """Meter one capture file (or several, in order, as one stream) into flow records.
 
     A corrupt file stops being read at the damage: the flows of the frames before it are kept,
-    ``result.partial`` is set and ``result.error`` names the file and byte offset.
+    ``result.partial`` is set and ``result.error`` names the file and byte offset. ``edges=False``
+    keeps no edge deltas (``result.edge_deltas`` is empty): for callers that only want records.
     """
     paths = [path] if isinstance(path, str | Path) else list(path)
-    return meter_captures([Path(p) for p in paths], config, bpf, decode_config, progress)
+    return meter_captures([Path(p) for p in paths], config, bpf, decode_config, progress, edges)
 
 
 def meter_captures(
@@ -169,10 +178,11 @@ def meter_captures(
     bpf: str | None = None,
     decode_config: DecodeConfig | None = None,
     progress: Progress | None = None,
+    edges: bool = True,
 ) -> MeterResult:
     """Meter several captures as one stream (see :func:`meter_file`)."""
     collector = FlowCollector()
-    meter = Meter(config, on_records=collector.on_records, on_edges=collector.on_edges)
+    meter = Meter(config, on_records=collector.on_records, on_edges=collector.on_edges if edges else None)
     pipeline = FramePipeline(meter, bpf, decode_config)
     errors: list[CorruptCaptureError] = []
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Numba formatters of flow-record text: addresses, decimal integers, floats, JSON lines.
+"""Numba formatters of flow-record text: addresses, decimal integers, floats (rows: ``_rows.py``).
 
 Every formatter writes ASCII bytes into a preallocated ``uint8`` buffer at ``pos`` and returns the
 new position. Strings are passed Arrow-style: one data buffer and ``int64`` offsets per column.
@@ -7,7 +7,7 @@ Floats follow Python's ``repr`` (shortest round-trip digits, fixed notation in [
 fast path proves each result exact: ``n / 10**d`` with ``n < 2**53`` and ``d <= 17`` is correctly
 rounded in IEEE arithmetic, so ``float(n) / 10**d == x`` means the text ``n·10^-d`` parses back
 to ``x``; the smallest such ``d`` gives the shortest text. Values it cannot prove (tiny, huge,
-NaN, inf) are flagged by :func:`float_fallback` and rendered by Python's own ``json`` encoder.
+NaN, inf) are flagged by :func:`_rows.floats_needing_python` and rendered by Python's ``json``.
 """
 
 from __future__ import annotations
@@ -27,11 +27,6 @@ _POW10I = np.array([10**i for i in range(18)], dtype=np.int64)
 _TWO53 = float(2**53)
 _POW10U = np.array([10**i for i in range(20)], dtype=np.uint64)
 _DIGITS2 = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8).copy()
-
-#: Output column kinds understood by :func:`jsonl_rows`.
-KIND_UINT, KIND_INT, KIND_FLOAT, KIND_STR = 0, 1, 2, 3
-#: Upper bounds of one formatted value, bytes.
-INT_MAX_CHARS, FLOAT_MAX_CHARS = 20, 24
 
 
 @njit(**KERNEL_OPTS)
@@ -112,6 +107,13 @@ def _put_float(out: np.ndarray, pos: int, x: float) -> int:
 
 
 @njit(**KERNEL_OPTS)
+def _group(hi: np.uint64, lo: np.uint64, k: int) -> np.int64:
+    """16-bit group ``k`` (0..7) of the address (hi, lo)."""
+    half = hi if k < 4 else lo
+    return np.int64((half >> np.uint64(48 - 16 * (k % 4))) & np.uint64(0xFFFF))
+
+
+@njit(**KERNEL_OPTS)
 def _put_address(out: np.ndarray, pos: int, hi: np.uint64, lo: np.uint64) -> int:
     """Dotted quad for IPv4-mapped (hi, lo), else RFC 5952 text as Python's ``ipaddress`` writes it."""
     if hi == 0 and (lo & _V4_MASK) == _V4_MAPPED:
@@ -121,13 +123,9 @@ def _put_address(out: np.ndarray, pos: int, hi: np.uint64, lo: np.uint64) -> int
                 out[pos] = 46
                 pos += 1
         return pos
-    groups = np.empty(8, dtype=np.int64)
-    for k in range(4):
-        groups[k] = np.int64((hi >> np.uint64(48 - 16 * k)) & np.uint64(0xFFFF))
-        groups[4 + k] = np.int64((lo >> np.uint64(48 - 16 * k)) & np.uint64(0xFFFF))
     best_start, best_len, run_start, run_len = -1, 0, -1, 0
     for k in range(8):  # the first longest run of zero groups
-        if groups[k] == 0:
+        if _group(hi, lo, k) == 0:
             if run_start < 0:
                 run_start = k
             run_len += 1
@@ -148,7 +146,7 @@ def _put_address(out: np.ndarray, pos: int, hi: np.uint64, lo: np.uint64) -> int
         if k > 0 and k != best_start + best_len:
             out[pos] = 58
             pos += 1
-        g = groups[k]
+        g = _group(hi, lo, k)
         shift = 12
         while shift > 0 and (g >> shift) == 0:
             shift -= 4
@@ -161,83 +159,13 @@ def _put_address(out: np.ndarray, pos: int, hi: np.uint64, lo: np.uint64) -> int
 
 
 @njit(**KERNEL_OPTS)
-def format_addresses(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Text of each (hi, lo) address: (data bytes, ``int64`` offsets of length n + 1)."""
-    n = hi.shape[0]
-    out = np.empty(n * 39, dtype=np.uint8)
-    offsets = np.empty(n + 1, dtype=np.int64)
+def format_addresses(hi: np.ndarray, lo: np.ndarray, out: np.ndarray, offsets: np.ndarray) -> int:
+    """Text of each (hi, lo) address into ``out`` (39 bytes a row suffice), ``offsets`` (n + 1) filled;
+    returns the bytes used. Allocates nothing: a kernel that allocates makes numba import its array
+    implementation (~0.1 s) when the kernel is loaded from the cache."""
     pos = 0
     offsets[0] = 0
-    for i in range(n):
+    for i in range(hi.shape[0]):
         pos = _put_address(out, pos, hi[i], lo[i])
         offsets[i + 1] = pos
-    return out[:pos], offsets
-
-
-@njit(**KERNEL_OPTS)
-def float_fallback(values: np.ndarray) -> np.ndarray:
-    """True where :func:`_put_float` cannot prove ``repr`` (a 2-D float64 array in, bools out)."""
-    scratch = np.empty(64, dtype=np.uint8)
-    bad = np.zeros(values.shape, dtype=np.bool_)
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            bad[i, j] = _put_float(scratch, 0, values[i, j]) < 0
-    return bad
-
-
-@njit(**KERNEL_OPTS)
-def jsonl_rows(
-    start: int,
-    stop: int,
-    kinds: np.ndarray,
-    slots: np.ndarray,
-    keys: np.ndarray,
-    key_offsets: np.ndarray,
-    uints: np.ndarray,
-    ints: np.ndarray,
-    floats: np.ndarray,
-    overrides: np.ndarray,
-    override_data: np.ndarray,
-    override_offsets: np.ndarray,
-    str_data: np.ndarray,
-    str_offsets: np.ndarray,
-    out: np.ndarray,
-) -> int:
-    """Rows ``start:stop`` as JSON lines into ``out``; returns the bytes written.
-
-    Column ``c`` is written as ``keys[key_offsets[c]:key_offsets[c+1]]`` (``{"name":`` or
-    ``,"name":``) then the value of kind ``kinds[c]`` from column ``slots[c]`` of ``uints``,
-    ``ints``, ``floats`` (``overrides[i, s] >= 0`` picks pre-rendered text) or the strings.
-    """
-    pos = 0
-    for i in range(start, stop):
-        for c in range(kinds.shape[0]):
-            for b in range(key_offsets[c], key_offsets[c + 1]):
-                out[pos] = keys[b]
-                pos += 1
-            s = slots[c]
-            kind = kinds[c]
-            if kind == KIND_UINT:
-                pos = _put_uint(out, pos, uints[i, s])
-            elif kind == KIND_INT:
-                pos = _put_int(out, pos, ints[i, s])
-            elif kind == KIND_FLOAT:
-                o = overrides[i, s]
-                if o >= 0:
-                    for b in range(override_offsets[o], override_offsets[o + 1]):
-                        out[pos] = override_data[b]
-                        pos += 1
-                else:
-                    pos = _put_float(out, pos, floats[i, s])
-            else:
-                out[pos] = 34
-                pos += 1
-                for b in range(str_offsets[s, i], str_offsets[s, i + 1]):
-                    out[pos] = str_data[b]
-                    pos += 1
-                out[pos] = 34
-                pos += 1
-        out[pos] = 125
-        out[pos + 1] = 10
-        pos += 2
     return pos

@@ -35,10 +35,14 @@ class TextColumn:
 
 def address_column(hi: np.ndarray, lo: np.ndarray) -> TextColumn:
     """Addresses as text: dotted quad for IPv4-mapped, RFC 5952 for IPv6 (as ``ipaddress`` writes)."""
-    data, offsets = format_addresses(
-        np.ascontiguousarray(hi, dtype=np.uint64), np.ascontiguousarray(lo, dtype=np.uint64)
-    )
-    return TextColumn(data, offsets)
+    hi = np.ascontiguousarray(hi, dtype=np.uint64)
+    lo = np.ascontiguousarray(lo, dtype=np.uint64)
+    if hi.shape != lo.shape or hi.ndim != 1:
+        raise ValueError("hi and lo must be 1-D arrays of one length")
+    data = np.empty(len(hi) * 39, dtype=np.uint8)
+    offsets = np.empty(len(hi) + 1, dtype=np.int64)
+    used = format_addresses(hi, lo, data, offsets)
+    return TextColumn(data[:used], offsets)
 
 
 def enum_column(values: np.ndarray, names: tuple[str, ...]) -> TextColumn:

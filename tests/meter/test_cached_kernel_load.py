@@ -1,0 +1,89 @@
+"""cloudtap._kernel_opts: cached kernels load without numba's compiler registries; compiling still works after."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+KERNELS = textwrap.dedent(
+    """
+    import numpy as np
+    from numba import njit
+
+    from cloudtap._kernel_opts import KERNEL_OPTS
+
+    REC = np.dtype([("a", "u8"), ("b", "f8")], align=True)
+
+
+    @njit(**KERNEL_OPTS)
+    def _scale(x, k):
+        return x * k
+
+
+    @njit(**KERNEL_OPTS)
+    def summed(recs):
+        out = np.empty(recs.shape[0], dtype=np.float64)  # allocates: needs the runtime (NRT)
+        for i in range(recs.shape[0]):
+            out[i] = _scale(recs[i]["b"], 2.0) + recs[i]["a"]
+        return out
+    """
+)
+
+RUN = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import kernels_under_test as k
+
+    recs = np.zeros(3, k.REC)
+    recs["a"] = [1, 2, 3]
+    recs["b"] = [0.5, 1.5, 2.5]
+    first = k.summed(recs).tolist()
+    registries = "numba.np.linalg" in sys.modules
+    hits = sum(k.summed.stats.cache_hits.values())
+
+    from numba import njit  # a kernel never cached: compiled in this process, after the cached load
+
+    @njit
+    def fresh(x):
+        return np.median(x) + np.sort(x)[0]  # numba.np.arraymath: a registry the cached load skipped
+
+    print(json.dumps({"values": first, "hits": hits, "registries_loaded_by_cache": registries,
+                      "fresh": float(fresh(np.array([4.0, 3.0, 8.0])))}))
+    """
+)
+
+
+def run(tmp_path: Path) -> dict[str, object]:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", RUN], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def test_cached_kernels_load_directly_and_compiling_still_works(tmp_path: Path) -> None:
+    (tmp_path / "kernels_under_test.py").write_text(KERNELS)
+    compiled = run(tmp_path)  # compiles and writes the cache
+    assert compiled["hits"] == 0
+    loaded = run(tmp_path)
+    assert loaded["hits"] == 1
+    assert loaded["values"] == compiled["values"] == [2.0, 5.0, 8.0]
+    assert loaded["registries_loaded_by_cache"] is False  # what the direct load saves
+    assert loaded["fresh"] == compiled["fresh"] == 7.0
+
+
+def test_installed_once() -> None:
+    from numba.core import caching
+
+    from cloudtap._kernel_opts import load_cached_kernels_directly
+
+    patched = caching.Cache.load_overload
+    assert load_cached_kernels_directly()
+    assert caching.Cache.load_overload is patched
+    assert getattr(patched, "cloudtap_direct", False)
