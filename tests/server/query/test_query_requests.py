@@ -3,7 +3,6 @@ against numpy over the planted rows (counts exact, percentiles within the t-dige
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cloudtap.cli.query_cmd import query_app
 from cloudtap.schema.request import REQ_OK, REQ_SERVER_ERROR
 from cloudtap.server.query.catalog import describe
 from cloudtap.server.query.engine import QueryEngine, QueryResult
@@ -38,22 +35,12 @@ def records() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory, records: np.ndarray) -> Path:
-    """A data directory holding the requests (closed again: the CLI opens it itself)."""
-    path = tmp_path_factory.mktemp("requests-chdb")
-    store = ClickHouseStore(f"chdb://{path}")
+def store(chdb_dsn: str, records: np.ndarray) -> Iterator[ClickHouseStore]:
+    """The requests in a database of their own on the test process's chDB data path."""
+    s = ClickHouseStore(chdb_dsn, database="query_requests")
     try:
-        store.migrate()
-        store.insert({"requests": request_batch(records, "hv-1")}, BatchKey("hv-1", 1))
-    finally:
-        store.close()
-    return path
-
-
-@pytest.fixture(scope="module")
-def store(data_dir: Path) -> Iterator[ClickHouseStore]:
-    s = ClickHouseStore(f"chdb://{data_dir}")
-    try:
+        s.migrate()
+        s.insert({"requests": request_batch(records, "hv-1")}, BatchKey("hv-1", 1))
         yield s
     finally:
         s.close()
@@ -152,27 +139,3 @@ def test_catalog_has_the_contract_metrics() -> None:
     assert {"resource", "status", "code", "host"} <= set(catalog["request_log"]["dimensions"])
     assert "latency_us" not in catalog["request_log"]["dimensions"]
     assert "requests" not in catalog["flows"]["dimensions"]  # the flows' request counters are measures
-
-
-def test_cli_lists_requests_and_ranks_servers(data_dir: Path, records: np.ndarray) -> None:
-    runner = CliRunner()
-    listed = runner.invoke(query_app, ["requests", "--data", str(data_dir), "--since", "all", "-f",
-                                       "status=server_error", "--order", "-latency_us", "-n", "5",
-                                       "--format", "json"])  # fmt: skip
-    assert listed.exit_code == 0, listed.output
-    body = json.loads(listed.stdout)
-    errors = records[records["status"] == REQ_SERVER_ERROR]
-    slowest = np.sort(errors["latency_us"])[::-1][:5].tolist()
-    at = body["columns"].index("latency_us")
-    assert [r[at] for r in body["rows"]] == slowest
-    assert {r[body["columns"].index("status")] for r in body["rows"]} == {"server_error"}
-    table = runner.invoke(
-        query_app,
-        ["requests", "--data", str(data_dir), "--since", "all", "-n", "3", "--where", "server_port=80"],
-    )
-    assert table.exit_code == 0, table.output
-    assert "request records" in table.stdout and "request_log" in table.stdout and "/api/" in table.stdout
-    top = runner.invoke(query_app, ["top", "--data", str(data_dir), "--since", "all", "--table", "requests",
-                                    "--by", "latency_p99,requests,error_rate", "--group", "server_ip"])  # fmt: skip
-    assert top.exit_code == 0, top.output
-    assert "latency_p99 (ms)" in top.stdout and "10.0.1.3" in top.stdout
