@@ -14,6 +14,7 @@ from cloudtap.agent.config import AgentConfig, load_agent_config
 from cloudtap.agent.config_apply import POLICY_PAUSE, MacSelect
 from cloudtap.agent.controller_client import ControllerClient
 from cloudtap.agent.runner import Agent
+from cloudtap.l7._queue import STAT_NAMES
 from cloudtap.schema.packet import PACKET_DTYPE
 from cloudtap.server.controller.status import HeartbeatReport, Sample, rates
 from cloudtap.ship.server_sink import ShipStats
@@ -155,3 +156,20 @@ def test_rates_keep_each_kind_of_drop_apart() -> None:
     assert (r["drops"], r["kernel_drops"], r["pps_limit_drops"], r["meter_drops"]) == (105, 3, 100, 2)
     assert (r["dead_letters"], r["ship_retries"], r["throttled_s"]) == (3, 7, 0.5)
     assert rates([])["pps_limit_drops"] == 0 and rates([a])["kernel_drops"] == 0
+
+
+def test_report_carries_the_request_parser_figures(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg = cfg.model_copy(update={"requests": cfg.requests.model_copy(update={"enabled": True})})
+    agent = Agent(cfg)
+    parser = agent.workers[0].requests
+    assert parser is not None
+    names = list(STAT_NAMES)
+    parser.st[names.index("requests")] = 40
+    parser.st[names.index("table_full")] = 3
+    client = ControllerClient(agent)
+    report = HeartbeatReport.model_validate(client.report())
+    client.stop()
+    assert (report.requests_parsed, report.request_drops) == (40, 3)
+    off = HeartbeatReport.model_validate(ControllerClient(Agent(config(tmp_path / "off"))).report())
+    assert off.requests_parsed == 0 and off.request_drops == 0  # requests off: no figures sent
