@@ -25,6 +25,7 @@ from cloudtap.capture.frames import FrameBatch
 from cloudtap.capture.policy_filter import HEADER_BYTES, FilterPart, PolicyFilter, payload_snaplen
 from cloudtap.capture.policy_source import PolicySource
 from cloudtap.errors import CaptureError, FilterError
+from cloudtap.meter.pipeline import _select
 from netns import VirtualNetwork, needs_netns
 
 TCPDUMP = shutil.which("tcpdump")
@@ -96,6 +97,13 @@ def test_parts_are_tried_largest_snaplen_first_and_cut_frames() -> None:
     assert mask.tolist() == [True, True, True, False, True]
     assert batch.cap_len.tolist() == [656, 128, 656, 1042, 52]  # cut in place; the rejected one untouched
     assert (flt.matched, flt.rejected) == (4, 1)
+    # the pipeline's next step asks on the kept frames: the parts mask found, no second run of the programs
+    kept = _select(batch, mask)
+    runs = flt.classify
+    flt.classify = None  # type: ignore[assignment,method-assign]
+    assert flt.wants_requests(kept).tolist() == [True, False, True, False]
+    flt.classify = runs  # type: ignore[method-assign]
+    assert flt.wants_requests(kept).tolist() == [True, False, True, False]  # asked again: run again, same answer
 
 
 def test_vlan_parts_are_widened_for_the_kernel_only() -> None:

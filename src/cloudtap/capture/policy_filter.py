@@ -23,6 +23,7 @@ Two programs per link type:
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -101,6 +102,7 @@ class PolicyFilter:
         self._kernel: dict[int, BpfProgram] = {}
         self.matched = 0
         self.rejected = 0
+        self._last = threading.local()  #: per capture thread: the request wishes of the frames ``mask`` kept
         self.program(1)
         self.kernel_program(1)
 
@@ -188,8 +190,10 @@ class PolicyFilter:
         The cut happens in place, in the batch's own ``cap_len`` array (a source's fresh array), to
         the accepting part's snaplen, as the kernel cuts frames in the ring.
         """
-        keep, _ = self.classify(frames)
+        keep, part = self.classify(frames)
         ok = keep > 0
+        if self._requests.any():  # for wants_requests on the frames kept, in this thread, without a second run
+            self._last.wanted = self._requests[part[ok]]
         hits = int(np.count_nonzero(ok))
         self.matched += hits
         self.rejected += len(frames) - hits
@@ -203,9 +207,17 @@ class PolicyFilter:
         return bool(self._requests.any())
 
     def wants_requests(self, frames: FrameBatch) -> np.ndarray:
-        """``bool[n]``: which frames a part that wants application requests accepts."""
+        """``bool[n]``: which frames a part that wants application requests accepts.
+
+        Right after ``mask`` in the same thread, on the frames it kept (the pipeline's next step), the parts
+        ``mask`` found are reused: the programs do not run twice per batch.
+        """
         n = len(frames)
         if not self._requests.any():
             return np.zeros(n, np.bool_)
+        wanted = getattr(self._last, "wanted", None)
+        if wanted is not None and len(wanted) == n:
+            self._last.wanted = None
+            return wanted
         _, part = self.classify(frames)
         return np.where(part >= 0, self._requests[np.maximum(part, 0)], False)
