@@ -47,7 +47,7 @@ def test_flow_table_bytes_matches_the_meter(cap: int) -> None:
     meter = Meter(MeterConfig(max_flows=cap, initial_flows=cap, output_batch=64))
     assert flow_table_bytes(cap) == meter.memory_bytes - output_buffer_bytes(64)
     if cap == 65536:
-        assert 430 <= meter.bytes_per_flow_slot <= 450
+        assert 355 <= meter.bytes_per_flow_slot <= 375
 
 
 def test_budget_fits_the_grant_and_shrinks_with_it() -> None:

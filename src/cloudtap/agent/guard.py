@@ -135,7 +135,7 @@ def flow_table_bytes(max_flows: int) -> int:
 
     Mirrors the meter's allocation: flow state, two direction states, an open-addressing index of
     ``pow2 >= 2*max_flows`` (slot + hash, int32 + uint32), the free list and the active list (+pos).
-    About 444 bytes per slot.
+    About 364 bytes per slot.
     """
     index = _pow2_at_least(2 * max_flows)
     per_slot = FLOW_STATE_DTYPE.itemsize + 2 * DIR_STATE_DTYPE.itemsize + 3 * 4

@@ -36,6 +36,7 @@ from cloudtap.agent.guard import (
     request_parser_bytes,
 )
 from cloudtap.agent.identity import ObservationPoints
+from cloudtap.agent.lean import release_startup_pages
 from cloudtap.agent.mirror_attribution import MirrorAttribution
 from cloudtap.agent.output import RecordOutput
 from cloudtap.agent.requests import request_config, request_status, warm_up_requests
@@ -222,6 +223,7 @@ class Agent:
         warm_up()
         if self.request_config is not None:
             warm_up_requests()
+            release_startup_pages()  # the parser's kernels mapped some of LLVM back in
         if self.config.limits.use_cgroup:
             from cloudtap.agent.cgroup import apply_cgroup
 

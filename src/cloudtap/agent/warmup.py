@@ -5,6 +5,9 @@ numba's compiler state, ~390 MiB instead of ~180 MiB) than one that only loaded 
 cache. A fresh install or checkout has no (valid) cache: numba keys it on each source file's path
 and mtime. So :func:`warm_up` first tries a cache-only load; on the first cache miss it compiles in
 a short-lived child process, which fills the cache and exits, then loads from the cache.
+
+LLVM runs only while the kernels load: once they are, :func:`warm_up` lets go of the ~67 MiB of LLVM
+code pages the loading mapped (:func:`cloudtap.agent.lean.release_startup_pages`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cloudtap.agent.lean import release_startup_pages
 from cloudtap.capture.frames import FrameBatch
 
 log = logging.getLogger(__name__)
@@ -87,8 +91,12 @@ def _run_kernels() -> None:
     packets = decode_frames(batch)
     Deduplicator(capacity=16).mask(batch, packets)
     FragmentTracker(capacity=16).associate(packets)
-    meter = Meter(MeterConfig(max_flows=16, output_batch=64))
-    meter.add(packets)
+    # 17 flows in a table of 16 slots: the table doubles once, which loads the index rebuild too (else the
+    # agent's first doubling would load it mid-capture, ~10 MiB of LLVM pages with it).
+    flows = np.repeat(packets, 17)
+    flows["sport"] += np.arange(17, dtype=np.uint16)
+    meter = Meter(MeterConfig(max_flows=32, initial_flows=16, output_batch=64))
+    meter.add(flows)
     meter.tick(time.time_ns() + 10**9)
     meter.flush()
     from cloudtap.ship.ipfix.encoder import warm_up_kernel
@@ -96,21 +104,27 @@ def _run_kernels() -> None:
     warm_up_kernel()  # IPFIX export (output.ipfix)
 
 
-def warm_up(*, compile_in_child: bool = True) -> float:
+def warm_up(*, compile_in_child: bool = True, release_pages: bool = True) -> float:
     """Load (or compile) every per-packet kernel the agent uses; returns seconds spent.
 
     Args:
         compile_in_child: on a cache miss, compile in a child process and load the result here
             (keeps this process ~200 MiB smaller). False compiles here (what the child does).
+        release_pages: with ``compile_in_child``, let go of LLVM's code pages once the kernels are
+            loaded (they fault back in if LLVM runs again; see :func:`release_startup_pages`).
     """
     started = time.perf_counter()
     if compile_in_child:
         try:
             with _refuse_compiling():
                 _run_kernels()
-            return time.perf_counter() - started
         except _CacheMiss as miss:
             log.info("numba cache miss (%s): compiling the kernels in a child process", miss)
             _compile_in_child()
-    _run_kernels()  # loads what the child cached; compiles here only what it could not cache
+            _run_kernels()  # loads what the child cached; compiles here only what it could not cache
+        if release_pages:
+            released = release_startup_pages()
+            log.debug("warm-up: %.0f MiB of LLVM code pages released", released / 2**20)
+        return time.perf_counter() - started
+    _run_kernels()
     return time.perf_counter() - started

@@ -27,6 +27,8 @@ from cloudtap.meter._state import (
     HS_NONE,
     HS_SYN,
     HS_SYNACK,
+    PENDING_OPENED,
+    PENDING_RTT,
     ST_ACTIVE,
     ST_EDGE_DELTAS,
     ST_FLOWS_CREATED,
@@ -84,7 +86,28 @@ _RST = 0x04
 _FIN = 0x01
 _STATUS_OK = 0
 _STATUS_TRUNCATED = 2
-_HEADROOM = 4
+_HEADROOM = 4  # a packet emits at most 2 records and 3 edge deltas
+_U32_MAX = np.uint64(0xFFFF_FFFF)
+_U8_MAX = 0xFF
+_MAC_LO = np.uint64(0xFFFF_FFFF)
+
+
+@njit(**KERNEL_OPTS)
+def mac_of(r) -> np.uint64:  # type: ignore[no-untyped-def]
+    """The sender MAC of direction record ``r`` (0: none seen yet)."""
+    return (np.uint64(r.mac_hi) << np.uint64(32)) | np.uint64(r.mac_lo)
+
+
+@njit(**KERNEL_OPTS)
+def server_rtt_ns(f) -> int:  # type: ignore[no-untyped-def]
+    """The handshake's server half (SYN to SYN-ACK) of flow record ``f``; negative when unknown."""
+    return f.hs_server_ns if f.hs_state >= HS_SYNACK else -1
+
+
+@njit(**KERNEL_OPTS)
+def client_rtt_ns(f) -> int:  # type: ignore[no-untyped-def]
+    """The handshake's client half (SYN-ACK to ACK) of flow record ``f``; negative when unknown."""
+    return f.hs_client_ns if f.hs_state == HS_ESTABLISHED else -1
 
 
 @njit(**KERNEL_OPTS)
@@ -202,11 +225,8 @@ def _create(
     f.period_end_ns = (ts // period) * period + period
     edge = cfg[5]
     f.second_end_ns = (ts // edge) * edge + edge
-    f.syn_ns = 0
-    f.synack_ns = 0
-    f.closed_ns = 0
-    f.rtt_client_ns = -1
-    f.rtt_server_ns = -1
+    f.hs_server_ns = 0
+    f.hs_client_ns = 0
     f.syn_count = 0
     f.synack_count = 0
     f.record_seq = 0
@@ -215,16 +235,15 @@ def _create(
     f.close_type = 0
     f.fin_mask = 0
     f.seen_mask = 0
-    f.opened_pending = 1
-    f.rtt_pending = 0
-    f.in_use = 1
+    f.pending = PENDING_OPENED
     for d in range(2):
         r = ds[2 * s + d]
         r.packets = 0
         r.bytes = 0
         r.l2_bytes = 0
         r.payload_bytes = 0
-        r.mac = 0
+        r.mac_lo = 0
+        r.mac_hi = 0
         r.nextseq_ns = 0
         r.lastack_ns = 0
         r.sec_packets = 0
@@ -238,10 +257,7 @@ def _create(
         r.sec_retrans = 0
         r.dupacks = 0
         r.tcp_flags = 0
-        r.seq_known = 0
-        r.ack_known = 0
-        r.last_was_keepalive = 0
-        r.last_was_zwp = 0
+        r.last_seg = 0
     index_insert(idx_slot, idx_hash, h, s)
     n = st[ST_ACTIVE]
     active[n] = s
@@ -257,7 +273,6 @@ def _create(
 def _release(fs, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, s) -> None:  # type: ignore[no-untyped-def]
     """Return slot ``s`` to the free list and drop it from the index and the active list."""
     index_remove(idx_slot, idx_hash, fs[s].hash, s)
-    fs[s].in_use = 0
     pos = active_pos[s]
     last = st[ST_ACTIVE] - 1
     moved = active[last]
@@ -290,8 +305,8 @@ def _emit_record(fs, ds, s, close_type, out, st) -> None:  # type: ignore[no-unt
     o.tunnel_src_lo = f.tunnel_src_lo
     o.tunnel_dst_hi = f.tunnel_dst_hi
     o.tunnel_dst_lo = f.tunnel_dst_lo
-    o.client_mac = c.mac
-    o.server_mac = v.mac
+    o.client_mac = mac_of(c)
+    o.server_mac = mac_of(v)
     o.packets_c2s = c.packets
     o.packets_s2c = v.packets
     o.bytes_c2s = c.bytes
@@ -300,8 +315,10 @@ def _emit_record(fs, ds, s, close_type, out, st) -> None:  # type: ignore[no-unt
     o.l2_bytes_s2c = v.l2_bytes
     o.payload_bytes_c2s = c.payload_bytes
     o.payload_bytes_s2c = v.payload_bytes
-    o.rtt_client_us = f.rtt_client_ns / 1000.0 if f.rtt_client_ns >= 0 else -1.0
-    o.rtt_server_us = f.rtt_server_ns / 1000.0 if f.rtt_server_ns >= 0 else -1.0
+    rtt_client = client_rtt_ns(f)
+    rtt_server = server_rtt_ns(f)
+    o.rtt_client_us = rtt_client / 1000.0 if rtt_client >= 0 else -1.0
+    o.rtt_server_us = rtt_server / 1000.0 if rtt_server >= 0 else -1.0
     o.retrans_c2s = c.retrans
     o.retrans_s2c = v.retrans
     o.zero_window_c2s = c.zero_window
@@ -344,13 +361,7 @@ def _emit_edge(fs, ds, s, closed, failed, edges, st, cfg) -> None:  # type: igno
     f = fs[s]
     c = ds[2 * s]
     v = ds[2 * s + 1]
-    if (
-        c.sec_packets == 0
-        and v.sec_packets == 0
-        and f.opened_pending == 0
-        and not closed
-        and f.rtt_pending == 0
-    ):
+    if c.sec_packets == 0 and v.sec_packets == 0 and f.pending == 0 and not closed:
         return
     k = st[ST_EDGE_N]
     st[ST_EDGE_N] = k + 1
@@ -371,17 +382,16 @@ def _emit_edge(fs, ds, s, closed, failed, edges, st, cfg) -> None:  # type: igno
     e.vlan = f.vlan
     e.interface = f.interface
     e.proto = f.proto
-    e.flows_opened = f.opened_pending
+    e.flows_opened = 1 if (f.pending & PENDING_OPENED) != 0 else 0
     e.flows_closed = 1 if closed else 0
     e.flows_failed = 1 if failed else 0
-    if f.rtt_pending == 1:
-        e.rtt_sum_us = (f.rtt_client_ns + f.rtt_server_ns) / 1000.0
+    if (f.pending & PENDING_RTT) != 0:
+        e.rtt_sum_us = (client_rtt_ns(f) + server_rtt_ns(f)) / 1000.0
         e.rtt_count = 1
     else:
         e.rtt_sum_us = 0.0
         e.rtt_count = 0
-    f.opened_pending = 0
-    f.rtt_pending = 0
+    f.pending = 0
     c.sec_packets = 0
     c.sec_bytes = 0
     c.sec_retrans = 0
@@ -620,6 +630,12 @@ def meter_packets(
             edge = cfg[5]
             f.second_end_ns = (ts // edge) * edge + edge
         r = ds[2 * s + d]
+        if (
+            np.uint64(r.sec_bytes) + np.uint64(p.ip_len) > _U32_MAX
+            or np.uint64(r.sec_packets) == _U32_MAX
+            or r.sec_retrans == _U8_MAX
+        ):
+            _emit_edge(fs, ds, s, False, False, edges, st, cfg)  # early, so the narrow counters never wrap
         f.seen_mask |= 1 << d
         r.packets += 1
         r.bytes += p.ip_len
@@ -627,8 +643,9 @@ def meter_packets(
         r.payload_bytes += p.payload_len
         r.sec_packets += 1
         r.sec_bytes += p.ip_len
-        if r.mac == 0:
-            r.mac = p.src_mac
+        if r.mac_lo == 0 and r.mac_hi == 0:
+            r.mac_lo = p.src_mac & _MAC_LO
+            r.mac_hi = p.src_mac >> np.uint64(32)
         if f.first_ns == 0 or ts < f.first_ns:
             f.first_ns = ts
         if ts < f.start_ns:
@@ -638,7 +655,9 @@ def meter_packets(
         if is_tcp:
             r.tcp_flags |= flags
             _tcp_state(f, d, flags, ts)
-            irtt = f.rtt_client_ns + f.rtt_server_ns if f.rtt_client_ns >= 0 and f.rtt_server_ns >= 0 else 0
+            rtt_client = client_rtt_ns(f)
+            rtt_server = server_rtt_ns(f)
+            irtt = rtt_client + rtt_server if rtt_client >= 0 and rtt_server >= 0 else 0
             analyse_segment(
                 ds, 2 * s + d, 2 * s + 1 - d, ts, p.tcp_seq, p.tcp_ack, flags, p.tcp_win, p.payload_len, irtt
             )
@@ -656,19 +675,19 @@ def _tcp_state(f, d, flags, ts) -> None:  # type: ignore[no-untyped-def]
         f.syn_count += 1
         if f.hs_state <= HS_SYN:
             f.hs_state = HS_SYN
-            f.syn_ns = ts
+            f.hs_server_ns = ts  # the latest SYN
     elif syn and ack and d == 1:
         f.synack_count += 1
-        if f.hs_state <= HS_SYNACK:
-            if f.synack_ns == 0 and f.syn_ns != 0:
-                f.rtt_server_ns = ts - f.syn_ns
-            f.synack_ns = ts  # the client half is timed from the latest SYN-ACK, as Argus does
+        if f.hs_state <= HS_SYN:  # the first SYN-ACK: the SYN's time becomes the server RTT
+            f.hs_server_ns = ts - f.hs_server_ns if f.hs_server_ns != 0 else -1
             f.hs_state = HS_SYNACK
+        if f.hs_state == HS_SYNACK:
+            f.hs_client_ns = ts  # the client half is timed from the latest SYN-ACK, as Argus does
     elif ack and not syn and d == 0 and f.hs_state == HS_SYNACK:
         f.hs_state = HS_ESTABLISHED
-        f.rtt_client_ns = ts - f.synack_ns
-        if f.rtt_server_ns >= 0:
-            f.rtt_pending = 1
+        f.hs_client_ns = ts - f.hs_client_ns  # the SYN-ACK's time becomes the client RTT
+        if f.hs_server_ns >= 0:
+            f.pending |= PENDING_RTT
     if (flags & _RST) != 0 and f.close_type == 0:
         if d == 0:
             f.close_type = CLOSE_CLIENT_RST
@@ -676,8 +695,5 @@ def _tcp_state(f, d, flags, ts) -> None:  # type: ignore[no-untyped-def]
             f.close_type = CLOSE_SERVER_REFUSED
         else:
             f.close_type = CLOSE_SERVER_RST
-        f.closed_ns = ts
     if (flags & _FIN) != 0:
         f.fin_mask |= 1 << d
-        if f.fin_mask == 3 and f.closed_ns == 0:
-            f.closed_ns = ts

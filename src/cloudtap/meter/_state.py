@@ -3,6 +3,8 @@
 The table is struct-of-records: ``FLOW_STATE_DTYPE`` holds one flow (key, times, handshake),
 ``DIR_STATE_DTYPE`` holds one direction of one flow (counters since the last record, TCP sequence
 tracking); direction ``d`` of slot ``s`` is row ``2*s + d`` (0 = client to server, 1 = server to client).
+A slot takes 160 + 2 x 88 bytes of state: fields are as narrow as their values allow for the flow's lifetime,
+and the records (``FLOW_DTYPE``) widen them again (see docs/agent.md, Memory).
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ FLOW_STATE_DTYPE = np.dtype(
         ("last_ns", "i8"),  # last packet of the flow
         ("period_end_ns", "i8"),  # end of the current record period (aligned)
         ("second_end_ns", "i8"),  # end of the current 1-second edge bucket
-        ("syn_ns", "i8"),  # first SYN from the client
-        ("synack_ns", "i8"),  # first SYN-ACK from the server
-        ("closed_ns", "i8"),  # when the flow reached a closed state (FIN both ways / RST)
-        ("rtt_client_ns", "i8"),
-        ("rtt_server_ns", "i8"),
+        # Handshake times, each reused once spent (read through _kernels.server_rtt_ns / client_rtt_ns):
+        ("hs_server_ns", "i8"),  # latest SYN while hs_state <= HS_SYN (0: none), then the server RTT
+        ("hs_client_ns", "i8"),  # latest SYN-ACK while hs_state == HS_SYNACK, then the client RTT
         ("tunnel_id", "u4"),
         ("hash", "u4"),
         ("syn_count", "u2"),
@@ -47,40 +47,43 @@ FLOW_STATE_DTYPE = np.dtype(
         ("close_type", "u1"),  # CLOSE_* once decided (0 while open)
         ("fin_mask", "u1"),  # bit 0: client FIN, bit 1: server FIN
         ("seen_mask", "u1"),  # bit 0: a packet from the client was seen, bit 1: from the server
-        ("opened_pending", "u1"),  # 1 until the open is reported in an edge delta
-        ("rtt_pending", "u1"),  # 1 when the handshake RTT is measured but not yet reported in an edge delta
-        ("in_use", "u1"),
+        ("pending", "u1"),  # not yet reported in an edge delta: PENDING_OPENED, PENDING_RTT
     ],
     align=True,
 )
 
 DIR_STATE_DTYPE = np.dtype(
     [
-        ("packets", "u8"),
+        ("packets", "u8"),  # since the last record
         ("bytes", "u8"),
         ("l2_bytes", "u8"),
         ("payload_bytes", "u8"),
-        ("mac", "u8"),
         ("nextseq_ns", "i8"),  # time the highest sequence was seen
         ("lastack_ns", "i8"),
-        ("sec_packets", "u8"),  # since the last edge delta
-        ("sec_bytes", "u8"),
+        ("mac_lo", "u4"),  # the sender's MAC (48 bits): low 32 bits, high 16 bits in mac_hi (mac_of)
+        # Since the last edge delta. Narrower than the record's counters: a delta is emitted early, within its
+        # bucket, before one would overflow (the deltas of a bucket are summed downstream: same edges).
+        ("sec_packets", "u4"),
+        ("sec_bytes", "u4"),
         ("nextseq", "u4"),
         ("lastack", "u4"),
-        ("window", "u4"),
         ("retrans", "u4"),
         ("zero_window", "u4"),
         ("ooo", "u4"),
-        ("sec_retrans", "u4"),
-        ("dupacks", "u2"),
+        ("mac_hi", "u2"),
+        ("window", "u2"),  # the TCP header's window field (16 bits, unscaled)
+        ("sec_retrans", "u1"),
+        ("dupacks", "u1"),  # stops at 255 (only >= 2 matters)
         ("tcp_flags", "u1"),
-        ("seq_known", "u1"),
-        ("ack_known", "u1"),
-        ("last_was_keepalive", "u1"),
-        ("last_was_zwp", "u1"),
+        ("last_seg", "u1"),  # LAST_SEG_*: what the last segment of this direction was
     ],
     align=True,
 )
+
+LAST_SEG_NONE = 0  #: no segment yet (so its ack and window are unknown)
+LAST_SEG_PLAIN = 1
+LAST_SEG_KEEPALIVE = 2
+LAST_SEG_ZERO_WINDOW_PROBE = 3
 
 #: One edge delta: what one flow added to one 1-second bucket. Aggregated by the meter wrapper.
 EDGE_DELTA_DTYPE = np.dtype(
@@ -113,6 +116,9 @@ HS_NONE = 0  #: no handshake packet seen (mid-stream or not TCP)
 HS_SYN = 1  #: client SYN seen
 HS_SYNACK = 2  #: server SYN-ACK seen
 HS_ESTABLISHED = 3  #: client ACK after SYN-ACK seen
+
+PENDING_OPENED = 1  #: ``pending`` bit: the flow's open is not yet reported in an edge delta
+PENDING_RTT = 2  #: ``pending`` bit: the handshake RTT is measured but not yet reported in an edge delta
 
 # Meter statistics vector (int64), indexed by these constants.
 ST_PACKETS = 0  #: rows offered to the meter

@@ -13,6 +13,12 @@ import numpy as np
 from numba import njit
 
 from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap.meter._state import (
+    LAST_SEG_KEEPALIVE,
+    LAST_SEG_NONE,
+    LAST_SEG_PLAIN,
+    LAST_SEG_ZERO_WINDOW_PROBE,
+)
 
 _FIN = 0x01
 _SYN = 0x02
@@ -67,7 +73,7 @@ def analyse_segment(
     r = ds[rev]
     verdict = 0
     nextseq_known = f.nextseq != 0
-    zwp = seglen == 1 and seq == f.nextseq and r.window == 0 and r.ack_known == 1
+    zwp = seglen == 1 and seq == f.nextseq and r.window == 0 and r.last_seg != LAST_SEG_NONE
     keepalive = False
     if not zwp:
         if window == 0 and (flags & (_RST | _FIN | _SYN)) == 0:
@@ -84,9 +90,9 @@ def analyse_segment(
             and ack == f.lastack
             and (flags & (_SYN | _FIN | _RST)) == 0
         )
-        ka_ack = same and window != 0 and r.last_was_keepalive == 1
-        zwp_ack = same and window == 0 and r.last_was_zwp == 1
-        if same and window != 0 and not ka_ack and not zwp_ack:
+        ka_ack = same and window != 0 and r.last_seg == LAST_SEG_KEEPALIVE
+        zwp_ack = same and window == 0 and r.last_seg == LAST_SEG_ZERO_WINDOW_PROBE
+        if same and window != 0 and not ka_ack and not zwp_ack and f.dupacks < 255:
             f.dupacks += 1
     if ack != f.lastack:
         f.dupacks = 0
@@ -119,9 +125,7 @@ def analyse_segment(
     f.window = window
     f.lastack = ack
     f.lastack_ns = ts
-    f.ack_known = 1
-    f.last_was_keepalive = 1 if keepalive else 0
-    f.last_was_zwp = 1 if zwp else 0
+    f.last_seg = LAST_SEG_ZERO_WINDOW_PROBE if zwp else (LAST_SEG_KEEPALIVE if keepalive else LAST_SEG_PLAIN)
     if verdict == 1:
         f.retrans += 1
         f.sec_retrans += 1

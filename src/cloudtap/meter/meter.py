@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +52,19 @@ def _pow2_at_least(n: int) -> int:
 def _empty_index(capacity: int) -> tuple[np.ndarray, np.ndarray]:
     size = _pow2_at_least(2 * capacity)
     return np.full(size, -1, np.int32), np.zeros(size, np.uint32)
+
+
+def _return_freed_heap() -> None:
+    """Hand the heap pages freed by a doubling back to the OS.
+
+    After numpy frees a large array, glibc raises its mmap threshold to that size, so the next (smaller)
+    arrays of a doubling come from the heap, and the ones they replace leave resident holes in it (~6 MiB
+    at 250k flows) that only ``malloc_trim`` returns. A no-op without glibc.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Meter:
@@ -171,6 +185,7 @@ class Meter:
         self._fs, self._ds, self._free, self._active, self._active_pos = fs, ds, free, active, active_pos
         self._idx_slot, self._idx_hash = idx_slot, idx_hash
         self._free_top[0] = added + top
+        _return_freed_heap()
 
     def _scan_args(self, forced: bool) -> tuple[object, ...]:
         return (*self._kernel_args(), forced)
