@@ -1,14 +1,15 @@
-"""Fleet benchmark: N simulated agents (asyncio + httpx) under one ``cloudtap server run`` on loopback.
+"""Fleet benchmark: N simulated agents under one ``cloudtap server run`` on loopback.
 
-Each simulated agent registers with the controller (shared token), heartbeats every ``--heartbeat`` s
-(10 s in production, compressed), keeps a command long-poll open, and ships a batch every ``--ship-every``
-s: real metered records (``cloudtap synth small-cloud`` metered by ``import_tables``: flows and 1 s edges),
-``--rows`` rows of each kind (default every 10 s; agents flush every 1 s by default, ``--ship-every 1``), encoded by ``cloudtap.ship.wire`` with its own agent id and sequence. One
-controller command (stop) is sent to 20 agents mid-run to time long-poll delivery under load.
+The agents run in ``--procs`` worker processes (``bench/fleet/agents.py``, asyncio + httpx; one Python process
+cannot offer region-scale load). Each registers with the controller (shared token), heartbeats every
+``--heartbeat`` s (10 s in production), keeps a command long-poll open, and ships a batch every
+``--ship-every`` s (agents flush every 1 s by default): ``--rows`` rows of each kind of real metered records
+(``cloudtap synth small-cloud`` metered by ``import_tables``: flows and 1 s edges), with its own agent id and
+sequence, waiting for each acknowledgement like the agent's sink (429 ``Retry-After`` honoured). One controller
+command (stop) is sent to 20 agents mid-run to time long-poll delivery under load.
 
-Reported: server CPU (psutil on the server pid: cores used), heartbeat latency p50/p99 (as the simulator sees
-it, and as a separate probe process heartbeating 4 times a second sees it: the simulator's own figures include
-its event loop, busy with every agent in one process), ingest rows/s,
+Reported: server CPU (psutil on the server pid: cores used, CPU-s per million rows), heartbeat latency p50/p99
+(as the agents see it, and as a separate probe process heartbeating 4 times a second sees it), ingest rows/s,
 command delivery p50/max, and that nothing was lost: rows acknowledged == rows stored (counted in the
 chDB data after the server stopped). Results: ``bench/results/fleet.json``.
 
@@ -16,7 +17,7 @@ Also reported: the coalesced inserts (``merged_inserts``: server inserts that he
 ``merged_blocks``: their per-table blocks; see docs/shipping.md).
 
 Usage: ``python bench/fleet/run.py [--agents 500] [--duration 120] [--heartbeat 2] [--ship-every 10]
-[--coalesce-ms 50]``
+[--rows 200] [--procs 2] [--coalesce-ms 50]``
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import asyncio
 import collections
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -38,145 +38,26 @@ from typing import Any
 
 import httpx
 import psutil
-import pyarrow as pa
+from agents import TOKEN, Stats, records  # bench/fleet/agents.py (the script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "bench-token"  # the controller bootstrap token agents register with
 ADMIN_PASSWORD = "bench admin password"
 
 
-def records(work: Path) -> dict[str, pa.Table]:
-    """Real metered records: a 2-minute synthetic cloud metered like an import."""
-    from cloudtap.server.importer import import_tables
-    from cloudtap.synth import builtin_scenario, write_pcap
-    from cloudtap.synth.scenario import with_overrides
-
-    pcap = work / "cloud.pcap"
-    if not pcap.exists():
-        write_pcap(with_overrides(builtin_scenario("small-cloud"), duration="2m"), pcap)
-    tables = import_tables([pcap]).tables
-    return {k: tables[k] for k in ("flows", "edges_1s") if k in tables}
-
-
-def with_agent(table: pa.Table, start: int, rows: int, agent: str) -> pa.Table:
-    n = table.num_rows
-    idx = pa.array([(start + i) % n for i in range(rows)])
-    part = table.take(idx)
-    col = part.column_names.index("agent_id")
-    return part.set_column(col, "agent_id", pa.array([agent] * rows, pa.string()))
-
-
-class Stats:
-    def __init__(self) -> None:
-        self.hb_ms: list[float] = []
-        self.hb_errors = 0
-        self.registered = 0
-        self.ids: dict[str, str] = {}  # agent name -> the id the controller gave it
-        self.last_refusal = ""
-        self.register_errors: list[str] = []
-        self.rows_sent: dict[str, int] = {}
-        self.batches = 0
-        self.ship_errors: list[str] = []
-        self.ship_ms: list[float] = []
-        self.cmd_ms: list[float] = []
-
-
-async def agent(i: int, url: str, args: argparse.Namespace, tables: dict[str, pa.Table], stats: Stats,
-                stop_at: float, cmd_sent: dict[str, float]) -> None:  # fmt: skip
-    from cloudtap.ship.wire import encode_batch
-
-    name = f"sim-{i:04d}"
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    limits = httpx.Limits(max_connections=3, max_keepalive_connections=3)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as client:
-        await asyncio.sleep(random.uniform(0, args.heartbeat))  # agents do not start in lockstep
-        body = {"name": name, "hostname": f"hv-{i:04d}", "machine_id": f"m{i:08x}", "group": "bench",
-                "mode": "interfaces", "heartbeat_s": args.heartbeat}  # fmt: skip
-        r = await client.post("/api/v1/agents/register", json=body)
-        if r.status_code != 200:
-            stats.register_errors.append(r.text)
-            return
-        aid = r.json()["agent_id"]
-        client.headers["Authorization"] = f"Bearer {r.json()['credential']}"  # the agent's own from now on
-        stats.registered += 1
-        stats.ids[name] = aid
-
-        async def heartbeats() -> None:
-            captured = 0
-            while time.monotonic() < stop_at:
-                captured += random.randint(10_000_000, 50_000_000)
-                report = {"version": "bench", "mode": "interfaces", "capturing": True, "cpu_percent": random.uniform(1, 40),
-                          "rss_bytes": random.randint(200, 400) << 20, "load1": random.uniform(0, 8), "cores": 32,
-                          "captured_packets": captured // 800, "captured_bytes": captured,
-                          "interfaces": [{"name": f"tap{i:04d}{k}", "mac": f"fa:16:3e:{i >> 8:02x}:{i & 255:02x}:{k:02x}",
-                                          "domain": f"instance-{i:04d}{k}"} for k in range(4)]}  # fmt: skip
-                t = time.perf_counter()
-                try:
-                    resp = await client.post(f"/api/v1/agents/{aid}/heartbeat", json=report)
-                    if resp.status_code == 200:
-                        stats.hb_ms.append((time.perf_counter() - t) * 1000)
-                    else:
-                        stats.hb_errors += 1
-                except httpx.HTTPError:
-                    stats.hb_errors += 1
-                await asyncio.sleep(args.heartbeat)
-
-        async def ship() -> None:
-            seq = 0
-            await asyncio.sleep(random.uniform(0, args.ship_every))
-            while time.monotonic() < stop_at:
-                seq += 1
-                parts = {k: with_agent(t, random.randrange(t.num_rows), args.rows, name) for k, t in tables.items()}
-                data = await asyncio.to_thread(encode_batch, name, seq, parts)
-                t = time.perf_counter()
-                for attempt in range(5):  # the agent's sink retries until acknowledged
-                    try:
-                        resp = await client.post("/api/v1/ingest", content=data, headers={
-                            "Content-Type": "application/vnd.cloudtap.batch", "X-Cloudtap-Agent": name,
-                            "X-Cloudtap-Seq": str(seq)})  # fmt: skip
-                    except httpx.HTTPError as exc:
-                        stats.ship_errors.append(f"{type(exc).__name__}")
-                        await asyncio.sleep(0.5 * (attempt + 1))
-                        continue
-                    if resp.status_code == 200:
-                        stats.ship_ms.append((time.perf_counter() - t) * 1000)
-                        stats.batches += 1
-                        for k, p in parts.items():
-                            stats.rows_sent[k] = stats.rows_sent.get(k, 0) + p.num_rows
-                        break
-                    stats.ship_errors.append(f"HTTP {resp.status_code}")
-                    stats.last_refusal = resp.text[:200]
-                    await asyncio.sleep(0.5)
-                await asyncio.sleep(args.ship_every)
-
-        async def commands() -> None:
-            while time.monotonic() < stop_at:
-                try:
-                    wait = max(0.0, min(25.0, stop_at - time.monotonic()))
-                    resp = await client.get(f"/api/v1/agents/{aid}/commands", params={"wait": wait})
-                except httpx.HTTPError:
-                    await asyncio.sleep(1)
-                    continue
-                for _ in resp.json().get("commands", []):
-                    if name in cmd_sent:
-                        stats.cmd_ms.append((time.monotonic() - cmd_sent[name]) * 1000)
-
-        tasks = [heartbeats()] + ([ship()] if args.ship_every > 0 else []) + ([commands()] if args.commands else [])
-        await asyncio.gather(*tasks)
-
-
 async def admin(url: str, token: str, args: argparse.Namespace, stop_at: float, cmd_sent: dict[str, float],
-                samples: list[dict[str, Any]], stats: Stats) -> None:  # fmt: skip
+                samples: list[dict[str, Any]]) -> None:  # fmt: skip
+    """Send a stop command to 20 agents mid-run (wall time kept in ``cmd_sent``), poll the fleet views."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         await asyncio.sleep(min(args.duration / 2, 30))
+        ids = {a["name"]: a["id"] for a in (await client.get("/api/v1/agents")).json()}
         for i in range(0, min(args.agents, 20)):
             name = f"sim-{i:04d}"
-            if name not in stats.ids:
+            if name not in ids:
                 continue
-            cmd_sent[name] = time.monotonic()
+            cmd_sent[name] = time.time()
             try:
-                await client.post(f"/api/v1/agents/{stats.ids[name]}/capture/stop")
+                await client.post(f"/api/v1/agents/{ids[name]}/capture/stop")
             except httpx.HTTPError:
                 cmd_sent.pop(name, None)
         while time.monotonic() < stop_at:
@@ -189,6 +70,22 @@ async def admin(url: str, token: str, args: argparse.Namespace, stop_at: float, 
             samples.append({"fleet_top_ms": (time.perf_counter() - t) * 1000, "top": [r["name"] for r in top],
                             "stale": len(stale)})  # fmt: skip
             await asyncio.sleep(max(0.0, min(10.0, stop_at - time.monotonic())))
+
+
+def start_workers(url: str, args: argparse.Namespace, scratch: Path) -> list[subprocess.Popen[str]]:
+    """The agent worker processes (agents dealt round robin), each back once its batches are encoded."""
+    names = [f"sim-{i:04d}" for i in range(args.agents)]
+    procs = []
+    for k in range(args.procs):
+        cfg = {"url": url, "names": names[k :: args.procs], "rows": args.rows, "duration": args.duration,
+               "heartbeat": args.heartbeat, "ship_every": args.ship_every, "commands": args.commands,
+               "work": str(scratch)}  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, str(Path(__file__).with_name("agents.py")), json.dumps(cfg)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
+    for p in procs:
+        if (p.stdout.readline() if p.stdout else "").strip() != "ready":
+            raise SystemExit("an agent worker failed to start")
+    return procs
 
 
 PROBE = """
@@ -252,6 +149,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200, help="rows per kind per batch")
     ap.add_argument("--coalesce-ms", type=float, default=None, help="server ingest.coalesce_ms (default: the server's)")
     ap.add_argument("--no-commands", dest="commands", action="store_false", help="no command long-polls")
+    ap.add_argument("--procs", type=int, default=2, help="agent worker processes (agents dealt round robin)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fleet.json")
     args = ap.parse_args()
@@ -259,7 +157,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     scratch = REPO / "bench" / "results" / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)  # a fresh clone has no such folder
-    tables = records(scratch)
+    records(scratch)  # the metered capture, made once here for every worker
     data = work / "data"
     if data.exists():  # rows of an earlier run in a reused --work would count as stored by this one
         shutil.rmtree(data)
@@ -283,6 +181,7 @@ def main() -> None:
     token = httpx.post(url + "/api/v1/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD,
                                                           "name": "bench"}, timeout=60).json()["token"]  # fmt: skip
     proc = psutil.Process(server.pid)
+    workers = start_workers(url, args, scratch)
     stats = Stats()
     cmd_sent: dict[str, float] = {}
     samples: list[dict[str, Any]] = []
@@ -292,13 +191,16 @@ def main() -> None:
     t0 = time.monotonic()
     stop_at = t0 + args.duration
 
-    async def everything() -> None:
-        await asyncio.gather(admin(url, token, args, stop_at, cmd_sent, samples, stats),
-                             *(agent(i, url, args, tables, stats, stop_at, cmd_sent) for i in range(args.agents)))  # fmt: skip
-
+    for w in workers:
+        w.stdin.write("go\n") if w.stdin else None
+        w.stdin.flush() if w.stdin else None
     prober = probe(url, max(5.0, args.duration - 15))
-    asyncio.run(everything())
+    asyncio.run(admin(url, token, args, stop_at, cmd_sent, samples))
+    for w in workers:
+        out, _ = w.communicate(timeout=args.duration + 120)
+        stats.merge(json.loads(out.strip().splitlines()[-1]))
     elapsed = time.monotonic() - t0
+    cmd_ms = [(stats.commands_at[n] - sent) * 1000 for n, sent in cmd_sent.items() if n in stats.commands_at]
     probed = json.loads(prober.communicate(timeout=120)[0] or '{"ms": [], "errors": 0}')
     cpu1 = proc.cpu_times()
     me1 = psutil.Process().cpu_times()
@@ -331,9 +233,10 @@ def main() -> None:
         "server_cpu_cores": round(server_cpu_s / elapsed, 3), "server_rss_mib": rss >> 20,
         "server_cpu_ms_per_request": round(1000 * server_cpu_s / max(1, stats.batches + len(stats.hb_ms)), 2),
         "server_cpu_s_per_million_rows": round(1e6 * server_cpu_s / max(1, sent_total), 1),
-        "bench_client_cpu_cores": round(((me1.user + me1.system) - (me0.user + me0.system)) / elapsed, 3),
-        "command_delivery_ms_p50": round(pct(stats.cmd_ms, 0.5), 1), "command_delivery_ms_max": round(max(stats.cmd_ms, default=0), 1),
-        "commands_delivered": len(stats.cmd_ms), "fleet_top_ms_max": round(max((s["fleet_top_ms"] for s in samples), default=0), 1),
+        "bench_client_cpu_cores": round(((me1.user + me1.system) - (me0.user + me0.system) + stats.cpu_s) / elapsed, 3),
+        "agent_worker_processes": args.procs,
+        "command_delivery_ms_p50": round(pct(cmd_ms, 0.5), 1), "command_delivery_ms_max": round(max(cmd_ms, default=0), 1),
+        "commands_delivered": len(cmd_ms), "fleet_top_ms_max": round(max((s["fleet_top_ms"] for s in samples), default=0), 1),
         "server_log_lines": len((work / "server.log").read_text().splitlines()),
         "stale_max_during_run": max((s["stale"] for s in samples), default=0), "machine": {"cpus": os.cpu_count(), "loadavg_1m_start": load0, "loadavg_1m_end": round(os.getloadavg()[0], 2)},
     }  # fmt: skip

@@ -23,6 +23,8 @@ from cloudtap.ship.wire import (
     check_kind,
     decode_batch,
     encode_batch,
+    encode_sections,
+    frame_sections,
     read_header,
 )
 
@@ -93,6 +95,21 @@ def test_round_trip_small_and_empty() -> None:
     zero_rows = decode_batch(encode_batch("a", 1, {"flows": small_tables()["flows"].slice(0, 0)}))
     assert zero_rows.tables["flows"].num_rows == 0
     assert zero_rows.tables["flows"].schema == small_tables()["flows"].schema
+
+
+def test_sections_framed_again_under_new_sequence_numbers() -> None:
+    """Encoded sections reused under another key give exactly the frame encode_batch would make."""
+    sections = encode_sections(small_tables())
+    for seq in (0, 7, 2**40):
+        frame = frame_sections("agent-b", seq, sections, created_ns=5)
+        assert frame == encode_batch("agent-b", seq, small_tables(), created_ns=5)
+        batch = decode_batch(frame)
+        assert (batch.agent_id, batch.seq) == ("agent-b", seq)
+        assert batch.tables["flows"].to_pylist() == small_tables()["flows"].to_pylist()
+    with pytest.raises(WireError, match="seq"):
+        frame_sections("agent-b", -1, sections)
+    with pytest.raises(WireError):
+        frame_sections("", 1, sections)
 
 
 def test_decode_accepts_memoryview_and_bytearray() -> None:

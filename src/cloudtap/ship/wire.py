@@ -150,20 +150,47 @@ def encode_batch(
     Raises:
         WireError: invalid agent_id, seq or kind.
     """
-    _check_agent_id(agent_id)
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise WireError(f"seq must be an integer >= 0, got {seq!r}")
+    _check_key(agent_id, seq)
+    return frame_sections(agent_id, seq, encode_sections(tables), created_ns)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One kind's table, encoded: its header entry and its bytes."""
+
+    entry: KindEntry
+    payload: bytes
+
+
+def encode_sections(tables: dict[str, pa.Table]) -> tuple[Section, ...]:
+    """The sections of a frame (the costly part of :func:`encode_batch`: Arrow IPC + zstd), in order.
+
+    Raises:
+        WireError: too many kinds, or a kind that fails :func:`check_kind`.
+    """
     if len(tables) > MAX_KINDS:
         raise WireError(f"{len(tables)} kinds in one batch (at most {MAX_KINDS})")
-    sections: list[bytes] = []
-    entries: list[dict[str, object]] = []
+    sections = []
     for kind, table in tables.items():
         check_kind(kind)
         payload = _write_ipc(table)
-        sections.append(payload)
-        entries.append(
-            {"kind": kind, "rows": table.num_rows, "bytes": len(payload), "crc32": zlib.crc32(payload)}
-        )
+        sections.append(Section(KindEntry(kind, table.num_rows, len(payload), zlib.crc32(payload)), payload))
+    return tuple(sections)
+
+
+def frame_sections(
+    agent_id: str, seq: int, sections: tuple[Section, ...], created_ns: int | None = None
+) -> bytes:
+    """Frame encoded sections under a header (``agent_id``, ``seq``): cheap, so sections can be reused.
+
+    Raises:
+        WireError: invalid agent_id or seq.
+    """
+    _check_key(agent_id, seq)
+    entries = [
+        {"kind": s.entry.kind, "rows": s.entry.rows, "bytes": s.entry.bytes, "crc32": s.entry.crc32}
+        for s in sections
+    ]
     header = json.dumps(
         {
             "agent_id": agent_id,
@@ -177,7 +204,7 @@ def encode_batch(
         sort_keys=True,
     ).encode("utf-8")
     prefix = _PREFIX.pack(MAGIC, WIRE_VERSION, 0, len(header), zlib.crc32(header))
-    return b"".join([prefix, header, *sections])
+    return b"".join([prefix, header, *(s.payload for s in sections)])
 
 
 def _write_ipc(table: pa.Table) -> bytes:
@@ -186,6 +213,12 @@ def _write_ipc(table: pa.Table) -> bytes:
         writer.write_table(table, max_chunksize=_CHUNK_ROWS)
     payload: bytes = sink.getvalue().to_pybytes()
     return payload
+
+
+def _check_key(agent_id: object, seq: object) -> None:
+    _check_agent_id(agent_id)
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise WireError(f"seq must be an integer >= 0, got {seq!r}")
 
 
 def _check_agent_id(agent_id: object) -> None:
