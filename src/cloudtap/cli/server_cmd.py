@@ -16,6 +16,11 @@ from cloudtap.cli.errors import CliError
 from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt
 from cloudtap.errors import CloudtapError
 
+#: Idle keep-alive connections stay open this long: longer than HTTP clients keep theirs (httpx, the agents'
+#: client: 5 s), so a client always closes first and never sends on a connection the server just closed
+#: (uvicorn's 5 s default raced the agents' 5 s: resets under load, retried, counted as ship errors).
+KEEP_ALIVE_S = 30
+
 server_app = typer.Typer(
     help="The server: ingest, storage (embedded chDB or ClickHouse) and the API.", no_args_is_help=True
 )
@@ -126,7 +131,11 @@ def run_command(
     url = f"{'https' if api.tls else 'http'}://{f'[{host}]' if ':' in host else host}:{bound}"
     tls: dict[str, Any] = {"ssl_certfile": api.tls_cert, "ssl_keyfile": api.tls_key} if api.tls else {}
     # agents hold command long-polls open (up to 25 s): a stop waits 5 s for requests in flight, no longer
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, **tls))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S, **tls
+        )
+    )
     err.print(f"cloudtap server on [bold]{url}[/] (docs {url}/docs), storage {storage.dsn}")
     if generated is not None:
         err.print(f"first start: created admin user [bold]{settings.auth.admin_user}[/] with password "

@@ -89,5 +89,6 @@ def sizes(frames: list[bytes]) -> tuple[dict[str, int], dict[str, int]]:
     for frame in frames:
         for kind, table in decode_batch(frame, KINDS).tables.items():
             rows[kind] = rows.get(kind, 0) + table.num_rows
-            nbytes[kind] = nbytes.get(kind, 0) + table.nbytes
+            # what the server counts: the sizes of the decoded batch's buffers
+            nbytes[kind] = nbytes.get(kind, 0) + table.get_total_buffer_size()
     return rows, nbytes

@@ -12,7 +12,6 @@ keep the last ``DEDUP_WINDOW`` block tokens), so the replay heals without double
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
@@ -23,8 +22,8 @@ import clickhouse_connect
 import pyarrow as pa
 
 from cloudtap.server.store import migrations
-from cloudtap.server.store.base import KINDS, BatchKey, InsertResult
-from cloudtap.server.store.ddl import DERIVED, KIND_TABLES, REQUIRED, TABLES, Column, DdlContext, ident, quote
+from cloudtap.server.store.base import BatchKey, InsertResult
+from cloudtap.server.store.ddl import KIND_TABLES, TABLES, DdlContext, ident, quote
 from cloudtap.server.store.retention import (
     DroppedPartition,
     RetentionPolicy,
@@ -32,6 +31,7 @@ from cloudtap.server.store.retention import (
     data_bytes,
     enforce_disk_budget,
 )
+from cloudtap.server.store.table_fit import insert_columns, prepare_table
 
 #: Settings of every data insert: dependent views deduplicate too, so a crash between a table and its
 #: views heals on replay. ``optimize_on_insert=0``: the views already GROUP BY their whole key, so the
@@ -260,103 +260,6 @@ def _connect_in_process(dsn: str) -> Any:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300]
-
-
-def insert_columns(kind: str) -> tuple[Column, ...]:
-    """Columns a ``kind`` table may carry (required and optional), in table order."""
-    if kind not in KIND_TABLES:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return tuple(c for c in TABLES[KIND_TABLES[kind]].columns if c.role != DERIVED)
-
-
-def prepare_table(kind: str, table: pa.Table) -> pa.Table:
-    """Check ``table`` against the ``kind``'s columns; return it as one block named and typed as stored.
-
-    Extra columns unknown to the store are ignored (newer agents); store-set columns are refused.
-
-    Raises:
-        ValueError: naming the kind and column, when the table does not fit.
-    """
-    columns, inputs, derived = _insert_plan(kind)
-    names = table.column_names  # a new list on every access: read once
-    for name in names:
-        if name in derived and name not in inputs:
-            raise ValueError(f"{kind}: column {name!r} is set by the store and must not be sent")
-    position = {name: i for i, name in enumerate(names)}
-    out: dict[str, pa.ChunkedArray] = {}
-    for col in columns:
-        i = position.get(col.input_name)
-        if i is None:
-            if col.role == REQUIRED:
-                raise ValueError(f"{kind}: missing required column {col.input_name!r}")
-            continue
-        out[col.name] = _fit(kind, col, table.column(i))
-    prepared = pa.table(out)
-    return prepared if all(c.num_chunks == 1 for c in prepared.columns) else prepared.combine_chunks()
-
-
-@functools.cache
-def _insert_plan(kind: str) -> tuple[tuple[Column, ...], frozenset[str], frozenset[str]]:
-    """A kind's insert columns, their input names, and the names of its store-set columns."""
-    columns = insert_columns(kind)
-    derived = frozenset(c.name for c in TABLES[KIND_TABLES[kind]].columns if c.role == DERIVED)
-    return columns, frozenset(c.input_name for c in columns), derived
-
-
-_INT_TYPES = {
-    "UInt8": pa.uint8(),
-    "UInt16": pa.uint16(),
-    "UInt32": pa.uint32(),
-    "UInt64": pa.uint64(),
-    "Int8": pa.int8(),
-    "Int16": pa.int16(),
-    "Int32": pa.int32(),
-    "Int64": pa.int64(),
-}
-
-
-def _fit(kind: str, col: Column, values: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Cast ``values`` to the Arrow type ClickHouse reads into ``col``, or raise ValueError."""
-    typ = values.type
-    where = f"{kind}: column {col.input_name!r} ({'Int64 ns' if col.convert else col.type})"
-    if col.role == REQUIRED and values.null_count:
-        raise ValueError(f"{where} has {values.null_count} null value(s)")
-    if col.convert == "ns":
-        if not pa.types.is_integer(typ):
-            raise ValueError(f"{where} must be an integer, got {typ}")
-        try:
-            return values.cast(pa.int64()).cast(pa.timestamp("ns", "UTC"))
-        except pa.ArrowInvalid as exc:
-            raise ValueError(f"{where}: {exc}") from exc
-    if pa.types.is_dictionary(typ) and col.type != "LowCardinality(String)":
-        values, typ = values.cast(typ.value_type), typ.value_type
-    try:
-        if col.type in ("IPv6", "String"):
-            if pa.types.is_string(typ):
-                return values
-            if pa.types.is_large_string(typ):
-                return values.cast(pa.string())
-            raise ValueError(f"{where} must be text, got {typ}")
-        if col.type == "LowCardinality(String)":
-            if pa.types.is_string(typ) or (
-                pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type)
-            ):
-                return values
-            if pa.types.is_large_string(typ):
-                return values.cast(pa.string())
-            raise ValueError(f"{where} must be text, got {typ}")
-        if col.type in _INT_TYPES:
-            if not pa.types.is_integer(typ):
-                raise ValueError(f"{where} must be an integer, got {typ}")
-            target = _INT_TYPES[col.type]
-            return values if typ == target else values.cast(target)
-        if col.type == "Float64":
-            if not (pa.types.is_floating(typ) or pa.types.is_integer(typ)):
-                raise ValueError(f"{where} must be a number, got {typ}")
-            return values if typ == pa.float64() else values.cast(pa.float64())
-    except pa.ArrowInvalid as exc:
-        raise ValueError(f"{where}: {exc}") from exc
-    raise ValueError(f"{where}: type not accepted on insert")
 
 
 def open_store(dsn: str, database: str = "cloudtap", **kwargs: Any) -> ClickHouseStore:
