@@ -80,7 +80,8 @@ def start_workers(url: str, args: argparse.Namespace, scratch: Path) -> list[sub
         cfg = {"url": url, "names": names[k :: args.procs], "rows": args.rows, "duration": args.duration,
                "heartbeat": args.heartbeat, "ship_every": args.ship_every, "commands": args.commands,
                "work": str(scratch)}  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, str(Path(__file__).with_name("agents.py")), json.dumps(cfg)],
+        nice = ["nice", "-n", str(args.nice)] if args.nice else []  # agents run on other hosts in production
+        procs.append(subprocess.Popen([*nice, sys.executable, str(Path(__file__).with_name("agents.py")), json.dumps(cfg)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
     for p in procs:
         if (p.stdout.readline() if p.stdout else "").strip() != "ready":
@@ -150,6 +151,9 @@ def main() -> None:
     ap.add_argument("--coalesce-ms", type=float, default=None, help="server ingest.coalesce_ms (default: the server's)")
     ap.add_argument("--no-commands", dest="commands", action="store_false", help="no command long-polls")
     ap.add_argument("--procs", type=int, default=2, help="agent worker processes (agents dealt round robin)")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness of the agent workers (agents run on other hosts in production: 10 gives the "
+                         "server and the probe the CPU first on a small machine)")  # fmt: skip
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fleet.json")
     args = ap.parse_args()
@@ -234,7 +238,7 @@ def main() -> None:
         "server_cpu_ms_per_request": round(1000 * server_cpu_s / max(1, stats.batches + len(stats.hb_ms)), 2),
         "server_cpu_s_per_million_rows": round(1e6 * server_cpu_s / max(1, sent_total), 1),
         "bench_client_cpu_cores": round(((me1.user + me1.system) - (me0.user + me0.system) + stats.cpu_s) / elapsed, 3),
-        "agent_worker_processes": args.procs,
+        "agent_worker_processes": args.procs, "agent_worker_nice": args.nice,
         "command_delivery_ms_p50": round(pct(cmd_ms, 0.5), 1), "command_delivery_ms_max": round(max(cmd_ms, default=0), 1),
         "commands_delivered": len(cmd_ms), "fleet_top_ms_max": round(max((s["fleet_top_ms"] for s in samples), default=0), 1),
         "server_log_lines": len((work / "server.log").read_text().splitlines()),
