@@ -231,3 +231,23 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive(tmp_path: Path) -> None:
+    """The server keeps idle connections longer than httpx's 5 s, so a client reusing one is never reset."""
+    import http.client
+
+    with server_process(tmp_path / "data", tmp_path / "url"):
+        url = _wait_file(tmp_path / "url")
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        for attempt in range(2):
+            conn.request("GET", "/api/v1/health")
+            answer = conn.getresponse()
+            assert answer.status == 200 and answer.getheader("connection", "").lower() != "close", attempt
+            answer.read()
+            if attempt == 0:
+                sock = conn.sock
+                time.sleep(6.5)  # longer than uvicorn's default keep-alive (5 s)
+        assert conn.sock is sock  # the same connection answered both
+        conn.close()

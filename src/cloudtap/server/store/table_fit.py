@@ -4,7 +4,7 @@
 stored), or raises ``ValueError`` naming the kind and the column. :func:`check_table` only checks (the
 ingest path checks each batch on arrival, so a bad one is refused alone, and prepares the merged block
 later): for a schema already seen whose every column is of the stored type, that leaves only the null
-count of the required columns to look at, ~40x cheaper than preparing.
+count of the required columns to look at, 4-5x cheaper than preparing (60 vs 240 µs for a 1000-row, 49-column flow table).
 """
 
 from __future__ import annotations
