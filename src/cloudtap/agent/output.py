@@ -21,6 +21,7 @@ from cloudtap.meter._state import EDGE_DELTA_DTYPE
 from cloudtap.meter.edges import aggregate_edges, edges_with_text
 from cloudtap.meter.records import flows_to_arrow
 from cloudtap.schema.request import REQ_STATUS_NAMES
+from cloudtap.schema.rows import join_rows
 
 #: How long after an interval's end its last deltas may still arrive (scan interval + margin).
 LATENESS_NS = 2_000_000_000
@@ -73,13 +74,17 @@ class RecordOutput:
         with self._lock:
             parts, self._deltas = self._deltas, []
         if parts:
-            new = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            new = join_rows(parts, EDGE_DELTA_DTYPE) if len(parts) > 1 else parts[0]
             if len(new):
                 self._watermark = max(self._watermark, int(new["second_ns"].max()) - LATENESS_NS)
         else:
             new = empty_deltas()
         for interval in self.edge_intervals_s:
-            pending = np.concatenate([self._pending[interval], new]) if len(new) else self._pending[interval]
+            pending = (
+                join_rows([self._pending[interval], new], EDGE_DELTA_DTYPE)
+                if len(new)
+                else self._pending[interval]
+            )
             if not len(pending):
                 continue
             width = int(round(interval * 1e9))

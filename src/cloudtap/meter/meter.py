@@ -23,6 +23,7 @@ from cloudtap.meter._table import index_rebuild
 from cloudtap.meter.config import MeterConfig
 from cloudtap.schema.flow import FLOW_DTYPE
 from cloudtap.schema.packet import PACKET_DTYPE
+from cloudtap.schema.rows import copy_rows
 
 RecordSink = Callable[[np.ndarray], None]
 
@@ -155,11 +156,11 @@ class Meter:
         n_edges = int(self._st[K.ST_EDGE_N])
         if n_out:
             if self._on_records is not None:
-                self._on_records(self._out[:n_out].copy())
+                self._on_records(copy_rows(self._out[:n_out]))
             self._st[K.ST_OUT_N] = 0
         if n_edges:
             if self._on_edges is not None:
-                self._on_edges(self._edges[:n_edges].copy())
+                self._on_edges(copy_rows(self._edges[:n_edges]))
             self._st[K.ST_EDGE_N] = 0
 
     def _grow(self) -> None:

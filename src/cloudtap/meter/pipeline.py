@@ -21,6 +21,7 @@ from cloudtap.meter.edges import aggregate_edges
 from cloudtap.meter.meter import Meter, MeterStats
 from cloudtap.meter.records import flows_to_arrow
 from cloudtap.schema.flow import FLOW_DTYPE
+from cloudtap.schema.rows import join_rows
 
 if TYPE_CHECKING:
     from cloudtap.capture.bpf import FrameFilter
@@ -84,10 +85,10 @@ class FlowCollector:
         self.edges.append(batch)
 
     def flows(self) -> np.ndarray:
-        return np.concatenate(self.records) if self.records else np.zeros(0, FLOW_DTYPE)
+        return join_rows(self.records, FLOW_DTYPE)
 
     def edge_deltas(self) -> np.ndarray:
-        return np.concatenate(self.edges) if self.edges else np.zeros(0, EDGE_DELTA_DTYPE)
+        return join_rows(self.edges, EDGE_DELTA_DTYPE)
 
 
 class FramePipeline:
