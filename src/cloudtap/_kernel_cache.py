@@ -1,0 +1,176 @@
+"""numba's on-disk cache, stamped with a kernel's whole cloudtap source rather than its one file.
+
+numba marks a cached kernel with a hash of the file that defines it. A kernel compiles in the code of
+the njit functions it calls (from any module) and freezes the module constants it reads, so a kernel
+whose helpers or constants live in another module kept running their old code after that module was
+edited, until someone cleared the cache by hand. That is why kernels used to be kept in one big module.
+
+:class:`KernelSourceLocator` stamps every kernel of a registered package (``cloudtap``) with the hashes
+of its own module and of every module of the package it imports, transitively (read from the import
+statements, not by importing). Where the cache lives is unchanged: numba's own locators choose the
+directory (``NUMBA_CACHE_DIR``, else ``__pycache__``, else the user-wide cache).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+#: Top-level packages whose kernels are stamped with their import closure.
+PACKAGES: set[str] = {"cloudtap"}
+
+_FROM = re.compile(r"^[ \t]*from[ \t]+([A-Za-z_][\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.MULTILINE)
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+([^\n]+)", re.MULTILINE)
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _package_root(py_file: str, module: str) -> Path | None:
+    """The directory holding ``module``'s top-level package, from the module's file."""
+    parts = module.split(".")
+    path = Path(py_file).resolve()
+    depth = len(parts) if path.name != "__init__.py" else len(parts) + 1
+    root = path.parents[depth - 1] if depth <= len(path.parents) else None
+    return root if root is not None and (root / parts[0]).is_dir() else None
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    """The source file of module ``dotted`` under ``root`` (a module or a package), if there is one."""
+    base = root.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_files(root: Path, path: Path) -> frozenset[Path]:
+    """Files of registered packages that ``path`` imports (``from m import name`` counts a submodule)."""
+    st = path.stat()
+    return _imports_of(root, path, st.st_mtime_ns, st.st_size)
+
+
+@functools.cache
+def _imports_of(root: Path, path: Path, mtime_ns: int, size: int) -> frozenset[Path]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    found: set[Path] = set()
+    for module, names in _FROM.findall(text):
+        if module.split(".")[0] not in PACKAGES:
+            continue
+        submodules = {_module_file(root, f"{module}.{name}") for name in _NAME.findall(names) if name != "as"}
+        submodules.discard(None)
+        if submodules:  # ``from package import module``: the names come from the submodules
+            found.update(p for p in submodules if p is not None)
+            continue
+        target = _module_file(root, module)
+        if target is not None:
+            found.add(target)
+    for line in _IMPORT.findall(text):
+        for item in line.split("#")[0].split(","):
+            dotted = item.strip().split(" ")[0]
+            if dotted.split(".")[0] in PACKAGES:
+                target = _module_file(root, dotted)
+                if target is not None:
+                    found.add(target)
+    return frozenset(found)
+
+
+@functools.cache
+def _file_digest(path: str, mtime_ns: int, size: int) -> bytes:
+    """SHA-256 of a file (memoised on its mtime and size, as numba's own stamp is)."""
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).digest()
+
+
+def _digest(path: Path) -> bytes:
+    st = path.stat()
+    return _file_digest(str(path), st.st_mtime_ns, st.st_size)
+
+
+def closure_stamp(py_file: str, module: str) -> tuple[str, ...]:
+    """A stamp that changes when ``py_file`` or any registered-package module it imports changes."""
+    start = Path(py_file).resolve()
+    root = _package_root(py_file, module)
+    if root is None:
+        return (_digest(start).hex(),)
+    seen: set[Path] = {start}
+    todo = [start]
+    while todo:
+        for found in _imported_files(root, todo.pop()):
+            if found not in seen:
+                seen.add(found)
+                todo.append(found)
+    digest = hashlib.sha256()
+    for path in sorted(seen):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(_digest(path))
+    return (digest.hexdigest(), str(len(seen)))
+
+
+def _locator_class() -> type | None:
+    """Build the locator on numba's base classes (None when numba's cache is shaped differently)."""
+    try:
+        from numba.core import caching
+    except ImportError:  # pragma: no cover - numba is a hard dependency
+        return None
+    names = ("_CacheLocator", "UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
+    if not all(hasattr(caching, n) for n in names) or _locator_list(caching) is None:
+        return None
+    fallbacks = (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator, caching.UserWideCacheLocator)
+
+    class KernelSourceLocator(caching._CacheLocator):  # type: ignore[misc, name-defined]
+        """numba's usual cache directory; a stamp over the kernel's import closure (see module doc)."""
+
+        def __init__(self, inner: Any, py_file: str, module: str) -> None:
+            self._inner = inner
+            self._py_file = py_file
+            self._module = module
+
+        def get_cache_path(self) -> str:
+            return str(self._inner.get_cache_path())
+
+        def get_disambiguator(self) -> str:
+            return str(self._inner.get_disambiguator())
+
+        def get_source_stamp(self) -> tuple[str, ...]:
+            return closure_stamp(self._py_file, self._module)
+
+        @classmethod
+        def from_function(cls, py_func: Any, py_file: str) -> Any:
+            module = getattr(py_func, "__module__", "") or ""
+            if module.split(".")[0] not in PACKAGES or not os.path.exists(py_file):
+                return None
+            for base in fallbacks:
+                inner = base.from_function(py_func, py_file)
+                if inner is not None:
+                    return cls(inner, py_file, module)
+            return None
+
+    return KernelSourceLocator
+
+
+def _locator_list(caching: Any) -> list[type] | None:
+    """numba's ordered list of locator classes (``CacheImpl``; ``_CacheImpl`` before numba 0.6x)."""
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    classes = getattr(impl, "_locator_classes", None)
+    return classes if isinstance(classes, list) else None
+
+
+def install() -> bool:
+    """Put the closure-stamping locator first in numba's list; True when it is in place."""
+    try:
+        from numba.core import caching
+    except ImportError:  # pragma: no cover
+        return False
+    classes = _locator_list(caching)
+    if classes is None:
+        return False
+    if any(getattr(c, "__name__", "") == "KernelSourceLocator" for c in classes):
+        return True
+    locator = _locator_class()
+    if locator is None:
+        return False
+    classes.insert(0, locator)
+    return True
