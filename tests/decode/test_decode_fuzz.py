@@ -8,9 +8,11 @@ end of its own buffer: any read past the captured bytes indexes past the array a
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import struct
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -40,6 +42,7 @@ import cloudtap._kernel_opts as kernel_opts
 import cloudtap.decode._kernels as prod_kernels
 from cloudtap.capture.frames import FrameBatch
 from cloudtap.decode import DecodeConfig, decode_frames
+from cloudtap.decode._walk import MAX_TUNNEL_DEPTH
 from cloudtap.decode.decode import _port_table
 from cloudtap.schema.packet import FLAG_L4, PACKET_DTYPE, STATUS_NAMES
 
@@ -197,19 +200,33 @@ SYNTHETIC_SEEDS = _seed_frames()
 SEEDS = SYNTHETIC_SEEDS + _real_seeds()
 
 
+#: The walker modules, lower layers first: every one is compiled again for the bounds-checked build.
+WALKER_MODULES = (
+    "cloudtap.decode._walk",
+    "cloudtap.decode._link_kernels",
+    "cloudtap.decode._ip_kernels",
+    "cloudtap.decode._tunnel_kernels",
+    "cloudtap.decode._kernels",
+)
+
+
 @pytest.fixture(scope="module")
 def checked():
-    """The kernel module compiled again with ``boundscheck=True`` and no cache."""
+    """The walker modules compiled again with ``boundscheck=True`` and no cache: their driver and a read.
+
+    Each module is imported afresh while ``KERNEL_OPTS`` is patched, so the driver inlines and calls
+    checked layers, not the cached production ones; ``sys.modules`` is restored afterwards.
+    """
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(kernel_opts.KERNEL_OPTS, "boundscheck", True)
         mp.setitem(kernel_opts.KERNEL_OPTS, "cache", False)
-        spec = importlib.util.spec_from_file_location(
-            "cloudtap.decode._kernels_boundscheck", prod_kernels.__file__
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+        for name in WALKER_MODULES:
+            mp.delitem(sys.modules, name, raising=False)
+        driver = importlib.import_module("cloudtap.decode._kernels")
+        walk = importlib.import_module("cloudtap.decode._walk")
+    assert sys.modules["cloudtap.decode._kernels"] is prod_kernels
+    assert driver._ethernet is not prod_kernels._ethernet and driver._gre is not prod_kernels._gre
+    return SimpleNamespace(decode_batch=driver.decode_batch, _u16=walk._u16)
 
 
 def guarded_batch(linktype: int, frame: bytes, wire: int | None = None) -> FrameBatch:
@@ -239,7 +256,7 @@ def decode_guarded(module, linktype: int, frame: bytes, wire: int | None = None)
         batch.ts_ns,
         batch.linktype,
         PORTS,
-        prod_kernels.MAX_TUNNEL_DEPTH,
+        MAX_TUNNEL_DEPTH,
         out,
     )
     return out
@@ -249,7 +266,7 @@ def check_row(row: np.ndarray, frame: bytes) -> None:
     cap = len(frame)
     assert row["cap_len"] == cap
     assert row["status"] < len(STATUS_NAMES)
-    assert row["tunnel_depth"] <= prod_kernels.MAX_TUNNEL_DEPTH
+    assert row["tunnel_depth"] <= MAX_TUNNEL_DEPTH
     if row["ip_ver"]:
         assert row["ip_ver"] in (4, 6)
         assert row["l3_offset"] < cap

@@ -41,7 +41,8 @@ from functools import lru_cache
 import numpy as np
 
 from cloudtap.capture.frames import FrameBatch
-from cloudtap.decode._kernels import (
+from cloudtap.decode._kernels import decode_batch
+from cloudtap.decode._walk import (
     MAX_TUNNEL_DEPTH,
     PORT_GENEVE,
     PORT_GRE_UDP,
@@ -49,7 +50,6 @@ from cloudtap.decode._kernels import (
     PORT_MPLS_UDP,
     PORT_TEREDO,
     PORT_VXLAN,
-    decode_batch,
 )
 from cloudtap.decode.config import DecodeConfig
 from cloudtap.schema.packet import PACKET_DTYPE, STATUS_NAMES
