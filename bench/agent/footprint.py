@@ -9,7 +9,7 @@
    1 min edges). Target: >= 1000:1 at 1-minute records.
 2. RSS at N active flows: a fresh process with what ``cloudtap agent run`` imports in live mode
    (the CLI, runner, control server, sinks, parquet, psutil, prometheus-client, pyroute2: as the
-   warm agent process of tests/agent/test_guard.py) and every kernel loaded (from numba's cache: a
+   warm agent process of tests/agent/test_budget.py) and every kernel loaded (from numba's cache: a
    cold cache is compiled by a child, see ``cloudtap.agent.warmup``), pyarrow kept from loading
    pandas as in ``cloudtap agent run``, and a meter holding N concurrent flows (UDP conversations
    that never expire during the run). Target: <= 256 MiB. PSS is shown next to it. Until 2026-12 the

@@ -14,9 +14,10 @@ import pytest
 from agent_replay import replay_config
 from prometheus_client import CollectorRegistry, generate_latest
 
+from cloudtap.agent.budget import plan_budget, request_parser_bytes
 from cloudtap.agent.config import LimitsSection, load_agent_config
 from cloudtap.agent.control import AgentCollector
-from cloudtap.agent.guard import CpuGovernor, PpsLimiter, plan_budget, request_parser_bytes
+from cloudtap.agent.guard import CpuGovernor, PpsLimiter
 from cloudtap.agent.identity import ObservationPoints
 from cloudtap.agent.requests import heartbeat_fields
 from cloudtap.agent.runner import Agent
@@ -29,10 +30,11 @@ from cloudtap.meter import MeterConfig
 from cloudtap.meter.records import flows_to_arrow
 from cloudtap.schema.request import L7_DTYPE
 from cloudtap.server.controller.overlay import apply_mode
+from cloudtap.ship.frame import KNOWN_KINDS
 from cloudtap.ship.server_sink import ServerSink
 from cloudtap.ship.spool import Spool
 from cloudtap.ship.transport import MockTransport
-from cloudtap.ship.wire import KNOWN_KINDS, decode_batch
+from cloudtap.ship.wire import decode_batch
 
 MYSQL = "zeek/testing/btest/Traces/mysql/mysql.pcap"
 HTTP = "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/4KHttpRequests.pcap"

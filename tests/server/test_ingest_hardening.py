@@ -19,7 +19,8 @@ from access_helpers import grant
 from cloudtap.server.api.app import create_app
 from cloudtap.server.ingest_group import store_unavailable
 from cloudtap.server.settings import ServerSettings
-from cloudtap.ship.wire import PREFIX_BYTES, encode_batch, read_header
+from cloudtap.ship.frame import PREFIX_BYTES, read_header
+from cloudtap.ship.wire import encode_batch
 
 SMALL = encode_batch("agent-1", 1, {"flows": pa.table({"flow_id": pa.array([1, 2, 3], pa.uint64())})})
 

@@ -16,10 +16,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from cloudtap.ship.frame import WireError
 from cloudtap.ship.server_sink import ServerSink
 from cloudtap.ship.spool import Spool
 from cloudtap.ship.transport import MockTransport
-from cloudtap.ship.wire import WireBatch, WireError, decode_batch
+from cloudtap.ship.wire import WireBatch, decode_batch
 
 httpx = pytest.importorskip("httpx")
 from cloudtap.ship.transport import HttpTransport  # noqa: E402

@@ -14,19 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudtap.ship import wire
-from cloudtap.ship.wire import (
+from cloudtap.ship.frame import (
     MAGIC,
     MAX_DECODED_BYTES_PER_KIND,
     PREFIX_BYTES,
     WIRE_VERSION,
     WireError,
     check_kind,
-    decode_batch,
-    encode_batch,
-    encode_sections,
-    frame_sections,
     read_header,
 )
+from cloudtap.ship.wire import decode_batch, encode_batch, encode_sections, frame_sections
 
 ERSPAN = "deepflow/agent/resources/test/common/decapsulate_erspan1.pcap"
 
@@ -324,7 +321,8 @@ def test_row_count_is_checked_before_decompressing(monkeypatch: pytest.MonkeyPat
 _BOMB_PROBE = """
 import json, re, sys
 import numpy as np, pyarrow as pa
-from cloudtap.ship.wire import WireError, decode_batch, encode_batch
+from cloudtap.ship.frame import WireError
+from cloudtap.ship.wire import decode_batch, encode_batch
 
 def peak_mib():  # this process's own peak (ru_maxrss would include the parent's, inherited at fork)
     with open("/proc/self/status") as fh:

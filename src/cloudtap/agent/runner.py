@@ -3,7 +3,8 @@
 Threads (see docs/architecture.md):
 
 - ``capture-N``: one per worker; owns its source, decoder, fragment table and meter.
-- ``watcher``: follows VM interfaces over netlink and adds/removes them on the workers' sources.
+- ``watcher``: follows VM interfaces over netlink and adds/removes them on the workers' sources
+  (:mod:`cloudtap.agent.sources`, which also opens each worker's source).
 - ``housekeeping`` (the caller's thread in :meth:`Agent.run`): once a second checks breakers and
   memory, rotates output, aggregates edge deltas into 1 s / 1 min edges, refreshes the status.
 - ``control`` / ``control-socket``: the HTTP endpoint over TCP (key required) and the Unix socket.
@@ -24,28 +25,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cloudtap.agent.budget import initial_flows_for, plan_budget, request_parser_bytes
 from cloudtap.agent.config import AgentConfig
 from cloudtap.agent.config_apply import policy_filter_of
-from cloudtap.agent.guard import (
-    CpuGovernor,
-    HostBreakers,
-    PpsLimiter,
-    RssWatch,
-    initial_flows_for,
-    plan_budget,
-    request_parser_bytes,
-)
+from cloudtap.agent.guard import CpuGovernor, HostBreakers, PpsLimiter, RssWatch
 from cloudtap.agent.identity import ObservationPoints
 from cloudtap.agent.lean import release_startup_pages
 from cloudtap.agent.mirror_attribution import MirrorAttribution
 from cloudtap.agent.output import RecordOutput
 from cloudtap.agent.requests import request_config, request_status, warm_up_requests
 from cloudtap.agent.sinks import RecordSink, record_sink
+from cloudtap.agent.sources import PacketSources
 from cloudtap.agent.status import AgentStatus
 from cloudtap.agent.warmup import warm_up
 from cloudtap.agent.worker import CaptureWorker
 from cloudtap.capture.source import PacketSource
-from cloudtap.errors import CaptureError
 
 log = logging.getLogger(__name__)
 #: exit status of an agent asked to stop so that it is started again (EX_TEMPFAIL)
@@ -75,7 +69,8 @@ class Agent:
         self.control_keys = ControlKeys(config.control.key_file, self.credentials)
         self.exit_code = 0  #: what ``cloudtap agent run`` exits with (see the module doc)
         mirror = MirrorAttribution(config.mirror.sessions) if config.capture.mode == "mirror" else None
-        self.points = ObservationPoints(mirror=mirror)  # mirror mode: copies attributed to VMs (config.mirror)
+        # mirror mode: copies attributed to VMs (config.mirror)
+        self.points = ObservationPoints(mirror=mirror)
         cap = config.capture
         n_workers = cap.workers if cap.mode == "interfaces" else 1
         self.request_config = request_config(config)  #: None: requests are not parsed (config.requests)
@@ -91,8 +86,12 @@ class Agent:
         )
         max_flows = min(config.meter.max_flows, budget.max_flows)
         self.meter_config = config.meter.model_copy(
-            update={"max_flows": max_flows, "initial_flows": initial_flows_for(max_flows), "key_by_interface": True,
-                    "output_batch": budget.output_batch}
+            update={
+                "max_flows": max_flows,
+                "initial_flows": initial_flows_for(max_flows),
+                "key_by_interface": True,
+                "output_batch": budget.output_batch,
+            }
         )
         self.budget = budget
         out = config.output
@@ -100,7 +99,8 @@ class Agent:
         self.output = RecordOutput(self.sink, self.points, self.agent_id, out.edge_intervals_s)
         from cloudtap.ship.ipfix.sink import IpfixTee
 
-        self.ipfix = IpfixTee.from_settings(out.ipfix)  # collectors beside the sink (docs/ipfix.md); None: none
+        # collectors beside the sink (docs/ipfix.md); None: none
+        self.ipfix = IpfixTee.from_settings(out.ipfix)
         if self.ipfix is not None:
             self.output.on_records = self.ipfix.tee(self.output.on_records)  # type: ignore[method-assign]
         self.limiter = PpsLimiter(config.limits.max_pps)
@@ -110,15 +110,14 @@ class Agent:
         )
         # A replayed capture is mapped into memory: its (shared, reclaimable) file pages are not the agent's.
         self.rss = RssWatch(config.limits.max_memory_mib)  # anonymous memory: see RssWatch
-        self._factory = source_factory or self._default_factory
+        self.sources = PacketSources(self)  #: the default source factory, and the interface watcher
+        self._factory = source_factory or self.sources.open
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._user_capturing = True
         self._policy_pause: str | None = None
         self.controller: Any = None
         self._paused_by: list[str] = []
-        self._watcher: Any = None
-        self._watcher_thread: threading.Thread | None = None
         self.control: Any = None
         self.control_socket: Any = None
         self.workers: list[CaptureWorker] = []
@@ -153,9 +152,12 @@ class Agent:
                 worker.dedup = dedup  # type: ignore[attr-defined]
         for worker in self.workers:  # requests parsed from what the meter gets (after dedup), every row kept
             worker.pipeline.packet_filter = worker.request_tap(worker.pipeline.packet_filter)
-            if self.policy_filter is not None:  # frames cut to their policy's snap length; requests where asked
+            # frames cut to their policy's snap length; requests where asked
+            if self.policy_filter is not None:
                 worker.pipeline.filter = self.policy_filter
-                worker.request_select = self.policy_filter.wants_requests if self.policy_filter.any_requests else None
+                worker.request_select = (
+                    self.policy_filter.wants_requests if self.policy_filter.any_requests else None
+                )
         from cloudtap.agent.packet_interfaces import point_namer
         from cloudtap.agent.packet_store import PacketStore
 
@@ -172,51 +174,6 @@ class Agent:
     def _default_sink(self) -> RecordSink:
         return record_sink(self.config.output, self.agent_id, self.credentials)
 
-    # -- sources ----------------------------------------------------------------------------------
-    def _initial_interfaces(self) -> list[str]:
-        names = list(self.config.capture.interfaces)
-        if self._watcher is not None:
-            for name in sorted(self._watcher.snapshot()):
-                if name not in names:
-                    names.append(name)
-        return names
-
-    def _default_factory(self, worker: int) -> PacketSource:
-        cap = self.config.capture
-        if cap.mode == "replay":
-            from cloudtap.capture.replay import ReplaySource
-
-            if cap.replay_file is None:
-                raise CaptureError("replay mode needs capture.replay_file")
-            return ReplaySource(cap.replay_file, speed=cap.replay_speed)
-        if cap.mode == "mirror":
-            from cloudtap.capture.mirror import MirrorConfig, MirrorSource
-
-            return MirrorSource(
-                MirrorConfig(kind=cap.mirror_kind, bind=cap.mirror_bind, port=cap.mirror_port)
-            )
-        from cloudtap.capture.afpacket import RingConfig
-        from cloudtap.capture.policy_source import PolicySource
-
-        ring = RingConfig(
-            block_size=self.budget.ring_block_size,
-            block_count=self.budget.ring_block_count,
-            snaplen=max(cap.snaplen, self.policy_filter.max_snaplen if self.policy_filter else 0),
-            bpf=cap.bpf,
-            fanout_group=(os.getpid() & 0xFFFF) if cap.workers > 1 else None,
-        )
-        names = self._initial_interfaces()
-        for name in names:
-            self._register(name)
-        return PolicySource(names, ring, self.policy_filter)  # the policies' combined program, or ring.bpf
-
-    def _register(self, name: str) -> None:
-        info = self._watcher.current().get(name) if self._watcher is not None else None
-        if info is not None:
-            self.points.register(name, info.vm_mac, info.domain, info.domain_uuid)
-        else:
-            self.points.register(name)
-
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Warm up kernels, start the watcher, the workers and the control endpoint (returns at once)."""
@@ -231,11 +188,7 @@ class Agent:
             log.info("cgroup: %s", self.cgroup.reason)
         cap = self.config.capture
         if cap.mode == "interfaces":
-            from cloudtap.agent.interfaces import InterfaceWatcher
-
-            self._watcher = InterfaceWatcher(cap.interface_pattern, libvirt_dirs=cap.libvirt_dirs)
-            self._watcher_thread = threading.Thread(target=self._watch, name="watcher", daemon=True)
-            self._watcher_thread.start()
+            self.sources.follow(self._stop, self._errors)
         for worker in self.workers:
             worker.start()
         from cloudtap.agent.control import open_endpoints
@@ -297,8 +250,7 @@ class Agent:
             self.controller.stop()
         for worker in self.workers:
             worker.stop()
-        if self._watcher is not None:
-            self._watcher.close()
+        self.sources.close()
         self.output.flush()
         self.sink.close()
         if self.ipfix is not None:
@@ -342,27 +294,6 @@ class Agent:
             self._apply_capture_state()
         self.output.housekeeping()
         self.packet_store.housekeeping()
-
-    def _watch(self) -> None:
-        watcher = self._watcher
-        while not self._stop.is_set():
-            try:
-                events = watcher.poll(0.2)
-            except Exception as exc:  # noqa: BLE001 - the watcher must not die; report and retry
-                self._errors.append(f"interface watcher: {exc}")
-                self._stop.wait(1.0)
-                continue
-            for event in events:
-                name = event.interface.name
-                iface = event.interface
-                if event.kind in ("added", "changed"):
-                    self.points.register(name, iface.vm_mac, iface.domain, iface.domain_uuid)
-                if event.kind == "added":
-                    for worker in self.workers:
-                        worker.with_source(lambda s, n=name: _safe(s.add_interface, n))  # type: ignore[attr-defined]
-                elif event.kind == "removed":
-                    for worker in self.workers:
-                        worker.with_source(lambda s, n=name: _safe(s.remove_interface, n))  # type: ignore[attr-defined]
 
     # -- status ---------------------------------------------------------------------------------------
     def status(self) -> AgentStatus:
@@ -416,10 +347,3 @@ class Agent:
             broker=self.broker.status(),
             requests=request_status(self.workers, self.output),
         )
-
-
-def _safe(fn: Callable[[str], None], name: str) -> None:
-    try:
-        fn(name)
-    except Exception as exc:  # noqa: BLE001 - an interface vanishing mid-call is normal
-        log.warning("interface %s: %s", name, exc)

@@ -16,7 +16,8 @@ from cloudtap.server.ingest_group import PreparedBatch, insert_alone
 from cloudtap.server.metrics.distribution import Distribution
 from cloudtap.server.store.base import KINDS, BatchKey, FlowStore, InsertResult
 from cloudtap.server.store.table_fit import check_table
-from cloudtap.ship.wire import BatchHeader, WireBatch, WireError, check_readable, decode_batch, read_header
+from cloudtap.ship.frame import BatchHeader, WireError, check_readable, read_header
+from cloudtap.ship.wire import WireBatch, decode_batch
 
 
 class IngestError(ValueError):

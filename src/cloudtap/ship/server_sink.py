@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from cloudtap.ship.frame import WireError, check_kind, read_header
 from cloudtap.ship.spool import Spool, SpoolFull
 from cloudtap.ship.transport import SendResult, Transport
-from cloudtap.ship.wire import WireError, check_kind, encode_batch, read_header
+from cloudtap.ship.wire import encode_batch
 
 log = logging.getLogger(__name__)
 

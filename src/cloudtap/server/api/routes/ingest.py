@@ -26,7 +26,7 @@ from cloudtap.server.ingest_group import PreparedBatch
 from cloudtap.server.ingest_wal import GroupWal
 from cloudtap.server.settings import ServerSettings
 from cloudtap.server.store.base import BatchKey
-from cloudtap.ship.wire import WireError, read_header
+from cloudtap.ship.frame import WireError, read_header
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
