@@ -5,6 +5,9 @@ The table is struct-of-records: ``FLOW_STATE_DTYPE`` holds one flow (key, times,
 tracking); direction ``d`` of slot ``s`` is row ``2*s + d`` (0 = client to server, 1 = server to client).
 A slot takes 160 + 2 x 88 bytes of state: fields are as narrow as their values allow for the flow's lifetime,
 and the records (``FLOW_DTYPE``) widen them again (see docs/agent.md, Memory).
+
+Also here: the slots of the ``st`` statistics vector and the ``cfg`` vector, and the protocol constants
+the kernels (``_slots``, ``_emit``, ``_kernels``) share.
 """
 
 from __future__ import annotations
@@ -148,3 +151,33 @@ STAT_NAMES = (
     "active_flows",
     "peak_active_flows",
 )
+
+# cfg vector ------------------------------------------------------------------------------------
+CFG_IDLE_NS = 0  #: idle timeout: UDP, ICMP, other, and TCP before establishment
+CFG_TCP_IDLE_NS = 1  #: idle timeout of established TCP
+CFG_LINGER_NS = 2  #: how long a closed TCP flow waits for stragglers
+CFG_PERIOD_NS = 3  #: periodic record interval (aligned to multiples of it)
+CFG_SCAN_NS = 4  #: how often (packet time) the table is scanned for expiry
+CFG_EDGE_NS = 5  #: edge delta bucket (1 s)
+CFG_KEY_INTERFACE = 6  #: 1: the capture interface is part of the flow key (agent), 0: it is not (files)
+CFG_MAX_FLOWS = 7  #: the table may grow up to this many slots
+CFG_SIZE = 8
+
+# st vector slots used only here ---------------------------------------------------------------
+ST_OUT_N = 14
+ST_EDGE_N = 15
+# scan cursor lives in a separate 1-element array ``cursor`` (index into ``active``; -1 idle)
+
+_TCP = 6
+_ICMP = 1
+_ICMPV6 = 58
+_SYN = 0x02
+_ACK = 0x10
+_RST = 0x04
+_FIN = 0x01
+_STATUS_OK = 0
+_STATUS_TRUNCATED = 2
+_HEADROOM = 4  # a packet emits at most 2 records and 3 edge deltas
+_U32_MAX = np.uint64(0xFFFF_FFFF)
+_U8_MAX = 0xFF
+_MAC_LO = np.uint64(0xFFFF_FFFF)

@@ -10,12 +10,25 @@ import numpy as np
 
 from cloudtap.meter import _kernels as K
 from cloudtap.meter._state import (
+    CFG_EDGE_NS,
+    CFG_IDLE_NS,
+    CFG_KEY_INTERFACE,
+    CFG_LINGER_NS,
+    CFG_MAX_FLOWS,
+    CFG_PERIOD_NS,
+    CFG_SCAN_NS,
+    CFG_SIZE,
+    CFG_TCP_IDLE_NS,
     DIR_STATE_DTYPE,
     EDGE_DELTA_DTYPE,
     FLOW_STATE_DTYPE,
     ST_ACTIVE,
+    ST_EDGE_N,
     ST_GROW,
     ST_NEXT_FLOW_ID,
+    ST_NEXT_SCAN_NS,
+    ST_NOW_NS,
+    ST_OUT_N,
     ST_SIZE,
     STAT_NAMES,
 )
@@ -93,15 +106,15 @@ class Meter:
         self._st = np.zeros(ST_SIZE, np.int64)
         self._st[ST_NEXT_FLOW_ID] = self.config.flow_id_base
         self._cursor = np.array([-1], np.int64)
-        cfg = np.zeros(K.CFG_SIZE, np.int64)
-        cfg[K.CFG_IDLE_NS] = int(self.config.idle_timeout_s * _NS)
-        cfg[K.CFG_TCP_IDLE_NS] = int(self.config.tcp_idle_timeout_s * _NS)
-        cfg[K.CFG_LINGER_NS] = int(self.config.close_linger_s * _NS)
-        cfg[K.CFG_PERIOD_NS] = int(self.config.record_interval_s * _NS)
-        cfg[K.CFG_SCAN_NS] = int(self.config.scan_interval_s * _NS)
-        cfg[K.CFG_EDGE_NS] = int(self.config.edge_interval_s * _NS)
-        cfg[K.CFG_KEY_INTERFACE] = int(self.config.key_by_interface)
-        cfg[K.CFG_MAX_FLOWS] = self.config.max_flows
+        cfg = np.zeros(CFG_SIZE, np.int64)
+        cfg[CFG_IDLE_NS] = int(self.config.idle_timeout_s * _NS)
+        cfg[CFG_TCP_IDLE_NS] = int(self.config.tcp_idle_timeout_s * _NS)
+        cfg[CFG_LINGER_NS] = int(self.config.close_linger_s * _NS)
+        cfg[CFG_PERIOD_NS] = int(self.config.record_interval_s * _NS)
+        cfg[CFG_SCAN_NS] = int(self.config.scan_interval_s * _NS)
+        cfg[CFG_EDGE_NS] = int(self.config.edge_interval_s * _NS)
+        cfg[CFG_KEY_INTERFACE] = int(self.config.key_by_interface)
+        cfg[CFG_MAX_FLOWS] = self.config.max_flows
         self._cfg = cfg
         self._out = np.zeros(self.config.output_batch, FLOW_DTYPE)
         self._edges = np.zeros(self.config.output_batch, EDGE_DELTA_DTYPE)
@@ -131,14 +144,14 @@ class Meter:
         Expires idle flows and emits due periodic records exactly as a packet at ``now_ns`` would.
         """
         st = self._st
-        if now_ns <= st[K.ST_NOW_NS] and self._cursor[0] < 0:
+        if now_ns <= st[ST_NOW_NS] and self._cursor[0] < 0:
             return
-        st[K.ST_NOW_NS] = max(int(st[K.ST_NOW_NS]), now_ns)
+        st[ST_NOW_NS] = max(int(st[ST_NOW_NS]), now_ns)
         if self._cursor[0] < 0:
-            if now_ns < st[K.ST_NEXT_SCAN_NS]:
+            if now_ns < st[ST_NEXT_SCAN_NS]:
                 return
-            scan_ns = int(self._cfg[K.CFG_SCAN_NS])
-            st[K.ST_NEXT_SCAN_NS] = (now_ns // scan_ns) * scan_ns + scan_ns
+            scan_ns = int(self._cfg[CFG_SCAN_NS])
+            st[ST_NEXT_SCAN_NS] = (now_ns // scan_ns) * scan_ns + scan_ns
             self._cursor[0] = 0
         while not K.scan(*self._scan_args(False)):
             self.drain()
@@ -152,16 +165,16 @@ class Meter:
 
     def drain(self) -> None:
         """Hand the buffered records and edge deltas to the sinks."""
-        n_out = int(self._st[K.ST_OUT_N])
-        n_edges = int(self._st[K.ST_EDGE_N])
+        n_out = int(self._st[ST_OUT_N])
+        n_edges = int(self._st[ST_EDGE_N])
         if n_out:
             if self._on_records is not None:
                 self._on_records(copy_rows(self._out[:n_out]))
-            self._st[K.ST_OUT_N] = 0
+            self._st[ST_OUT_N] = 0
         if n_edges:
             if self._on_edges is not None:
                 self._on_edges(copy_rows(self._edges[:n_edges]))
-            self._st[K.ST_EDGE_N] = 0
+            self._st[ST_EDGE_N] = 0
 
     def _grow(self) -> None:
         """Double the table (up to ``max_flows``): state copied, free slots added, the index rebuilt."""
