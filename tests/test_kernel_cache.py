@@ -97,3 +97,18 @@ def test_the_stamp_covers_the_imported_modules_and_nothing_unrelated(tmp_path: P
         assert before[1] == "2"  # kernels.py and helpers.py (modules are followed within the kernel's root)
     finally:
         _kernel_cache.PACKAGES.discard("kcdemo")
+
+
+def test_a_lazy_stamp_compares_and_pickles_as_its_tuple(tmp_path: Path) -> None:
+    import pickle
+
+    from cloudtap._kernel_cache import LazyStamp
+
+    _write_package(tmp_path, factor=2, offset=1)
+    kernels = str(tmp_path / "kcdemo" / "kernels.py")
+    lazy = LazyStamp(kernels, "kcdemo.kernels")
+    assert "not computed" in repr(lazy)  # nothing is read until numba compares or saves it
+    plain = closure_stamp(kernels, "kcdemo.kernels")
+    assert plain == lazy and not (plain != lazy) and lazy == LazyStamp(kernels, "kcdemo.kernels")
+    restored = pickle.loads(pickle.dumps((lazy, "overloads")))
+    assert restored == (plain, "overloads") and type(restored[0]) is tuple

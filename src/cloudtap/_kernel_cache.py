@@ -59,8 +59,12 @@ def _imports_of(root: Path, path: Path, mtime_ns: int, size: int) -> frozenset[P
     for module, names in _FROM.findall(text):
         if module.split(".")[0] not in PACKAGES:
             continue
-        submodules = {_module_file(root, f"{module}.{name}") for name in _NAME.findall(names) if name != "as"}
-        submodules.discard(None)
+        submodules: set[Path | None] = set()
+        if root.joinpath(*module.split(".")).is_dir():  # only a package's names can be modules
+            submodules = {
+                _module_file(root, f"{module}.{name}") for name in _NAME.findall(names) if name != "as"
+            }
+            submodules.discard(None)
         if submodules:  # ``from package import module``: the names come from the submodules
             found.update(p for p in submodules if p is not None)
             continue
@@ -84,29 +88,82 @@ def _file_digest(path: str, mtime_ns: int, size: int) -> bytes:
         return hashlib.sha256(fh.read()).digest()
 
 
-def _digest(path: Path) -> bytes:
-    st = path.stat()
-    return _file_digest(str(path), st.st_mtime_ns, st.st_size)
+#: Stamps already computed, per (file, module): the files they cover with their (mtime, size) then.
+_STAMPS: dict[tuple[str, str], tuple[tuple[tuple[str, int, int], ...], tuple[str, ...]]] = {}
+
+
+def _unchanged(files: tuple[tuple[str, int, int], ...]) -> bool:
+    try:
+        return all(
+            (st := os.stat(path)).st_mtime_ns == mtime and st.st_size == size for path, mtime, size in files
+        )
+    except OSError:
+        return False
 
 
 def closure_stamp(py_file: str, module: str) -> tuple[str, ...]:
-    """A stamp that changes when ``py_file`` or any registered-package module it imports changes."""
+    """A stamp that changes when ``py_file`` or any registered-package module it imports changes.
+
+    Every kernel of a module asks for the same stamp at import, so it is computed once per module and
+    reused while none of its files has changed (one ``stat`` per file).
+    """
+    known = _STAMPS.get((py_file, module))
+    if known is not None and _unchanged(known[0]):
+        return known[1]
     start = Path(py_file).resolve()
     root = _package_root(py_file, module)
-    if root is None:
-        return (_digest(start).hex(),)
     seen: set[Path] = {start}
-    todo = [start]
+    todo = [start] if root is not None else []
     while todo:
-        for found in _imported_files(root, todo.pop()):
+        for found in _imported_files(root, todo.pop()):  # type: ignore[arg-type]
             if found not in seen:
                 seen.add(found)
                 todo.append(found)
     digest = hashlib.sha256()
+    files = []
     for path in sorted(seen):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(_digest(path))
-    return (digest.hexdigest(), str(len(seen)))
+        st = path.stat()
+        files.append((str(path), st.st_mtime_ns, st.st_size))
+        digest.update(str(path.relative_to(root) if root is not None else path.name).encode())
+        digest.update(_file_digest(str(path), st.st_mtime_ns, st.st_size))
+    stamp = (digest.hexdigest(), str(len(seen)))
+    _STAMPS[(py_file, module)] = (tuple(files), stamp)
+    return stamp
+
+
+class LazyStamp:
+    """A kernel's closure stamp, computed the first time numba compares or saves it.
+
+    numba asks every kernel for its stamp when the module is imported, but compares it only for a
+    kernel that is called (and saves it only after compiling one): most kernels of a process never
+    need theirs. Pickles as the plain tuple.
+    """
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self, py_file: str, module: str) -> None:
+        self._key = (py_file, module)
+        self._value: tuple[str, ...] | None = None
+
+    def value(self) -> tuple[str, ...]:
+        if self._value is None:
+            self._value = closure_stamp(*self._key)
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return self.value() == (other.value() if isinstance(other, LazyStamp) else other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self.value())
+
+    def __reduce__(self) -> tuple[type, tuple[tuple[str, ...]]]:
+        return (tuple, (self.value(),))
+
+    def __repr__(self) -> str:
+        return f"LazyStamp({self._key[1]}: {self._value if self._value is not None else 'not computed'})"
 
 
 def _locator_class() -> type | None:
@@ -134,8 +191,8 @@ def _locator_class() -> type | None:
         def get_disambiguator(self) -> str:
             return str(self._inner.get_disambiguator())
 
-        def get_source_stamp(self) -> tuple[str, ...]:
-            return closure_stamp(self._py_file, self._module)
+        def get_source_stamp(self) -> LazyStamp:
+            return LazyStamp(self._py_file, self._module)
 
         @classmethod
         def from_function(cls, py_func: Any, py_file: str) -> Any:
