@@ -19,9 +19,11 @@ ENV = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(Pa
 #: Loaded by numba only to compile (typing and lowering registries, array implementation), and
 #: libpcap's BPF compiler, needed only with --filter.
 NOT_NEEDED = ("numba.np.linalg", "numba.np.arrayobj", "numba.typed.typeddict", "cloudtap.capture.bpf")
+#: Text outputs are written by numba kernels: Arrow is loaded only for parquet (~20 ms of start-up).
+ARROW = ("pyarrow",)
 
 
-def imported_after(args: list[str]) -> list[str]:
+def imported_after(args: list[str], watched: tuple[str, ...] = NOT_NEEDED) -> list[str]:
     script = textwrap.dedent(
         f"""
         import sys
@@ -29,7 +31,7 @@ def imported_after(args: list[str]) -> list[str]:
         from cloudtap.cli.main import meter_app
         result = CliRunner().invoke(meter_app(), {args!r})
         assert result.exit_code == 0, result.output
-        print(sorted(m for m in sys.modules if m.startswith({NOT_NEEDED!r})))
+        print(sorted(m for m in sys.modules if m.startswith({watched!r})))
         """
     )
     for _ in range(2):  # the first run may compile into an empty cache (compiling loads everything)
@@ -51,3 +53,14 @@ def test_a_filter_still_loads_libpcap(shared_pcaps: Path, tmp_path: Path) -> Non
     args = ["meter", str(shared_pcaps / ONE_TCP), "-f", "jsonl", "--filter", "tcp", "-o", str(tmp_path / "f")]
     assert "cloudtap.capture.bpf" in imported_after(args)
     assert (tmp_path / "f").read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "fmt, loads_arrow", [("jsonl", False), ("csv", False), ("table", False), ("parquet", True)]
+)
+def test_only_parquet_output_loads_arrow(
+    shared_pcaps: Path, tmp_path: Path, fmt: str, loads_arrow: bool
+) -> None:
+    args = ["meter", str(shared_pcaps / ONE_TCP), "-f", fmt, "-o", str(tmp_path / f"out.{fmt}")]
+    assert bool(imported_after(args, ARROW)) is loads_arrow
+    assert (tmp_path / f"out.{fmt}").stat().st_size > 0

@@ -7,11 +7,15 @@ deltas into edges at any coarser interval (1 s, 1 min, 1 h). Mean metrics are ke
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyarrow as pa
 
 from cloudtap.meter._state import EDGE_DELTA_DTYPE
 from cloudtap.schema.address import column_to_text
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 EDGE_KEYS = (
     "time_ns",
@@ -41,6 +45,8 @@ def aggregate_edges(deltas: np.ndarray, interval_s: float) -> pa.Table:
     Returns:
         Arrow table with ``EDGE_KEYS`` + ``EDGE_SUMS`` columns (addresses still as hi/lo), sorted by time.
     """
+    import pyarrow as pa  # on first use: `cloudtap meter --format jsonl` never loads it
+
     if deltas.dtype != EDGE_DELTA_DTYPE:
         raise TypeError(f"expected EDGE_DELTA_DTYPE, got {deltas.dtype}")
     width = int(round(interval_s * 1e9))
@@ -58,6 +64,8 @@ def aggregate_edges(deltas: np.ndarray, interval_s: float) -> pa.Table:
 
 def edges_with_text(edges: pa.Table) -> pa.Table:
     """Replace the hi/lo address columns of an edge table by ``client_ip`` / ``server_ip`` text."""
+    import pyarrow as pa  # on first use: `cloudtap meter --format jsonl` never loads it
+
     client = column_to_text(edges["client_hi"].to_numpy(), edges["client_lo"].to_numpy())
     server = column_to_text(edges["server_hi"].to_numpy(), edges["server_lo"].to_numpy())
     rest = [c for c in edges.column_names if c not in ("client_hi", "client_lo", "server_hi", "server_lo")]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
 from cloudtap.capture.frames import FrameBatch
 from cloudtap.capture.pcap_file import CaptureFile
@@ -24,6 +23,8 @@ from cloudtap.schema.flow import FLOW_DTYPE
 from cloudtap.schema.rows import join_rows
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from cloudtap.capture.bpf import FrameFilter
 
 Progress = Callable[[int, int], None]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyarrow as pa
 
 from cloudtap.schema.address import column_to_text
 from cloudtap.schema.flow import CLOSE_NAMES, FLOW_DTYPE, SIDE_NAMES
 from cloudtap.schema.packet import TUNNEL_NAMES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: (hi, lo) column pairs rendered as one text column.
 ADDRESS_COLUMNS = (
@@ -32,6 +36,8 @@ OUTPUT_COLUMNS = (
 
 
 def _enum_column(values: np.ndarray, names: tuple[str, ...]) -> pa.Array:
+    import pyarrow as pa  # on first use: `cloudtap meter --format jsonl` never loads it
+
     table = np.array(list(names) + ["unknown"], dtype=object)
     idx = np.minimum(values.astype(np.int64), len(names))
     return pa.array(table[idx], type=pa.string())
@@ -39,6 +45,8 @@ def _enum_column(values: np.ndarray, names: tuple[str, ...]) -> pa.Array:
 
 def flows_to_arrow(flows: np.ndarray) -> pa.Table:
     """Convert ``FLOW_DTYPE`` records to an Arrow table with text addresses and enum names."""
+    import pyarrow as pa  # on first use: `cloudtap meter --format jsonl` never loads it
+
     if flows.dtype != FLOW_DTYPE:
         raise TypeError(f"expected FLOW_DTYPE, got {flows.dtype}")
     columns: dict[str, pa.Array] = {}
