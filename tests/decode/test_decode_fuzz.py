@@ -255,9 +255,11 @@ def decode_guarded(module, linktype: int, frame: bytes, wire: int | None = None)
         batch.wire_len,
         batch.ts_ns,
         batch.linktype,
+        batch.interface,
         PORTS,
         MAX_TUNNEL_DEPTH,
         out,
+        np.zeros(len(STATUS_NAMES), np.int64),
     )
     return out
 

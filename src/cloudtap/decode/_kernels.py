@@ -140,8 +140,12 @@ def decode_frame(data, start, end, wire, lt, port_kind, max_depth, rec):
 
 
 @njit(**KERNEL_OPTS, _nrt=False)
-def decode_batch(data, offset, cap_len, wire_len, ts_ns, linktype, port_kind, max_depth, out):
+def decode_batch(
+    data, offset, cap_len, wire_len, ts_ns, linktype, interface, port_kind, max_depth, out, counts
+):
     """Decode every frame of a batch into ``out`` (``PACKET_DTYPE``, one row per frame).
+
+    ``counts[status]`` is incremented once per frame (the caller's running totals per status).
 
     A tunnel whose inner packet turns out malformed, or cut before its IP header, is reported
     as the tunnel packet itself: the frame is decoded again with one tunnel level less.
@@ -173,3 +177,5 @@ def decode_batch(data, offset, cap_len, wire_len, ts_ns, linktype, port_kind, ma
         rec.wire_len = wire
         rec.cap_len = cap
         rec.frame_index = i
+        rec.interface = interface[i]
+        counts[rec.status] += 1

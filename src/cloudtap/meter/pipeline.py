@@ -12,7 +12,7 @@ import numpy as np
 
 from cloudtap.capture.frames import FrameBatch
 from cloudtap.capture.pcap_file import CaptureFile
-from cloudtap.decode import DecodeConfig, FragmentTracker, decode_counts, decode_frames
+from cloudtap.decode import DecodeConfig, FragmentTracker, decode_frames
 from cloudtap.errors import CorruptCaptureError
 from cloudtap.meter._state import EDGE_DELTA_DTYPE
 from cloudtap.meter.config import MeterConfig
@@ -20,6 +20,7 @@ from cloudtap.meter.edges import aggregate_edges
 from cloudtap.meter.meter import Meter, MeterStats
 from cloudtap.meter.records import flows_to_arrow
 from cloudtap.schema.flow import FLOW_DTYPE
+from cloudtap.schema.packet import STATUS_NAMES
 from cloudtap.schema.rows import join_rows
 
 if TYPE_CHECKING:
@@ -116,7 +117,15 @@ class FramePipeline:
         self.frames = 0
         self.wire_bytes = 0
         self.filtered_out = 0
-        self.decoded: dict[str, int] = {}
+        self._status_counts = np.zeros(len(STATUS_NAMES), np.int64)
+        self._decoded_any = False
+
+    @property
+    def decoded(self) -> dict[str, int]:
+        """Decoded rows per status name so far (every status, zeros included, once a batch was decoded)."""
+        if not self._decoded_any:
+            return {}
+        return {name: int(self._status_counts[i]) for i, name in enumerate(STATUS_NAMES)}
 
     def feed(self, frames: FrameBatch) -> None:
         """Process one batch of frames."""
@@ -131,9 +140,8 @@ class FramePipeline:
             self.filtered_out += n - kept
             if kept < n:
                 frames = _select(frames, keep)
-        packets = decode_frames(frames, self.decode_config)
-        for name, count in decode_counts(packets).items():
-            self.decoded[name] = self.decoded.get(name, 0) + count
+        packets = decode_frames(frames, self.decode_config, counts=self._status_counts)
+        self._decoded_any = True
         if self.packet_filter is not None:
             keep = self.packet_filter(frames, packets)
             kept = int(keep.sum())
