@@ -12,11 +12,41 @@ kernels, such as ``cloudtap meter F``, starts ~0.2 s sooner.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cloudtap import _kernel_cache
 
 KERNEL_OPTS: dict[str, Any] = {"cache": True, "nogil": True, "boundscheck": False}
+#: For kernels that never allocate (they fill arrays their caller made): numba's runtime is left out,
+#: so array arguments are not reference-counted (an atomic increment and decrement per call of an
+#: njit function that takes arrays) and the cached code loads without setting the runtime up
+#: (~14 ms per process). numba refuses to compile such a kernel if it does allocate.
+NO_ALLOC_OPTS: dict[str, Any] = {**KERNEL_OPTS, "_nrt": False}
+
+
+#: Names only code that uses numba's runtime refers to: its C API and compiled helpers (``NRT_*``,
+#: ``nrt_*``, ``_nrt_*``) and the stubs of symbols resolved at run time.
+_RUNTIME_NAMES = re.compile(rb"(?i)nrt_|\.numba\.unresolved\$")
+_OBJECT_MAGIC = b"\x7fELF"
+
+
+def needs_runtime(data: object) -> bool:
+    """True unless the cached kernel ``data`` holds object code that names nothing of numba's runtime.
+
+    A function the object code calls is named in its symbol table, so an object that never names the
+    runtime cannot reach it. Data without recognisable object code counts as needing it.
+    """
+    stack, found_object = [data], False
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes | bytearray):
+            if _RUNTIME_NAMES.search(item):
+                return True
+            found_object = found_object or bytes(item[:4]) == _OBJECT_MAGIC
+        elif isinstance(item, tuple | list):
+            stack.extend(item)
+    return not found_object
 
 
 def load_cached_kernels_directly() -> bool:
@@ -25,8 +55,9 @@ def load_cached_kernels_directly() -> bool:
     numba's ``Cache.load_overload`` calls ``target_context.refresh()`` before reading the cache
     file. The refresh imports and installs every typing and lowering registry (numba.np.linalg,
     arraymath, typed containers, random, ...): ~0.2-0.3 s, a third of a small capture's whole run,
-    and none of it is used to load object code that was already compiled. Only the runtime (NRT)
-    must be set up first, because the loaded code links against it. A cache miss still compiles
+    and none of it is used to load object code that was already compiled. The runtime (NRT) is set
+    up first only for code that links against it (:func:`needs_runtime`): compiling its functions
+    costs ~14 ms per process, and the metering kernels never allocate. A cache miss still compiles
     as before: numba's compiler refreshes the contexts itself (``CompilerBase.__init__``).
     """
     try:
@@ -39,9 +70,18 @@ def load_cached_kernels_directly() -> bool:
         return True
 
     def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
-        nrt.rtsys.initialize(target_context)
         with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+            if not all(hasattr(self, n) for n in ("_enabled", "_cache_file", "_index_key", "_impl")):
+                nrt.rtsys.initialize(target_context)  # a cache shaped differently: numba's own load
+                return self._load_overload(sig, target_context)
+            if not self._enabled:
+                return None
+            data = self._cache_file.load(self._index_key(sig, target_context.codegen()))
+            if data is None:
+                return None
+            if needs_runtime(data):
+                nrt.rtsys.initialize(target_context)
+            return self._impl.rebuild(target_context, data)
         return None  # the guard swallowed a spurious I/O error: numba compiles instead
 
     if not all(

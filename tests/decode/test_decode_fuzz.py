@@ -218,8 +218,9 @@ def checked():
     checked layers, not the cached production ones; ``sys.modules`` is restored afterwards.
     """
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(kernel_opts.KERNEL_OPTS, "boundscheck", True)
-        mp.setitem(kernel_opts.KERNEL_OPTS, "cache", False)
+        for opts in (kernel_opts.KERNEL_OPTS, kernel_opts.NO_ALLOC_OPTS):
+            mp.setitem(opts, "boundscheck", True)
+            mp.setitem(opts, "cache", False)
         for name in WALKER_MODULES:
             mp.delitem(sys.modules, name, raising=False)
         driver = importlib.import_module("cloudtap.decode._kernels")

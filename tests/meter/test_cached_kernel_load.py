@@ -42,7 +42,10 @@ RUN = textwrap.dedent(
     recs = np.zeros(3, k.REC)
     recs["a"] = [1, 2, 3]
     recs["b"] = [0.5, 1.5, 2.5]
+    from numba.core.runtime import nrt
+
     first = k.summed(recs).tolist()
+    runtime = nrt.rtsys._init  # summed allocates: its code links against the runtime
     registries = "numba.np.linalg" in sys.modules
     hits = sum(k.summed.stats.cache_hits.values())
 
@@ -52,7 +55,7 @@ RUN = textwrap.dedent(
     def fresh(x):
         return np.median(x) + np.sort(x)[0]  # numba.np.arraymath: a registry the cached load skipped
 
-    print(json.dumps({"values": first, "hits": hits, "registries_loaded_by_cache": registries,
+    print(json.dumps({"values": first, "hits": hits, "registries_loaded_by_cache": registries, "runtime": runtime,
                       "fresh": float(fresh(np.array([4.0, 3.0, 8.0])))}))
     """
 )
@@ -75,6 +78,7 @@ def test_cached_kernels_load_directly_and_compiling_still_works(tmp_path: Path) 
     assert loaded["hits"] == 1
     assert loaded["values"] == compiled["values"] == [2.0, 5.0, 8.0]
     assert loaded["registries_loaded_by_cache"] is False  # what the direct load saves
+    assert loaded["runtime"] is True
     assert loaded["fresh"] == compiled["fresh"] == 7.0
 
 
@@ -87,3 +91,30 @@ def test_installed_once() -> None:
     assert load_cached_kernels_directly()
     assert caching.Cache.load_overload is patched
     assert getattr(patched, "cloudtap_direct", False)
+
+
+METER = textwrap.dedent(
+    """
+    import json, sys
+    from numba.core.runtime import nrt
+    from cloudtap.meter import meter_file
+
+    result = meter_file(sys.argv[1])
+    print(json.dumps({"records": len(result.flows), "runtime": nrt.rtsys._init}))
+    """
+)
+
+
+def test_metering_from_the_cache_never_sets_up_numbas_runtime(shared_pcaps: Path) -> None:
+    """The metering kernels never allocate (``NO_ALLOC_OPTS``): their cached code loads without NRT (~14 ms)."""
+    pcap = shared_pcaps / "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/one_tcp_stream.pcap"
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(Path.cwd() / ".numba-cache")),
+    }
+    for _ in range(2):  # the first run may compile into an empty cache (compiling sets the runtime up)
+        done = subprocess.run(
+            [sys.executable, "-c", METER, str(pcap)], capture_output=True, text=True, env=env, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"records": 1, "runtime": False}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 
 ST_END = 0  # the data ended on a record boundary
 ST_FULL = 1  # the output arrays are full
@@ -55,7 +55,7 @@ PREREAD_BLOCK = 64 * 1024  # bytes pre-read at a time
 _LINE = 64  # cache line bytes: every line must be touched, the prefetcher does not fill strided gaps
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _u16(data, p, be):
     a = np.int64(data[p])
     b = np.int64(data[p + 1])
@@ -64,7 +64,7 @@ def _u16(data, p, be):
     return a | (b << 8)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _u32(data, p, be):
     a = np.int64(data[p])
     b = np.int64(data[p + 1])
@@ -75,7 +75,7 @@ def _u32(data, p, be):
     return a | (b << 8) | (c << 16) | (d << 24)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _touch_lines(data, start, stop):
     """Read one byte per cache line of ``data[start:stop]``; return their sum."""
     acc = np.int64(0)
@@ -84,7 +84,7 @@ def _touch_lines(data, start, stop):
     return acc
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _preread_stop(pos, end, front):
     """End of the next block to pre-read when the walk is at ``pos`` (``front`` if none is due yet)."""
     if pos + PREREAD_AHEAD <= front or front >= end:
@@ -92,7 +92,7 @@ def _preread_stop(pos, end, front):
     return min(max(front, pos) + PREREAD_BLOCK, end)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def ts_units_to_ns(ts, tsresol):
     """Convert a pcapng timestamp to ns since the epoch, exactly (floor).
 
@@ -130,7 +130,7 @@ def ts_units_to_ns(ts, tsresol):
     return np.int64(ts // _POW10[k - 9])
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def scan_pcap(
     data, pos, end, be, rec_hdr_len, ts_mult, max_caplen, stream, offset, cap_len, wire_len, ts_ns, lengths=0
 ):
@@ -194,7 +194,7 @@ def scan_pcap(
     return n, pos, status
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def scan_pcapng(
     data,
     pos,

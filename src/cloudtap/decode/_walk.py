@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import KERNEL_OPTS, NO_ALLOC_OPTS
 from cloudtap.schema.packet import (
     FLAG_TUNNEL,
     IPV4_MAPPED_LO,
@@ -44,7 +44,7 @@ _OFF_MAX = 0xFFFF
 # still called is compiled without NRT (``_nrt=False``: no refcounting; nothing here allocates),
 # which gives ~45 Mpps. Inlining everything gains nothing more and doubles the compile time.
 _INLINE = {**KERNEL_OPTS, "inline": "always"}
-_LEAF = {**KERNEL_OPTS, "_nrt": False}
+_LEAF = NO_ALLOC_OPTS
 
 # walk states
 _L_DONE = 0

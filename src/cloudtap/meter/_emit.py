@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 from cloudtap.meter._slots import (
     _release,
     client_rtt_ns,
@@ -42,7 +42,7 @@ from cloudtap.schema.flow import (
 )
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _emit_record(fs, ds, s, close_type, out, st) -> None:  # type: ignore[no-untyped-def]
     """Write the current period of slot ``s`` as a flow record and reset the period counters."""
     k = st[ST_OUT_N]
@@ -114,7 +114,7 @@ def _emit_record(fs, ds, s, close_type, out, st) -> None:  # type: ignore[no-unt
         r.tcp_flags = 0
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _emit_edge(fs, ds, s, closed, failed, edges, st, cfg) -> None:  # type: ignore[no-untyped-def]
     """Report what slot ``s`` added to its current 1-second bucket (if anything)."""
     f = fs[s]
@@ -159,7 +159,7 @@ def _emit_edge(fs, ds, s, closed, failed, edges, st, cfg) -> None:  # type: igno
     v.sec_retrans = 0
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _final_close_type(fs, ds, s, forced) -> int:  # type: ignore[no-untyped-def]
     """How a flow ended, given its TCP state (``forced``: end of input rather than idle)."""
     f = fs[s]
@@ -177,7 +177,7 @@ def _final_close_type(fs, ds, s, forced) -> int:  # type: ignore[no-untyped-def]
     return CLOSE_FORCED if forced else CLOSE_TIMEOUT
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _finish(
     fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, s, forced
 ) -> None:  # type: ignore[no-untyped-def]
@@ -189,7 +189,7 @@ def _finish(
     _release(fs, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, s)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _expired(fs, s, now, cfg) -> bool:  # type: ignore[no-untyped-def]
     f = fs[s]
     idle = now - f.last_ns
@@ -201,7 +201,7 @@ def _expired(fs, s, now, cfg) -> bool:  # type: ignore[no-untyped-def]
     return idle >= cfg[0]
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def scan(
     fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, out, edges, cursor, forced
 ) -> bool:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 from cloudtap.meter._emit import (
     _emit_edge,
     _emit_record,
@@ -76,7 +76,7 @@ from cloudtap.schema.flow import (
 )
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def meter_packets(
     pk,
     start,
@@ -246,7 +246,7 @@ def meter_packets(
     return i
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _tcp_state(f, d, flags, ts) -> None:  # type: ignore[no-untyped-def]
     """Advance the handshake / close state of flow record ``f`` for a segment in direction ``d``."""
     syn = (flags & _SYN) != 0

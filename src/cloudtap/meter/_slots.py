@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 from cloudtap.meter._state import (
     _ACK,
     _ICMP,
@@ -32,25 +32,25 @@ from cloudtap.schema.flow import (
 )
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def mac_of(r) -> np.uint64:  # type: ignore[no-untyped-def]
     """The sender MAC of direction record ``r`` (0: none seen yet)."""
     return (np.uint64(r.mac_hi) << np.uint64(32)) | np.uint64(r.mac_lo)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def server_rtt_ns(f) -> int:  # type: ignore[no-untyped-def]
     """The handshake's server half (SYN to SYN-ACK) of flow record ``f``; negative when unknown."""
     return f.hs_server_ns if f.hs_state >= HS_SYNACK else -1
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def client_rtt_ns(f) -> int:  # type: ignore[no-untyped-def]
     """The handshake's client half (SYN-ACK to ACK) of flow record ``f``; negative when unknown."""
     return f.hs_client_ns if f.hs_state == HS_ESTABLISHED else -1
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _port_rank(port: int) -> int:
     """0 well-known (<1024), 1 registered (<32768), 2 ephemeral."""
     if port < 1024:
@@ -60,7 +60,7 @@ def _port_rank(port: int) -> int:
     return 2
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _sender_is_client(proto: int, flags: int, sport: int, dport: int, icmp_type: int) -> tuple[bool, int]:
     """Decide from the first packet whether its sender is the client; also return the rule used."""
     if proto == _TCP:
@@ -81,7 +81,7 @@ def _sender_is_client(proto: int, flags: int, sport: int, dport: int, icmp_type:
     return True, SIDE_FIRST_PACKET
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _lookup(fs, idx_slot, idx_hash, h, p, iface, by_iface) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """Find the slot of packet ``p``'s flow: (slot, direction) or (-1, 0)."""
     mask = idx_slot.shape[0] - 1
@@ -119,7 +119,7 @@ def _lookup(fs, idx_slot, idx_hash, h, p, iface, by_iface) -> tuple[int, int]:  
         pos = (pos + 1) & mask
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _create(
     fs, ds, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, cfg, h, p, iface
 ) -> int:  # type: ignore[no-untyped-def]
@@ -209,7 +209,7 @@ def _create(
     return s
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _release(fs, idx_slot, idx_hash, free_stack, free_top, active, active_pos, st, s) -> None:  # type: ignore[no-untyped-def]
     """Return slot ``s`` to the free list and drop it from the index and the active list."""
     index_remove(idx_slot, idx_hash, fs[s].hash, s)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -23,7 +23,7 @@ _S33 = np.uint64(33)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def mix64(x: np.uint64) -> np.uint64:
     """MurmurHash3 finaliser: a fast, well-spread 64-bit mix."""
     x ^= x >> _S33
@@ -34,13 +34,13 @@ def mix64(x: np.uint64) -> np.uint64:
     return x
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def endpoint_hash(hi: np.uint64, lo: np.uint64, port: np.uint16) -> np.uint64:
     """Hash one (address, port) endpoint."""
     return mix64(hi * _GOLD ^ mix64(lo ^ (np.uint64(port) << np.uint64(17))))
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def flow_hash(
     src_hi: np.uint64,
     src_lo: np.uint64,
@@ -65,7 +65,7 @@ def flow_hash(
     return np.uint32(h >> np.uint64(32))
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def index_insert(idx_slot: np.ndarray, idx_hash: np.ndarray, h: np.uint32, slot: int) -> None:
     """Insert ``slot`` with hash ``h``; the index must have a free position."""
     mask = idx_slot.shape[0] - 1
@@ -76,7 +76,7 @@ def index_insert(idx_slot: np.ndarray, idx_hash: np.ndarray, h: np.uint32, slot:
     idx_hash[pos] = h
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def index_remove(idx_slot: np.ndarray, idx_hash: np.ndarray, h: np.uint32, slot: int) -> bool:
     """Remove ``slot`` (whose key hashes to ``h``) with backward-shift deletion."""
     mask = idx_slot.shape[0] - 1
@@ -104,7 +104,7 @@ def index_remove(idx_slot: np.ndarray, idx_hash: np.ndarray, h: np.uint32, slot:
     return True
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def index_rebuild(
     idx_slot: np.ndarray, idx_hash: np.ndarray, hashes: np.ndarray, active: np.ndarray, n: int
 ) -> None:

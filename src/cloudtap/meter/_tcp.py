@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 from cloudtap.meter._state import (
     LAST_SEG_KEEPALIVE,
     LAST_SEG_NONE,
@@ -27,25 +27,25 @@ _FAST_RETRANS_WINDOW_NS = 20_000_000
 _DEFAULT_OOO_THRESHOLD_NS = 3_000_000
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def seq_lt(a: np.uint32, b: np.uint32) -> bool:
     """a < b in 32-bit sequence space."""
     return np.int32(np.uint32(a - b)) < 0
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def seq_gt(a: np.uint32, b: np.uint32) -> bool:
     """a > b in 32-bit sequence space."""
     return np.int32(np.uint32(a - b)) > 0
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def seq_le(a: np.uint32, b: np.uint32) -> bool:
     """a <= b in 32-bit sequence space."""
     return np.int32(np.uint32(a - b)) <= 0
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def analyse_segment(
     ds: np.ndarray,
     fwd: int,

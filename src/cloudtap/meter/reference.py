@@ -17,13 +17,14 @@ edge second the flow was in (by a packet or a scan) before it ended.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from cloudtap.meter._state import EDGE_DELTA_DTYPE
 from cloudtap.meter.config import MeterConfig
+from cloudtap.meter.reference_flow import ESTABLISHED, NO_HS, SAW_SYN, SAW_SYNACK, Flow
+from cloudtap.meter.reference_tcp import analyse_sequence
 from cloudtap.schema.flow import (
     CLOSE_CLIENT_RST,
     CLOSE_FIN,
@@ -53,92 +54,13 @@ from cloudtap.schema.packet import (
 )
 
 #: Known deviations of the numba kernel from docs/flow-semantics.md, by name (see ``emulate``).
-KERNEL_QUIRKS: dict[str, str] = {
-}
+KERNEL_QUIRKS: dict[str, str] = {}
 
 _NS = 1_000_000_000
-_SEQ = 0xFFFF_FFFF
-_FAST_RETRANS_NS = 20_000_000
-_OOO_DEFAULT_NS = 3_000_000
-
-# handshake progress
-_NO_HS, _SAW_SYN, _SAW_SYNACK, _ESTABLISHED = 0, 1, 2, 3
-
-
-def _seq_diff(a: int, b: int) -> int:
-    """a - b in 32-bit sequence space, as a signed number."""
-    d = (a - b) & _SEQ
-    return d - (1 << 32) if d >= 1 << 31 else d
 
 
 def _port_rank(port: int) -> int:
     return 0 if port < 1024 else (1 if port < 32768 else 2)
-
-
-@dataclass
-class _Side:
-    """One direction of a flow: counters of the current record and Wireshark-style TCP state."""
-
-    packets: int = 0
-    bytes: int = 0
-    l2_bytes: int = 0
-    payload_bytes: int = 0
-    retrans: int = 0
-    zero_window: int = 0
-    ooo: int = 0
-    tcp_flags: int = 0
-    mac: int = 0
-    # sequence analysis (0 = unknown, as in Wireshark)
-    nextseq: int = 0
-    nextseq_ns: int = 0
-    lastack: int = 0
-    lastack_ns: int = 0
-    window: int | None = None
-    dupacks: int = 0
-    last_keepalive: bool = False
-
-    def reset_record(self) -> None:
-        self.packets = self.bytes = self.l2_bytes = self.payload_bytes = 0
-        self.retrans = self.zero_window = self.ooo = 0
-        self.tcp_flags = 0
-
-
-@dataclass
-class _Flow:
-    flow_id: int
-    key: tuple[Any, ...]
-    client: tuple[int, int, int]  # hi, lo, port
-    server: tuple[int, int, int]
-    proto: int
-    vlan: int
-    tunnel_id: int
-    tunnel_type: int
-    tunnel: tuple[int, int, int, int]
-    ip_ver: int
-    interface: int  # where the flow was first seen
-    side_rule: int
-    start_ns: int
-    last_ns: int
-    period: int  # start of the current record period
-    second: int  # start of the current edge bucket
-    sides: tuple[_Side, _Side] = field(default_factory=lambda: (_Side(), _Side()))
-    first_ns: int | None = None  # first packet of the current record period
-    record_seq: int = 0
-    syn_count: int = 0
-    synack_count: int = 0
-    hs: int = _NO_HS
-    syn_ns: int | None = None
-    synack_ns: int | None = None
-    rtt_client_ns: int | None = None
-    rtt_server_ns: int | None = None
-    rst_close: int = 0
-    fin_mask: int = 0
-    s2c_total: int = 0  # server-to-client packets over the whole flow
-
-    @property
-    def closed(self) -> bool:
-        """FIN both ways or RST: waits ``close_linger`` for stragglers, a new SYN starts a new flow."""
-        return self.rst_close != 0 or self.fin_mask == 3
 
 
 class _Reference:
@@ -156,7 +78,7 @@ class _Reference:
         self.max_flows = config.max_flows
         self.by_interface = config.key_by_interface
         self.next_id = config.flow_id_base
-        self.flows: dict[tuple[Any, ...], _Flow] = {}
+        self.flows: dict[tuple[Any, ...], Flow] = {}
         self.now: int | None = None
         self.next_scan = 0
         self.records: list[dict[str, Any]] = []
@@ -167,7 +89,7 @@ class _Reference:
         )  # fmt: skip
 
     # -- edges ---------------------------------------------------------------------------------
-    def _edge(self, f: _Flow) -> dict[str, Any]:
+    def _edge(self, f: Flow) -> dict[str, Any]:
         slot = self.edges.get((f.flow_id, f.second))
         if slot is None:
             slot = {
@@ -180,7 +102,7 @@ class _Reference:
             self.edges[(f.flow_id, f.second)] = slot
         return slot
 
-    def _move_to(self, f: _Flow, t: int) -> None:
+    def _move_to(self, f: Flow, t: int) -> None:
         """Bring the flow's current record period and edge second up to time ``t``."""
         period = t // self.period_ns * self.period_ns
         if period > f.period:
@@ -192,7 +114,7 @@ class _Reference:
             f.second = second
 
     # -- records -------------------------------------------------------------------------------
-    def _record(self, f: _Flow, close_type: int) -> None:
+    def _record(self, f: Flow, close_type: int) -> None:
         c, s = f.sides
         self.records.append(
             {
@@ -228,7 +150,7 @@ class _Reference:
         c.reset_record()
         s.reset_record()
 
-    def _close_type(self, f: _Flow, forced: bool) -> int:
+    def _close_type(self, f: Flow, forced: bool) -> int:
         if f.rst_close:
             return f.rst_close
         if f.proto == PROTO_TCP:
@@ -237,13 +159,13 @@ class _Reference:
             if f.fin_mask and not forced:
                 return CLOSE_FIN
             if f.fin_mask == 0:
-                if f.hs == _SAW_SYN and f.s2c_total == 0:
+                if f.hs == SAW_SYN and f.s2c_total == 0:
                     return CLOSE_SYN_UNANSWERED
-                if f.hs == _SAW_SYNACK:
+                if f.hs == SAW_SYNACK:
                     return CLOSE_HALF_OPEN
         return CLOSE_FORCED if forced else CLOSE_TIMEOUT
 
-    def _end(self, f: _Flow, forced: bool) -> None:
+    def _end(self, f: Flow, forced: bool) -> None:
         close_type = self._close_type(f, forced)
         edge = self._edge(f)
         edge["flows_closed"] += 1
@@ -252,12 +174,12 @@ class _Reference:
         self._record(f, close_type)
         del self.flows[f.key]
 
-    def _idle_limit(self, f: _Flow) -> int:
+    def _idle_limit(self, f: Flow) -> int:
         if f.proto != PROTO_TCP:
             return self.idle
         if f.closed:
             return self.linger
-        if f.hs in (_SAW_SYN, _SAW_SYNACK):  # before establishment
+        if f.hs in (SAW_SYN, SAW_SYNACK):  # before establishment
             return self.idle
         return self.tcp_idle  # established or mid-stream
 
@@ -270,7 +192,7 @@ class _Reference:
                 self._move_to(f, now)
 
     # -- packets -------------------------------------------------------------------------------
-    def _new_flow(self, p: np.void, key: tuple[Any, ...]) -> _Flow:
+    def _new_flow(self, p: np.void, key: tuple[Any, ...]) -> Flow:
         proto, flags = int(p["proto"]), int(p["tcp_flags"])
         sport, dport = int(p["sport"]), int(p["dport"])
         src = (int(p["src_hi"]), int(p["src_lo"]), sport)
@@ -293,7 +215,7 @@ class _Reference:
         else:
             sender_is_client, rule = True, SIDE_FIRST_PACKET
         ts = int(p["ts_ns"])
-        f = _Flow(
+        f = Flow(
             flow_id=self.next_id,
             key=key,
             client=src if sender_is_client else dst,
@@ -373,7 +295,7 @@ class _Reference:
             irtt = 0
             if f.rtt_client_ns is not None and f.rtt_server_ns is not None:
                 irtt = f.rtt_client_ns + f.rtt_server_ns
-            verdict = _analyse(side, other, ts, int(p["tcp_seq"]), int(p["tcp_ack"]), flags,
+            verdict = analyse_sequence(side, other, ts, int(p["tcp_seq"]), int(p["tcp_ack"]), flags,
                                int(p["tcp_win"]), int(p["payload_len"]), irtt)  # fmt: skip
             if verdict == 1:
                 side.retrans += 1
@@ -381,22 +303,22 @@ class _Reference:
             elif verdict == 2:
                 side.ooo += 1
 
-    def _handshake_and_close(self, f: _Flow, d: int, flags: int, ts: int) -> None:
+    def _handshake_and_close(self, f: Flow, d: int, flags: int, ts: int) -> None:
         syn, ack = bool(flags & TCP_SYN), bool(flags & TCP_ACK)
         if syn and not ack and d == 0:
             f.syn_count += 1
-            if f.hs in (_NO_HS, _SAW_SYN):
-                f.hs = _SAW_SYN
+            if f.hs in (NO_HS, SAW_SYN):
+                f.hs = SAW_SYN
                 f.syn_ns = ts  # the latest SYN before the SYN-ACK
         elif syn and ack and d == 1:
             f.synack_count += 1
-            if f.hs != _ESTABLISHED:
+            if f.hs != ESTABLISHED:
                 if f.synack_ns is None and f.syn_ns is not None:  # the first SYN-ACK
                     f.rtt_server_ns = ts - f.syn_ns
                 f.synack_ns = ts  # a retransmitted SYN-ACK restarts the client half (Argus)
-                f.hs = _SAW_SYNACK
-        elif ack and not syn and d == 0 and f.hs == _SAW_SYNACK:
-            f.hs = _ESTABLISHED
+                f.hs = SAW_SYNACK
+        elif ack and not syn and d == 0 and f.hs == SAW_SYNACK:
+            f.hs = ESTABLISHED
             assert f.synack_ns is not None
             f.rtt_client_ns = ts - f.synack_ns
             if f.rtt_server_ns is not None:
@@ -406,72 +328,12 @@ class _Reference:
         if flags & TCP_RST and not f.rst_close:
             if d == 0:
                 f.rst_close = CLOSE_CLIENT_RST
-            elif f.hs == _SAW_SYN:
+            elif f.hs == SAW_SYN:
                 f.rst_close = CLOSE_SERVER_REFUSED
             else:
                 f.rst_close = CLOSE_SERVER_RST
         if flags & TCP_FIN:
             f.fin_mask |= 1 << d
-
-
-def _analyse(
-    fwd: _Side,
-    rev: _Side,
-    ts: int,
-    seq: int,
-    ack: int,
-    flags: int,
-    window: int,
-    seglen: int,
-    irtt: int,
-) -> int:
-    """Wireshark 4.0 ``tcp_analyze_sequence_number`` for one segment: 0 normal, 1 retrans, 2 ooo."""
-    ctl = flags & (TCP_SYN | TCP_FIN | TCP_RST)
-    # Zero-window probe: 1 byte at the next sequence while the peer advertises a zero window.
-    zwp = seglen == 1 and seq == fwd.nextseq and rev.window == 0
-    keepalive = False
-    if not zwp:
-        if window == 0 and ctl == 0:
-            fwd.zero_window += 1
-        keepalive = seglen <= 1 and seq == (fwd.nextseq - 1) & _SEQ and ctl == 0
-        same = window == fwd.window and seq == fwd.nextseq and ack == fwd.lastack
-        repeats = seglen == 0 and same and ctl == 0
-        keepalive_ack = repeats and window != 0 and rev.last_keepalive
-        if repeats and window != 0 and not keepalive_ack:
-            fwd.dupacks += 1
-    if ack != fwd.lastack:
-        fwd.dupacks = 0
-
-    verdict = 0
-    if (seglen > 0 or flags & (TCP_SYN | TCP_FIN)) and not keepalive:
-        not_advanced = fwd.nextseq != 0 and _seq_diff(seq, fwd.nextseq) < 0
-        if seglen > 1 and (fwd.nextseq - 1) & _SEQ == seq:
-            not_advanced = False
-        spurious = seglen > 0 and rev.lastack != 0 and _seq_diff((seq + seglen) & _SEQ, rev.lastack) <= 0
-        repeat_end = seq + seglen + (1 if flags & (TCP_SYN | TCP_FIN) else 0)
-        ooo = (
-            not_advanced
-            and ts - fwd.nextseq_ns < (irtt if irtt > 0 else _OOO_DEFAULT_NS)
-            and fwd.nextseq != repeat_end & _SEQ
-        )
-        recent_dupacks = rev.dupacks >= 2 and ts - rev.lastack_ns < _FAST_RETRANS_NS
-        fast = not_advanced and recent_dupacks and rev.lastack == seq
-        if spurious or fast:
-            verdict = 1
-        elif ooo:
-            verdict = 2
-        elif not_advanced:
-            verdict = 1
-
-    nextseq = (seq + seglen + (1 if flags & (TCP_SYN | TCP_FIN) else 0)) & _SEQ
-    if (fwd.nextseq == 0 or _seq_diff(nextseq, fwd.nextseq) > 0) and not zwp:
-        fwd.nextseq = nextseq
-        fwd.nextseq_ns = ts
-    fwd.window = window
-    fwd.lastack = ack
-    fwd.lastack_ns = ts
-    fwd.last_keepalive = keepalive
-    return verdict
 
 
 def _to_arrays(ref: _Reference) -> tuple[np.ndarray, np.ndarray]:
