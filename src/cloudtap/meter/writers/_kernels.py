@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 
 _V4_MASK = np.uint64(0xFFFF_FFFF_0000_0000)
 _V4_MAPPED = np.uint64(0x0000_FFFF_0000_0000)
@@ -29,7 +29,7 @@ _POW10U = np.array([10**i for i in range(20)], dtype=np.uint64)
 _DIGITS2 = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8).copy()
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _put_uint(out: np.ndarray, pos: int, v: np.uint64) -> int:
     """Decimal digits of ``v``, two at a time."""
     n = 1
@@ -50,7 +50,7 @@ def _put_uint(out: np.ndarray, pos: int, v: np.uint64) -> int:
     return pos + n
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _put_int(out: np.ndarray, pos: int, v: np.int64) -> int:
     """Decimal digits of ``v`` with a leading ``-`` when negative."""
     if v < 0:
@@ -59,7 +59,7 @@ def _put_int(out: np.ndarray, pos: int, v: np.int64) -> int:
     return _put_uint(out, pos, np.uint64(v))
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _put_float(out: np.ndarray, pos: int, x: float) -> int:
     """``repr(x)`` when provable (see module doc), else -1 and nothing meaningful written."""
     if x == 0.0:
@@ -106,14 +106,14 @@ def _put_float(out: np.ndarray, pos: int, x: float) -> int:
     return -1
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _group(hi: np.uint64, lo: np.uint64, k: int) -> np.int64:
     """16-bit group ``k`` (0..7) of the address (hi, lo)."""
     half = hi if k < 4 else lo
     return np.int64((half >> np.uint64(48 - 16 * (k % 4))) & np.uint64(0xFFFF))
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _put_address(out: np.ndarray, pos: int, hi: np.uint64, lo: np.uint64) -> int:
     """Dotted quad for IPv4-mapped (hi, lo), else RFC 5952 text as Python's ``ipaddress`` writes it."""
     if hi == 0 and (lo & _V4_MASK) == _V4_MAPPED:
@@ -158,7 +158,7 @@ def _put_address(out: np.ndarray, pos: int, hi: np.uint64, lo: np.uint64) -> int
     return pos
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def format_addresses(hi: np.ndarray, lo: np.ndarray, out: np.ndarray, offsets: np.ndarray) -> int:
     """Text of each (hi, lo) address into ``out`` (39 bytes a row suffice), ``offsets`` (n + 1) filled;
     returns the bytes used. Allocates nothing: a kernel that allocates makes numba import its array

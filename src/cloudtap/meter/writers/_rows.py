@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 from cloudtap.meter.writers._kernels import _put_float, _put_int, _put_uint
 
 #: Column kinds understood by :func:`text_rows`.
@@ -33,7 +33,7 @@ INT_MAX_CHARS, FLOAT_MAX_CHARS = 20, 24
 ARROW_FIXED_BELOW = 1e9
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _put_float_style(out: np.ndarray, pos: int, x: float, style: int) -> int:
     """``x`` in ``style``; -1 when the kernel cannot prove the text (rendered by Python instead)."""
     if style == FLOAT_REPR:
@@ -54,7 +54,7 @@ def _put_float_style(out: np.ndarray, pos: int, x: float, style: int) -> int:
     return end
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def floats_needing_python(values: np.ndarray, style: int, scratch: np.ndarray, bad: np.ndarray) -> int:
     """Set ``bad`` where :func:`_put_float_style` cannot prove the text of ``values`` (both 2-D);
     ``scratch``: 64 bytes. Returns how many. (Kernels here allocate nothing, see ``_kernels``.)"""
@@ -66,7 +66,7 @@ def floats_needing_python(values: np.ndarray, style: int, scratch: np.ndarray, b
     return count
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _read_uint(
     u8: np.ndarray, u4: np.ndarray, u2: np.ndarray, u1: np.ndarray, size: int, at: int
 ) -> np.uint64:
@@ -79,7 +79,7 @@ def _read_uint(
     return np.uint64(u1[at])
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _signed(v: np.uint64, size: int) -> np.int64:
     """The two's-complement value of the low ``size`` bytes of ``v``."""
     x = np.int64(v)
@@ -90,7 +90,7 @@ def _signed(v: np.uint64, size: int) -> np.int64:
     return x
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def text_rows(
     start: int,
     stop: int,
