@@ -27,10 +27,10 @@ from cloudtap.capture.bpf import (
     SO_ATTACH_FILTER,
     BpfProgram,
     FrameFilter,
-    _libpcap,
     compile_filter,
 )
 from cloudtap.capture.frames import FrameBatch
+from cloudtap.capture.libpcap import load_libpcap
 from cloudtap.errors import FilterError
 
 PCAPS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps"
@@ -400,7 +400,7 @@ def _programs(draw: st.DrawFn) -> list[tuple[int, int, int, int]]:
 
 
 def _libpcap_filter(insns: list[tuple[int, int, int, int]], pkt: bytes, wirelen: int) -> int:
-    lib = _libpcap()
+    lib = load_libpcap()
     arr = np.array(insns, dtype=BPF_INSN_DTYPE)
     buf = ctypes.create_string_buffer(pkt, max(len(pkt), 1))
     lib.bpf_filter.restype = ctypes.c_uint

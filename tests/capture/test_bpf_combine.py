@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from cloudtap.capture import _bpf_kernels as K
-from cloudtap.capture.bpf import BPF_INSN_DTYPE, BpfProgram, combine_programs, compile_filter
+from cloudtap.capture.bpf import BPF_INSN_DTYPE, BpfProgram, compile_filter
+from cloudtap.capture.bpf_combine import combine_programs
 from cloudtap.capture.frames import FrameBatch
 from cloudtap.errors import FilterError
 

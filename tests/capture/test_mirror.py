@@ -27,7 +27,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 from cloudtap.capture.frames import FrameBatch
-from cloudtap.capture.mirror import MirrorConfig, MirrorSource
+from cloudtap.capture.mirror import MirrorSource
+from cloudtap.capture.mirror_config import MirrorConfig
 from cloudtap.capture.source import PacketSource
 from cloudtap.decode import decode_frames
 from cloudtap.decode.dedup import Deduplicator

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from cloudtap.meter._state import DIR_STATE_DTYPE
 from cloudtap.meter._tcp import analyse_segment, seq_gt, seq_le, seq_lt
-from cloudtap.meter.reference import _analyse, _Side
+from cloudtap.meter.reference_flow import Side
+from cloudtap.meter.reference_tcp import analyse_sequence
 
 MS = 1_000_000
 QUIRKS = frozenset(
@@ -69,7 +70,7 @@ SEGMENTS = st.lists(
 @given(SEGMENTS, st.sampled_from([1000, 0xFFFF_FF00]))
 def test_kernel_matches_reference_segment_by_segment(segments: list[tuple[int, ...]], base: int) -> None:
     ds = np.zeros(2, DIR_STATE_DTYPE)
-    sides = (_Side(), _Side())
+    sides = (Side(), Side())
     bases = (base, 70_000)
     ts = 10**18
     for d, step, seq_k, ack_k, flags, win, n, irtt in segments:
@@ -77,7 +78,7 @@ def test_kernel_matches_reference_segment_by_segment(segments: list[tuple[int, .
         seq = (bases[d] + 50 * seq_k) & 0xFFFF_FFFF
         ack = (bases[1 - d] + 50 * ack_k) & 0xFFFF_FFFF
         got = _segment(ds, d, ts, seq, ack, flags, win, n, irtt)
-        want = _analyse(sides[d], sides[1 - d], ts, seq, ack, flags, win, n, irtt)
+        want = analyse_sequence(sides[d], sides[1 - d], ts, seq, ack, flags, win, n, irtt)
         assert got == want
         for i in (0, 1):
             row, side = ds[i], sides[i]

@@ -47,7 +47,8 @@ class PacketSources:
                 raise CaptureError("replay mode needs capture.replay_file")
             return ReplaySource(cap.replay_file, speed=cap.replay_speed)
         if cap.mode == "mirror":
-            from cloudtap.capture.mirror import MirrorConfig, MirrorSource
+            from cloudtap.capture.mirror import MirrorSource
+            from cloudtap.capture.mirror_config import MirrorConfig
 
             return MirrorSource(
                 MirrorConfig(kind=cap.mirror_kind, bind=cap.mirror_bind, port=cap.mirror_port)

@@ -7,8 +7,9 @@ socket with ``SO_ATTACH_FILTER`` (``BpfProgram.as_sock_fprog``). ``FrameFilter``
 expression to batches whose frames may carry different link types (pcapng).
 
 A program's return value is the number of bytes a socket keeps of an accepted packet (its snaplen);
-``BpfProgram.returns`` gives it per frame. ``combine_programs`` chains several expressions, each
-with its own snaplen, into one program (per-policy snap lengths: ``capture/policy_filter.py``).
+``BpfProgram.returns`` gives it per frame. ``combine_programs`` (``capture/bpf_combine.py``) chains
+several expressions, each with its own snaplen, into one program (per-policy snap lengths:
+``capture/policy_filter.py``).
 
 Programs are compiled without libpcap's Linux live-capture VLAN handling (ancillary loads), so
 ``vlan`` tests the tag bytes in the frame, as tcpdump does on a file.
@@ -17,10 +18,7 @@ Programs are compiled without libpcap's Linux live-capture VLAN handling (ancill
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import re
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,18 +26,15 @@ import numpy as np
 
 from cloudtap.capture import _bpf_kernels as _k
 from cloudtap.capture.frames import FrameBatch
-from cloudtap.errors import CloudtapError, FilterError
+from cloudtap.capture.libpcap import BpfInsn, compile_to_instructions
+from cloudtap.errors import FilterError
 
 BPF_INSN_DTYPE = np.dtype([("code", "<u2"), ("jt", "u1"), ("jf", "u1"), ("k", "<u4")])
 """One classic BPF instruction, laid out as ``struct bpf_insn`` / ``struct sock_filter``."""
 
 DEFAULT_SNAPLEN = 262144
-PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
 SO_ATTACH_FILTER = 26
 KERNEL_MAX_INSNS = 4096  # BPF_MAXINSNS of the Linux socket filter
-
-# pcap LINKTYPE_* values whose DLT_* value (what pcap_open_dead takes) differs on Linux.
-_LINKTYPE_TO_DLT = {100: 11, 101: 12, 102: 15, 103: 16, 106: 19}
 
 _EN10MB = 1
 _NO_INDEX = np.zeros(0, np.int64)
@@ -47,62 +42,8 @@ _NO_RETS = np.zeros(0, np.uint32)
 _NO_PC = np.zeros(0, np.int32)
 
 
-class _BpfInsn(ctypes.Structure):
-    _fields_ = [
-        ("code", ctypes.c_ushort),
-        ("jt", ctypes.c_ubyte),
-        ("jf", ctypes.c_ubyte),
-        ("k", ctypes.c_uint32),
-    ]
-
-
-class _BpfProgram(ctypes.Structure):
-    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_BpfInsn))]
-
-
 class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_BpfInsn))]
-
-
-_lib_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-
-
-def _libpcap() -> ctypes.CDLL:
-    """Load libpcap once and declare the few functions used here."""
-    global _lib
-    if _lib is not None:
-        return _lib
-    names = [n for n in (ctypes.util.find_library("pcap"), "libpcap.so.0.8", "libpcap.so.1") if n]
-    lib = None
-    for name in names:
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    if lib is None:
-        raise CloudtapError(
-            "libpcap not found (tried " + ", ".join(names) + "); install it, e.g. apt-get install libpcap0.8"
-        )
-    lib.pcap_open_dead.restype = ctypes.c_void_p
-    lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
-    lib.pcap_compile.restype = ctypes.c_int
-    lib.pcap_compile.argtypes = [
-        ctypes.c_void_p,
-        ctypes.POINTER(_BpfProgram),
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_uint32,
-    ]
-    lib.pcap_geterr.restype = ctypes.c_char_p
-    lib.pcap_geterr.argtypes = [ctypes.c_void_p]
-    lib.pcap_freecode.restype = None
-    lib.pcap_freecode.argtypes = [ctypes.POINTER(_BpfProgram)]
-    lib.pcap_close.restype = None
-    lib.pcap_close.argtypes = [ctypes.c_void_p]
-    _lib = lib
-    return lib
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(BpfInsn))]
 
 
 def _validate(insns: np.ndarray) -> str | None:
@@ -178,7 +119,7 @@ class BpfProgram:
             ins["k"].astype(np.int64),
         )
 
-    def as_sock_fprog(self) -> tuple[bytes, ctypes.Array[_BpfInsn]]:
+    def as_sock_fprog(self) -> tuple[bytes, ctypes.Array[BpfInsn]]:
         """Build a ``struct sock_fprog`` for ``setsockopt(SOL_SOCKET, SO_ATTACH_FILTER, ...)``.
 
         Returns:
@@ -196,9 +137,9 @@ class BpfProgram:
         ja = self.instructions["code"] == _k.JA
         if bool((self.instructions["k"][ja] >= (1 << 31)).any()):
             raise FilterError(f"filter {self.expression!r} jumps backwards, which the kernel rejects")
-        arr = (_BpfInsn * n)()
+        arr = (BpfInsn * n)()
         ctypes.memmove(arr, np.ascontiguousarray(self.instructions).tobytes(), n * BPF_INSN_DTYPE.itemsize)
-        fprog = _SockFprog(n, ctypes.cast(arr, ctypes.POINTER(_BpfInsn)))
+        fprog = _SockFprog(n, ctypes.cast(arr, ctypes.POINTER(BpfInsn)))
         return bytes(fprog), arr
 
     def match(self, frames: FrameBatch) -> np.ndarray:
@@ -293,90 +234,9 @@ def compile_filter(
         FilterError: libpcap rejects the expression (its message and the expression are included).
         CloudtapError: libpcap cannot be loaded.
     """
-    lib = _libpcap()
-    dlt = _LINKTYPE_TO_DLT.get(int(linktype), int(linktype))
-    with _lib_lock:
-        handle = lib.pcap_open_dead(dlt, int(snaplen))
-        if not handle:
-            raise FilterError(f"cannot compile {expression!r}: pcap_open_dead({dlt}) failed")
-        try:
-            prog = _BpfProgram()
-            rc = lib.pcap_compile(
-                handle, ctypes.byref(prog), expression.encode(), int(bool(optimize)), PCAP_NETMASK_UNKNOWN
-            )
-            if rc != 0:
-                msg = (lib.pcap_geterr(handle) or b"unknown error").decode(errors="replace")
-                raise FilterError(f"cannot compile filter {expression!r} for linktype {linktype}: {msg}")
-            try:
-                n = int(prog.bf_len)
-                raw = ctypes.string_at(prog.bf_insns, n * BPF_INSN_DTYPE.itemsize)
-            finally:
-                lib.pcap_freecode(ctypes.byref(prog))
-        finally:
-            lib.pcap_close(handle)
+    raw = compile_to_instructions(expression, linktype, snaplen, optimize)
     insns = np.frombuffer(raw, dtype=BPF_INSN_DTYPE).copy()
     return BpfProgram(expression=expression, linktype=int(linktype), snaplen=int(snaplen), instructions=insns)
-
-
-def combine_programs(
-    parts: Sequence[tuple[str, int]], linktype: int = _EN10MB, optimize: bool = True
-) -> BpfProgram:
-    """One program running several filters in turn, each returning its own snap length.
-
-    Each expression is compiled by libpcap on its own, with its own snaplen; the programs are laid
-    end to end. In every program but the last, each ``ret #0`` becomes ``ja`` to the first
-    instruction of the next program (conditional jumps keep pointing at that instruction, so no
-    8-bit jump offset changes); accept returns stay ``ret #snaplen``. A frame is therefore kept by
-    the first part that accepts it, cut to that part's snaplen, and rejected when none does. Parts
-    never see each other's state: ``vlan`` in one part does not shift the offsets of the next, as
-    it does when libpcap compiles ``(A) or (B)`` as one expression.
-
-    One difference from the OR of the filters: a fault (a load beyond the packet's bytes, as a filter
-    reading ``tcp[20:4]`` does on a pure ACK) ends the whole program with 0, in the kernel as in
-    libpcap, so a later part never sees that packet. Filters on addresses and ports (what policies
-    hold) read only headers that their own protocol tests guarantee, and never fault on whole packets.
-
-    Args:
-        parts: ``(expression, snaplen)`` per part, in the order they are tried ("" accepts all).
-        linktype: pcap LINKTYPE of the frames.
-        optimize: let libpcap's optimizer shorten each part.
-
-    Returns:
-        The program; ``parts`` says where each part starts, ``snaplen`` is the largest one.
-
-    Raises:
-        FilterError: no parts, a snaplen below 1, an expression libpcap rejects, or a part that
-            returns the accumulator (which libpcap does not emit; it cannot be chained).
-    """
-    if not parts:
-        raise FilterError("combine_programs needs at least one (expression, snaplen) part")
-    pieces: list[np.ndarray] = []
-    starts: list[int] = []
-    pc = 0
-    for i, (expression, snaplen) in enumerate(parts):
-        if int(snaplen) < 1:
-            raise FilterError(f"part {i} ({expression!r}): snaplen must be >= 1, got {snaplen}")
-        insns = compile_filter(expression, linktype, int(snaplen), optimize).instructions.copy()
-        n = insns.shape[0]
-        if i < len(parts) - 1:
-            if bool((insns["code"] == _k.RET_A).any()):
-                raise FilterError(f"part {i} ({expression!r}) returns the accumulator: cannot chain it")
-            rejects = np.flatnonzero((insns["code"] == _k.RET_K) & (insns["k"] == 0))
-            insns["code"][rejects] = _k.JA
-            insns["jt"][rejects] = 0
-            insns["jf"][rejects] = 0
-            insns["k"][rejects] = (n - 1 - rejects).astype(np.uint32)  # ja lands on pc + 1 + k == n
-        starts.append(pc)
-        pieces.append(insns)
-        pc += n
-    text = "; ".join(f"{e.strip() or '(all)'} -> {int(s)}" for e, s in parts)
-    return BpfProgram(
-        expression=text,
-        linktype=int(linktype),
-        snaplen=max(int(s) for _, s in parts),
-        instructions=np.concatenate(pieces),
-        parts=tuple(starts),
-    )
 
 
 _ENCAP_WORDS = re.compile(r"\b(vlan|mpls|pppoes|geneve)\b")

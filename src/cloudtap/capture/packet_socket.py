@@ -3,7 +3,7 @@
 Filter and snaplen: the socket filter compiled by libpcap for the interface's link type (``bpf``,
 or the empty expression) runs in the kernel, so rejected packets never reach the ring; its accept
 value is ``snaplen``, which is how the kernel cuts frames (``wire_len`` keeps the full length); a
-program chained by ``bpf.combine_programs`` returns each part's own snaplen, so the kernel cuts each
+program chained by ``bpf_combine.combine_programs`` returns each part's own snaplen, so the kernel cuts each
 frame to the snaplen of the part (policy) that accepted it, up to the ring's largest. A
 drop-all filter is attached until the socket is bound and has joined its fanout group, so no packet
 slips in unfiltered or outside the group.

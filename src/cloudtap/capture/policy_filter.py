@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudtap.capture.bpf import BpfProgram, combine_programs
+from cloudtap.capture.bpf import BpfProgram
+from cloudtap.capture.bpf_combine import combine_programs
 from cloudtap.capture.frames import FrameBatch
 from cloudtap.errors import FilterError
 

@@ -27,7 +27,7 @@ from cloudtap.cli.analyse_view import (
     show_topology,
 )
 from cloudtap.cli.errors import CliError
-from cloudtap.cli.query_cmd import open_local_store
+from cloudtap.cli.query_source import open_local_store
 from cloudtap.cli.render import make_console
 from cloudtap.cli.server_client import UNREACHABLE_HINT
 from cloudtap.cli.server_options import CaOpt, Remote, ServerOpt, TokenOpt

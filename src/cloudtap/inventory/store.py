@@ -24,21 +24,13 @@ import dataclasses
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from cloudtap.inventory.addresses import OPEN, AddressRecord, derive_addresses
-from cloudtap.inventory.entities import (
-    check_kind,
-    display_name,
-    entities_of,
-    from_attrs,
-    parents_of,
-    to_attrs,
-)
+from cloudtap.inventory.entities import check_kind, display_name, entities_of, parents_of, to_attrs
+from cloudtap.inventory.history import ChangeSummary, EntityRecord
 from cloudtap.inventory.model import Snapshot
 from cloudtap.inventory.view import SOURCE_PRIORITY, InventoryView, build_view
 
@@ -46,81 +38,16 @@ ENTITY_TABLE = "inventory_entity"
 ADDRESS_TABLE = "inventory_address"
 NAMES_VIEW = "inventory_names"
 _INSERT_CHUNK = 2000
-_ID_COLUMNS = ("interface_id", "region_id", "project_id", "host_id", "vm_id", "subnet_id", "pod_id", "service_id")
-
-
-@dataclass(frozen=True)
-class EntityRecord:
-    """One validity interval of one entity as reported by one source."""
-
-    kind: str
-    source: str
-    key: str
-    id: int
-    name: str
-    attrs: str  #: canonical JSON of the entity
-    valid_from: int
-    valid_to: int = OPEN
-
-    @cached_property
-    def entity(self) -> Any:
-        """The model object."""
-        return from_attrs(self.kind, self.attrs)
-
-    @property
-    def is_open(self) -> bool:
-        """True while the interval has not ended."""
-        return self.valid_to == OPEN
-
-    def valid_at(self, ns: int) -> bool:
-        """True when the interval holds ``ns``."""
-        return self.valid_from <= ns < self.valid_to
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (``valid_to`` ``None`` while open)."""
-        return {
-            "kind": self.kind,
-            "source": self.source,
-            "key": self.key,
-            "id": self.id,
-            "name": self.name,
-            "valid_from": self.valid_from,
-            "valid_to": None if self.is_open else self.valid_to,
-            "attrs": dataclasses.asdict(self.entity),
-        }
-
-
-@dataclass
-class ChangeSummary:
-    """What one :meth:`InventoryStore.apply` changed."""
-
-    source: str
-    taken_at: int
-    added: dict[str, int] = field(default_factory=dict)
-    changed: dict[str, int] = field(default_factory=dict)
-    removed: dict[str, int] = field(default_factory=dict)
-    changes: list[tuple[str, str, str]] = field(default_factory=list)  #: (added|changed|removed, kind, key)
-
-    @property
-    def total(self) -> int:
-        """Number of entity changes."""
-        return len(self.changes)
-
-    def _count(self, op: str, kind: str, key: str) -> None:
-        counts = getattr(self, op)
-        counts[kind] = counts.get(kind, 0) + 1
-        self.changes.append((op, kind, key))
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (without the per-entity list)."""
-        return {
-            "source": self.source,
-            "taken_at": self.taken_at,
-            "added": self.added,
-            "changed": self.changed,
-            "removed": self.removed,
-            "total": self.total,
-        }
+_ID_COLUMNS = (
+    "interface_id",
+    "region_id",
+    "project_id",
+    "host_id",
+    "vm_id",
+    "subnet_id",
+    "pod_id",
+    "service_id",
+)
 
 
 class InventoryStore:
@@ -280,9 +207,9 @@ class InventoryStore:
                     if old.attrs == attrs:
                         continue
                     rows.append(self._close(idx, t))
-                    summary._count("changed", kind, key)
+                    summary.count("changed", kind, key)
                 else:
-                    summary._count("added", kind, key)
+                    summary.count("added", kind, key)
                 rec = EntityRecord(kind, src, key, self._id_for(kind, key), display_name(entity), attrs,
                                    start if idx is None else t)  # fmt: skip
                 rec.__dict__["entity"] = entity  # cached_property: no JSON round trip
@@ -292,7 +219,7 @@ class InventoryStore:
             for (s, kind, key), idx in list(self._open.items()):
                 if s == src and (kind, key) not in seen:
                     rows.append(self._close(idx, t))
-                    summary._count("removed", kind, key)
+                    summary.count("removed", kind, key)
             self._last[src] = t
             if not rows:
                 return summary
@@ -366,7 +293,9 @@ class InventoryStore:
         """Sorted distinct times (ns) at which anything started or ended: views are constant between them."""
         with self._lock:
             if self._bounds is None:
-                times = {r.valid_from for r in self._records} | {r.valid_to for r in self._records if not r.is_open}
+                times = {r.valid_from for r in self._records} | {
+                    r.valid_to for r in self._records if not r.is_open
+                }
                 self._bounds = np.asarray(sorted(times), dtype=np.int64)
             return self._bounds
 

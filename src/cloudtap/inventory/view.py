@@ -10,7 +10,7 @@ from cloudtap.inventory.entities import KIND_SPECS
 from cloudtap.inventory.model import Snapshot
 
 if TYPE_CHECKING:
-    from cloudtap.inventory.store import EntityRecord
+    from cloudtap.inventory.history import EntityRecord
 
 #: Which source wins when two report the same ``(kind, key)`` (first wins; unknown sources come last).
 SOURCE_PRIORITY = ("openstack", "vsphere", "kubernetes", "static", "agents")

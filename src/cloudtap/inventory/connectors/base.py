@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from cloudtap.errors import CloudtapError
+from cloudtap.inventory.history import ChangeSummary
 from cloudtap.inventory.model import Snapshot
-from cloudtap.inventory.store import ChangeSummary, InventoryStore
+from cloudtap.inventory.store import InventoryStore
 
 log = logging.getLogger(__name__)
 
