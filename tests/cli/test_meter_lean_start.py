@@ -18,7 +18,9 @@ ONE_TCP = "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/one_tcp_stream.pcap"
 ENV = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(Path.cwd() / ".numba-cache"))}
 #: Loaded by numba only to compile (typing and lowering registries, array implementation), and
 #: libpcap's BPF compiler, needed only with --filter.
-NOT_NEEDED = ("numba.np.linalg", "numba.np.arrayobj", "numba.typed.typeddict", "cloudtap.capture.bpf")
+NOT_NEEDED = (
+    "numba.np.linalg", "numba.np.arrayobj", "numba.typed.typeddict", "cloudtap.capture.bpf", "cloudtap.capture.libpcap",
+)  # fmt: skip
 #: Text outputs are written by numba kernels: Arrow is loaded only for parquet (~20 ms of start-up).
 ARROW = ("pyarrow",)
 
