@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 from cloudtap.schema.packet import STATUS_OK
 
 BLOOM_WORDS = 128  #: 8192 bits per block
@@ -27,7 +27,7 @@ TAG_PORT = np.uint64(0xC2B2AE3D27D4EB4F)
 TAG_FLOW = np.uint64(0x165667B19E3779F9)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def mix64(x):  # type: ignore[no-untyped-def]
     """splitmix64 finaliser."""
     x = np.uint64(x)
@@ -39,19 +39,19 @@ def mix64(x):  # type: ignore[no-untyped-def]
     return x
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def addr_key(hi, lo):  # type: ignore[no-untyped-def]
     """Bloom key of one IP address (IPv4 mapped)."""
     return mix64(mix64(np.uint64(hi) ^ TAG_ADDR) ^ np.uint64(lo))
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def port_key(port):  # type: ignore[no-untyped-def]
     """Bloom key of one L4 port."""
     return mix64(np.uint64(port) ^ TAG_PORT)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def flow_key(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto):  # type: ignore[no-untyped-def]
     """Symmetric flow hash: both directions of a flow give the same key."""
     ka = mix64(addr_key(a_hi, a_lo) ^ np.uint64(a_port))
@@ -59,14 +59,14 @@ def flow_key(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto):  # type: ignore[no-
     return mix64((ka + kb) ^ (ka * kb) ^ np.uint64(proto) ^ TAG_FLOW)
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def _set(bloom, key):  # type: ignore[no-untyped-def]
     for shift in (0, 21, 42):
         bit = (key >> np.uint64(shift)) & np.uint64(BLOOM_BITS - 1)
         bloom[bit >> np.uint64(6)] |= np.uint64(1) << (bit & np.uint64(63))
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def bloom_has(bloom, key):  # type: ignore[no-untyped-def]
     """True when ``key`` may be in ``bloom`` (false positives only)."""
     for shift in (0, 21, 42):
@@ -76,7 +76,7 @@ def bloom_has(bloom, key):  # type: ignore[no-untyped-def]
     return True
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def index_packets(packets, sel, bloom, ifaces, store_ids):  # type: ignore[no-untyped-def]
     """Add the keys of ``packets[sel]`` to ``bloom`` and their store interface ids to ``ifaces``.
 
@@ -106,7 +106,7 @@ def index_packets(packets, sel, bloom, ifaces, store_ids):  # type: ignore[no-un
     return flags
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def gather(src, src_off, cap_len, sel, snaplen, out, out_pos, out_cap):  # type: ignore[no-untyped-def]
     """Copy frames ``sel`` of ``src`` (cut at ``snaplen``) contiguously into ``out`` from ``out_pos``.
 
@@ -133,7 +133,7 @@ def gather(src, src_off, cap_len, sel, snaplen, out, out_pos, out_cap):  # type:
     return sel.shape[0], pos
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def select_rows(ts, iface, from_ns, to_ns, iface_ok, out):  # type: ignore[no-untyped-def]
     """Indices of rows with ``from_ns <= ts < to_ns`` and ``iface_ok[iface]``; returns how many."""
     k = 0
@@ -145,7 +145,7 @@ def select_rows(ts, iface, from_ns, to_ns, iface_ok, out):  # type: ignore[no-un
     return k
 
 
-@njit(**KERNEL_OPTS)
+@njit(**NO_ALLOC_OPTS)
 def candidate_blocks(min_ts, max_ts, ifaces, blooms, flags, from_ns, to_ns, want_ifaces, addr_keys, port_keys, out):  # type: ignore[no-untyped-def]  # noqa: E501
     """Indices of blocks that may hold a packet of the query; returns how many.
 

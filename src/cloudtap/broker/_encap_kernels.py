@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import KERNEL_OPTS, NO_ALLOC_OPTS
 
 RAW = 0
 VXLAN = 1
@@ -23,7 +23,7 @@ ERSPAN3 = 4
 HEADER_BYTES = {RAW: 0, VXLAN: 8, GRE: 4, ERSPAN2: 16, ERSPAN3: 20}
 GRE_KEY_BYTES = 4
 
-_LEAF = {**KERNEL_OPTS, "_nrt": False}
+_LEAF = NO_ALLOC_OPTS
 
 
 @njit(**_LEAF)

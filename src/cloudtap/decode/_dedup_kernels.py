@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import KERNEL_OPTS, NO_ALLOC_OPTS
 
 #: Slots per set (8 x 8-byte fingerprints = one 64-byte cache line).
 WAYS = 8
@@ -27,7 +27,7 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S8 = np.uint64(8)
-_LEAF = {**KERNEL_OPTS, "_nrt": False}
+_LEAF = NO_ALLOC_OPTS
 
 
 @njit(**_LEAF)

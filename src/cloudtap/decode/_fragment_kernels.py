@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 from cloudtap.schema.packet import (
     FLAG_FRAGMENT,
     FLAG_L4,
@@ -50,7 +50,7 @@ TABLE_DTYPE = np.dtype(
 )
 
 #: No NRT: the table and rows are passed between functions without refcounting (nothing allocates).
-_OPTS = {**KERNEL_OPTS, "_nrt": False}
+_OPTS = NO_ALLOC_OPTS
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _K3 = np.uint64(0x165667B19E3779F9)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cloudtap._kernel_opts import KERNEL_OPTS
+from cloudtap._kernel_opts import NO_ALLOC_OPTS
 from cloudtap.decode._ip_kernels import (
     _ipv4,
     _ipv6,
@@ -139,7 +139,7 @@ def decode_frame(data, start, end, wire, lt, port_kind, max_depth, rec):
     rec.status = STATUS_MALFORMED  # header chain longer than any sane frame
 
 
-@njit(**KERNEL_OPTS, _nrt=False)
+@njit(**NO_ALLOC_OPTS)
 def decode_batch(
     data, offset, cap_len, wire_len, ts_ns, linktype, interface, port_kind, max_depth, out, counts
 ):
