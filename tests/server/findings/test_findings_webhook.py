@@ -27,12 +27,14 @@ class Receiver:
     def __init__(self) -> None:
         received: list[tuple[str, str, Any]] = []
         self.received = received
+        statuses: list[int] = []
+        self.statuses = statuses  #: answers to the next POSTs, in order (then 200)
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 received.append(("POST", self.path, json.loads(body)))
-                self.send_response(200)
+                self.send_response(statuses.pop(0) if statuses else 200)
                 self.end_headers()
 
             def do_GET(self) -> None:  # noqa: N802
@@ -115,11 +117,35 @@ def test_the_engine_delivers_new_findings_to_the_configured_url_only(
         ran.store.close()
 
 
-def test_a_failing_receiver_is_counted_not_raised(receiver: Receiver) -> None:
-    hook = Webhook(receiver.url.replace(receiver.url.rsplit(":", 1)[1], "9"), "info", timeout_s=2)
-    hook([{"id": "x", "kind": "scan", "severity": "critical", "subject": "{}", "summary": "s", "reproduce": "",
-           "figures": "{}", "baseline": "{}", "time_from": 0}])  # fmt: skip
-    assert (hook.sent, hook.failed) == (0, 1)
+ROW = {"id": "x", "kind": "scan", "severity": "critical", "subject": "{}", "summary": "s", "reproduce": "",
+       "figures": "{}", "baseline": "{}", "time_from": 0}  # fmt: skip
+
+
+def test_a_receiver_that_stays_down_is_tried_again_then_counted_not_raised(receiver: Receiver) -> None:
+    waits: list[float] = []
+    hook = Webhook(
+        receiver.url.replace(receiver.url.rsplit(":", 1)[1], "9"), "info", timeout_s=2, sleep=waits.append
+    )
+    hook([ROW])
+    assert (hook.sent, hook.failed, hook.retries) == (0, 1, 2)
+    assert waits == [1.0, 2.0]  # backing off
+
+
+def test_a_busy_receiver_gets_the_alert_on_a_later_attempt(receiver: Receiver) -> None:
+    receiver.statuses[:] = [503, 429]
+    waits: list[float] = []
+    hook = Webhook(receiver.url + "/am", "info", sleep=waits.append)
+    hook([ROW])
+    assert (hook.sent, hook.failed, hook.retries, hook.alerts) == (1, 0, 2, 1)
+    assert len(receiver.received) == 3 and waits == [1.0, 2.0]
+    assert receiver.received[0][2] == receiver.received[2][2]  # the same body each time
+
+
+def test_a_refusal_is_not_retried(receiver: Receiver) -> None:
+    receiver.statuses[:] = [400]
+    hook = Webhook(receiver.url + "/am", "info", retries=5, sleep=lambda s: pytest.fail("no retry of a 4xx"))
+    hook([ROW])
+    assert (hook.sent, hook.failed, hook.retries) == (0, 1, 0) and len(receiver.received) == 1
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://h/x", "127.0.0.1:9093", "http://"])

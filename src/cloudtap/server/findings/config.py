@@ -36,6 +36,9 @@ class FindingsSection(BaseModel):
         default="warning", description="info | warning | critical: least severity sent"
     )
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="time allowed to the webhook receiver")
+    webhook_retries: int = Field(
+        default=2, ge=0, le=10, description="tries again after 1 s, 2 s, 4 s... when the receiver is down, 5xx or 429"
+    )
     external_url: str = Field(default="", description="this server's URL, for links in webhook alerts")
     # new_edge / new_port
     baseline_days: float = Field(

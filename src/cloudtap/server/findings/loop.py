@@ -75,7 +75,7 @@ def engine_of(app: Any, names: Callable[[], Any] | None = None) -> FindingsEngin
     webhook = None
     if config.webhook_url:
         webhook = Webhook(config.webhook_url, config.webhook_min_severity, config.webhook_timeout_s,
-                          config.external_url)  # fmt: skip
+                          config.external_url, retries=config.webhook_retries)  # fmt: skip
     state.findings_webhook = webhook
     names = names or (lambda: getattr(state, "names", None))
     engine = FindingsEngine(store, config, names=names, notify=webhook)

@@ -5,14 +5,18 @@ The body is what Alertmanager POSTs to a ``webhook_config`` receiver: ``version`
 ``externalURL`` and ``alerts`` (each ``status``, ``labels``, ``annotations``, ``startsAt``, ``endsAt``,
 ``generatorURL``, ``fingerprint``). Labels: ``alertname`` (``cloudtap_<kind>``), ``kind``, ``severity``,
 ``finding_id``, projects and the edge; annotations: summary, reproduce command, figures and baseline.
-It is only ever sent to ``findings.webhook_url`` (http or https, checked at start); a failure is counted
-and logged, never retried into a queue that could grow.
+It is only ever sent to ``findings.webhook_url`` (http or https, checked at start). A receiver that is
+down, times out, answers 5xx or 429 is tried again ``findings.webhook_retries`` times within the cycle,
+after 1 s, 2 s, 4 s...; then the delivery is counted as failed and logged. Nothing is queued across
+cycles (a queue could grow without bound while a receiver is away); the findings stay in the store.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -85,18 +89,24 @@ def payload(rows: list[dict[str, Any]], external_url: str = "") -> dict[str, Any
 class Webhook:
     """POSTs new findings of at least ``min_severity`` to one configured URL.
 
-    Counters (for ``/metrics``): ``sent`` (requests answered 2xx), ``failed``, ``alerts`` (alerts sent).
+    Counters (for ``/metrics``): ``sent`` (requests answered 2xx), ``failed`` (deliveries given up),
+    ``retries`` (attempts after a retryable failure), ``alerts`` (alerts sent).
     """
 
     def __init__(
-        self, url: str, min_severity: str = "warning", timeout_s: float = 5.0, external_url: str = ""
-    ) -> None:
+        self, url: str, min_severity: str = "warning", timeout_s: float = 5.0, external_url: str = "",
+        retries: int = 2, backoff_s: float = 1.0, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:  # fmt: skip
         self.url = check_url(url)
         self.min_rank = severity_rank(min_severity)
         self.timeout_s = timeout_s
         self.external_url = external_url
+        self.max_retries = retries
+        self.backoff_s = backoff_s
+        self._sleep = sleep
         self.sent = 0
         self.failed = 0
+        self.retries = 0
         self.alerts = 0
 
     def __call__(self, rows: list[dict[str, Any]]) -> None:
@@ -104,13 +114,24 @@ class Webhook:
         chosen = [r for r in rows if severity_rank(r["severity"]) >= self.min_rank]
         if not chosen:
             return
-        try:
-            answer = httpx.post(self.url, json=payload(chosen, self.external_url), timeout=self.timeout_s,
-                                follow_redirects=False)  # fmt: skip
-            answer.raise_for_status()
-        except httpx.HTTPError as exc:
-            self.failed += 1
-            log.warning("findings webhook %s failed: %s", self.url, exc)
-            return
-        self.sent += 1
-        self.alerts += len(chosen)
+        body = payload(chosen, self.external_url)
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.retries += 1
+                self._sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                answer = httpx.post(self.url, json=body, timeout=self.timeout_s, follow_redirects=False)
+                answer.raise_for_status()
+            except httpx.HTTPStatusError as exc:
+                retryable = exc.response.status_code >= 500 or exc.response.status_code == 429
+                error: Exception = exc
+            except httpx.HTTPError as exc:  # refused, reset, timed out
+                retryable, error = True, exc
+            else:
+                self.sent += 1
+                self.alerts += len(chosen)
+                return
+            if not retryable:
+                break
+        self.failed += 1
+        log.warning("findings webhook %s failed after %d attempt(s): %s", self.url, attempt + 1, error)

@@ -49,7 +49,8 @@ class FindingsCollector(AppCollector):
         hook = self.state("findings_webhook")
         if hook is not None:
             yield counter(P + "webhook_posts", "webhook requests answered 2xx", hook.sent)
-            yield counter(P + "webhook_failures", "webhook requests that failed", hook.failed)
+            yield counter(P + "webhook_failures", "webhook deliveries given up after their retries", hook.failed)
+            yield counter(P + "webhook_retries", "webhook attempts made again after a retryable failure", hook.retries)
             yield counter(P + "webhook_alerts", "alerts delivered through the webhook", hook.alerts)
         yield from self._open(engine)
 
