@@ -37,8 +37,9 @@ class FindingsSection(BaseModel):
     )
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="time allowed to the webhook receiver")
     webhook_retries: int = Field(
-        default=2, ge=0, le=10, description="tries again after 1 s, 2 s, 4 s... when the receiver is down, 5xx or 429"
-    )
+        default=2, ge=0, le=10,
+        description="tries again after 1 s, 2 s, 4 s... when the receiver is down, 5xx or 429",
+    )  # fmt: skip
     external_url: str = Field(default="", description="this server's URL, for links in webhook alerts")
     # new_edge / new_port
     baseline_days: float = Field(
@@ -98,6 +99,10 @@ class FindingsSection(BaseModel):
     lb_sigmas: float = Field(
         default=5.0, gt=0, description="and this many Poisson sigmas above the even share"
     )
+    lb_idle_lookback_hours: float = Field(
+        default=6.0, ge=0, le=168,
+        description="a backend that took flows this recently and none in the window is reported (0: off)",
+    )  # fmt: skip
     # slow requests (application requests, request_1m)
     slow_min_requests: int = Field(
         default=20, ge=1, description="answered requests on an edge in the minute before judging its p99"
