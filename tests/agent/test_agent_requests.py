@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from cloudtap.agent.budget import plan_budget, request_parser_bytes
 from cloudtap.agent.config import LimitsSection, load_agent_config
+from cloudtap.agent.config_overlay import apply_mode
 from cloudtap.agent.control import AgentCollector
 from cloudtap.agent.guard import CpuGovernor, PpsLimiter
 from cloudtap.agent.identity import ObservationPoints
@@ -29,7 +30,6 @@ from cloudtap.l7.records import OUTPUT_COLUMNS, requests_to_arrow
 from cloudtap.meter import MeterConfig
 from cloudtap.meter.records import flows_to_arrow
 from cloudtap.schema.request import L7_DTYPE
-from cloudtap.server.controller.overlay import apply_mode
 from cloudtap.ship.frame import KNOWN_KINDS
 from cloudtap.ship.server_sink import ServerSink
 from cloudtap.ship.spool import Spool

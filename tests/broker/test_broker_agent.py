@@ -18,11 +18,11 @@ from test_broker_encap import batch, udp_frame
 
 from cloudtap.agent.config import AgentConfig, load_agent_config
 from cloudtap.agent.config_apply import apply_hot
+from cloudtap.agent.config_overlay import changed_keys
 from cloudtap.agent.control import AgentCollector
 from cloudtap.agent.controller_client import ControllerClient
 from cloudtap.agent.runner import Agent
 from cloudtap.broker.config import BrokerSection
-from cloudtap.server.controller.overlay import changed_keys
 from cloudtap.server.controller.status import HeartbeatReport
 
 

@@ -31,10 +31,10 @@ from urllib.parse import urlparse
 from cloudtap import __version__
 from cloudtap.agent.config import AgentConfig
 from cloudtap.agent.config_apply import apply_hot, revert
+from cloudtap.agent.config_overlay import changed_keys, effective_config
 from cloudtap.agent.requests import heartbeat_fields
 from cloudtap.agent.vm_report import VmReporter
 from cloudtap.errors import CloudtapError, ConfigError
-from cloudtap.server.controller.overlay import changed_keys, effective_config
 
 if TYPE_CHECKING:
     from cloudtap.agent.credentials import CredentialStore

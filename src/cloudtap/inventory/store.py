@@ -89,7 +89,7 @@ class InventoryStore:
 
     # -- tables ----------------------------------------------------------------------------------
     def _table(self, name: str) -> str:
-        from cloudtap.server.store.ddl import ident
+        from cloudtap.clickhouse_sql import ident
 
         return f"{ident(self.store.database)}.{ident(name)}"
 
@@ -258,7 +258,7 @@ class InventoryStore:
         return rows
 
     def _write_entities(self, rows: list[tuple[EntityRecord, int]]) -> None:
-        from cloudtap.server.store.ddl import quote
+        from cloudtap.clickhouse_sql import quote
 
         def values(rec: EntityRecord, rev: int) -> str:
             parents = ", ".join(f"{quote(k)}: {quote(v)}" for k, v in parents_of(rec.entity).items())
@@ -270,7 +270,7 @@ class InventoryStore:
         self._insert(ENTITY_TABLE, [values(r, v) for r, v in rows])
 
     def _write_addresses(self, rows: list[tuple[AddressRecord, int]]) -> None:
-        from cloudtap.server.store.ddl import quote
+        from cloudtap.clickhouse_sql import quote
 
         def values(rec: AddressRecord, rev: int) -> str:
             ip = rec.ip or "::"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from cloudtap.agent.config_overlay import apply_mode, validate_overlay
 from cloudtap.errors import ConfigError
 from cloudtap.inventory.model import VM, Host, Interface, Project, Snapshot, Subnet
 from cloudtap.server.controller.auth import Refusal, check_token
 from cloudtap.server.controller.commands import CommandQueue
 from cloudtap.server.controller.compiler import compile_policies
-from cloudtap.server.controller.overlay import apply_mode, validate_overlay
 from cloudtap.server.controller.policy import Policy
 from cloudtap.server.controller.service import Controller
 from cloudtap.server.controller.status import HeartbeatReport

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudtap.agent.config_overlay import validate_overlay
 from cloudtap.server.controller.db import StateDB, dumps
-from cloudtap.server.controller.overlay import validate_overlay
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import difflib
 import json
 from typing import Any
 
+from cloudtap.agent.config_overlay import apply_mode, leaves, validate_overlay
 from cloudtap.inventory.model import Snapshot
 from cloudtap.server.controller.compiler import compile_policies
 from cloudtap.server.controller.groups import Group
-from cloudtap.server.controller.overlay import apply_mode, leaves, validate_overlay
 from cloudtap.server.controller.policy import Policy
 from cloudtap.server.controller.registry import AgentRecord
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cloudtap.agent.config_overlay import apply_mode, leaves
 from cloudtap.inventory.model import Snapshot
 from cloudtap.server.controller.auth import Refusal, check_token, registration_open
 from cloudtap.server.controller.commands import command_queue
@@ -29,7 +30,6 @@ from cloudtap.server.controller.fleet import Fleet
 from cloudtap.server.controller.groups import Groups
 from cloudtap.server.controller.heartbeats import Heartbeats
 from cloudtap.server.controller.identity import AgentIdentities, credential_agent
-from cloudtap.server.controller.overlay import apply_mode, leaves
 from cloudtap.server.controller.policy import Policies, Policy
 from cloudtap.server.controller.registry import AgentRecord, Registry, agent_id_for
 from cloudtap.server.controller.status import HeartbeatReport

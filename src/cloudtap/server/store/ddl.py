@@ -1,5 +1,5 @@
 """The flow store's catalog: which tables and materialized views exist (columns in ``columns.py``, the
-DDL text in ``table_spec.py``, quoting in ``sql_text.py``; their names are re-exported here).
+DDL text in ``table_spec.py``, quoting in ``cloudtap.clickhouse_sql``; their names are re-exported here).
 
 Tables (see docs/storage.md for the choice of keys):
 
@@ -14,6 +14,7 @@ Tables (see docs/storage.md for the choice of keys):
 
 from __future__ import annotations
 
+from cloudtap.clickhouse_sql import ident, ip_text_sql, quote
 from cloudtap.meter.edges import EDGE_SUMS
 from cloudtap.server.store.columns import (
     ANNOTATIONS,
@@ -39,7 +40,6 @@ from cloudtap.server.store.request_columns import (
     request_rollup_columns,
     request_rollup_select,
 )
-from cloudtap.server.store.sql_text import ident, ip_text_sql, quote
 from cloudtap.server.store.table_spec import (
     DEDUP_WINDOW,
     DEDUP_WINDOW_SECONDS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cloudtap.server.store.sql_text import ident, quote
+from cloudtap.clickhouse_sql import ident, quote
 
 #: Insert deduplication window, in blocks per table (each batch adds one block per partition).
 DEDUP_WINDOW = 10_000
