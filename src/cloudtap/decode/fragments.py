@@ -13,7 +13,7 @@ from cloudtap.decode._fragment_kernels import (
     associate_kernel,
 )
 from cloudtap.errors import ConfigError
-from cloudtap.schema.packet import PACKET_DTYPE
+from cloudtap.schema.packet import FLAG_FRAGMENT, PACKET_DTYPE
 
 
 class FragmentTracker:
@@ -70,6 +70,8 @@ class FragmentTracker:
             raise ValueError("packets must be a 1-D PACKET_DTYPE array")
         if not packets.flags.writeable:
             raise ValueError("packets must be writeable (association updates it in place)")
+        if not (packets["flags"] & FLAG_FRAGMENT).any():
+            return  # the kernel touches fragments only (most captures have none: it is never even loaded)
         associate_kernel(packets, self._table, self.timeout_ns, self._stats)
 
     def clear(self) -> None:
