@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,6 +33,21 @@ from cloudtap.server.metrics.distribution import GROUP_BUCKETS, Distribution
 from cloudtap.server.store.base import BatchKey, InsertResult
 
 log = logging.getLogger(__name__)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Run the calling thread ``nice`` steps nicer than it is (Linux: priority is per thread); 0 = unchanged.
+
+    The storage threads (decoding, inserting) yield the CPU to the event loop that answers heartbeats and
+    command polls whenever both want it; they still get every idle cycle.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # a sandbox may refuse it: run at the same priority
+        log.warning("cannot lower the priority of ingest thread %d: %s", tid, exc)
 
 
 @dataclass(eq=False)
@@ -67,7 +84,7 @@ class Coalescer:
 
     def __init__(
         self, ingestor: Ingestor, wait_s: float, max_batches: int = 1000, max_rows: int = 2_000_000,
-        wal: GroupWal | None = None, decode_threads: int = 2,
+        wal: GroupWal | None = None, decode_threads: int = 2, thread_nice: int = 0,
     ) -> None:  # fmt: skip
         self.ingestor = ingestor
         self.wait_s = wait_s
@@ -76,8 +93,9 @@ class Coalescer:
         self.wal = wal
         self.groups_written = 0  #: inserts done (each one block per table)
         self.group_sizes = Distribution(GROUP_BUCKETS)  #: batches written per group
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="cloudtap-ingest")
-        self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="cloudtap-decode")
+        nicer = {"initializer": lower_thread_priority, "initargs": (thread_nice,)}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="cloudtap-ingest", **nicer)  # type: ignore[arg-type]
+        self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="cloudtap-decode", **nicer)  # type: ignore[arg-type]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_key: dict[BatchKey, Group] = {}
         self._queue: collections.deque[Group] = collections.deque()

@@ -112,6 +112,10 @@ class IngestSection(_Section):
         2, ge=1, le=64, description="threads decompressing and checking a coalesced group's batches (Arrow releases the GIL)"
     )
     max_group_rows: int = Field(2_000_000, ge=1, description="at most this many rows (all kinds) in one coalesced insert")
+    thread_nice: int = Field(
+        5, ge=0, le=19, description="the decode and insert threads run this much nicer than the event loop, so heartbeats "
+        "and command polls get a CPU first when ingest saturates the host; 0 = same priority"
+    )
     max_pending_batches: int = Field(
         2000, ge=0, description="answer 429 (Retry-After) to new batches while this many wait to be stored; 0 = no limit"
     )

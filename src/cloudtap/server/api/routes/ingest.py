@@ -60,7 +60,8 @@ def coalescer(app: FastAPI, settings: ServerSettings) -> Coalescer | None:
         ingestor: Ingestor = app.state.ingestor
         wal = GroupWal(wal_directory(settings, app.state.store))
         found = Coalescer(ingestor, settings.ingest.coalesce_ms / 1000, settings.ingest.max_group_batches,
-                          settings.ingest.max_group_rows, wal, settings.ingest.decode_threads)  # fmt: skip
+                          settings.ingest.max_group_rows, wal, settings.ingest.decode_threads,
+                          settings.ingest.thread_nice)  # fmt: skip
         app.state.ingest_coalescer = found
     return found
 
