@@ -62,8 +62,8 @@ def detect_lb(cycle: Cycle) -> list[Detection]:
     )
     groups, g_inv = np.unique(group_key, axis=0, return_inverse=True)
     g_inv = g_inv.reshape(-1)
-    backend_key = np.stack([g_inv.astype(np.int64), np.unique(e["server_ip"].astype(str), return_inverse=True)[1]
-                            .reshape(-1).astype(np.int64)], axis=1)  # fmt: skip
+    server_ips, ip_inv = np.unique(e["server_ip"].astype(str), return_inverse=True)
+    backend_key = np.stack([g_inv.astype(np.int64), ip_inv.reshape(-1).astype(np.int64)], axis=1)
     backends, b_inv = np.unique(backend_key, axis=0, return_inverse=True)
     b_inv = b_inv.reshape(-1)
     flows = np.bincount(b_inv, weights=e["opened"], minlength=len(backends))
@@ -79,13 +79,14 @@ def detect_lb(cycle: Cycle) -> list[Detection]:
     idle: dict[int, dict[str, int]] = {}
     if cfg.lb_idle_lookback_hours > 0 and busy.any():
         seen = recent_backends(cycle, cycle.t1 - int(cfg.lb_idle_lookback_hours * 3600), cycle.t1)
-        for g in np.flatnonzero(busy):
-            here = {str(e["server_ip"][r]) for r in np.flatnonzero(g_inv == g)}
-            gone = {
-                ip: vm for ip, vm in seen.get(tuple(int(x) for x in groups[g]), {}).items() if ip not in here
-            }
+        here: dict[int, set[str]] = {}  # group -> its backends in the window (one pass over the backends)
+        for g, ip in backends.tolist():
+            here.setdefault(g, set()).add(str(server_ips[ip]))
+        for g in np.flatnonzero(busy).tolist():
+            known = seen.get(tuple(int(x) for x in groups[g]), {})
+            gone = {ip: vm for ip, vm in known.items() if ip not in here[g]}
             if gone and total[g] / (n[g] + len(gone)) >= cfg.lb_sigmas**2:
-                idle[int(g)] = gone
+                idle[g] = gone
     out = []
     for g in sorted(set(np.flatnonzero(heavy).tolist()) | set(idle)):
         mine = np.flatnonzero(b_group == g)
