@@ -118,3 +118,18 @@ def test_metering_from_the_cache_never_sets_up_numbas_runtime(shared_pcaps: Path
         )
         assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"records": 1, "runtime": False}
+
+
+def test_the_runtime_is_set_up_for_object_code_that_names_it_or_when_in_doubt() -> None:
+    from cloudtap._kernel_opts import needs_runtime
+
+    elf = b"\x7fELF" + b"\x00" * 60
+    assert (
+        needs_runtime(
+            ("k", "object", (elf + b"PyArg_UnpackTuple\x00", b"BC")),
+        )
+        is False
+    )
+    assert needs_runtime(("k", "object", (elf + b"NRT_decref\x00", b"BC"))) is True
+    assert needs_runtime(("k", "object", (elf, b"@.numba.unresolved$f = global"))) is True
+    assert needs_runtime(("k", "bitcode", b"BC\xc0\xde")) is True  # no object code recognised: set it up
